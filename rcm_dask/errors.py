@@ -1,0 +1,55 @@
+"""Run-level errors. One bad *file* never raises: it becomes a :class:`~rcm_dask.records.Skipped`.
+
+The family::
+
+    RcmError                      anything rcm_dask refuses to do; the message says what to do
+    ├── SourceError               the input path is missing, not a folder, or has no .rs files
+    ├── ConfigError               an option has an impossible value
+    ├── ModelError                the embedding model cannot be found or loaded
+    ├── IndexNotFoundError        search/status on a folder that holds no index
+    ├── IndexIdentityError        the index was built with another model / chunker (use --force)
+    └── IndexWriteError           a store refused a write; the last commit is intact
+
+The CLI prints the message of an ``RcmError`` and exits 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class RcmError(Exception):
+    """Base of every error rcm_dask raises on purpose."""
+
+
+class SourceError(RcmError):
+    """The input cannot be indexed as a whole (missing path, no .rs files, ...)."""
+
+
+class ConfigError(RcmError):
+    """An option has an impossible value."""
+
+
+class ModelError(RcmError):
+    """The embedding model cannot be found or loaded."""
+
+
+class IndexNotFoundError(RcmError):
+    """No index exists where one was expected."""
+
+
+class IndexIdentityError(RcmError):
+    """The index on disk was built with a different model, dimension or chunker."""
+
+
+class IndexWriteError(RcmError):
+    """A store refused a write. What was committed before stays intact."""
+
+
+__all__ = [
+    "ConfigError",
+    "IndexIdentityError",
+    "IndexNotFoundError",
+    "IndexWriteError",
+    "ModelError",
+    "RcmError",
+    "SourceError",
+]

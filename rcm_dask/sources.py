@@ -1,0 +1,379 @@
+"""Find and read Rust files through fsspec (local paths, ``file://``, ``memory://``, ``s3://``...).
+
+Two stages: :func:`discover_sources` lists ``**/*.rs`` under a root once (the only
+place that walks the tree) and :func:`read_source` reads one listed file into a
+:class:`~rcm_dask.records.SourceFile`, or says why not with a
+:class:`~rcm_dask.records.Skipped`. ``read_source`` is a plain function over a
+pickled filesystem and a :class:`~rcm_dask.records.FileRef`, so it runs the same in a
+loop or in a worker process.
+
+What is skipped by default, each with its reason:
+
+- ``target-dir``: Cargo build output folders named ``target``;
+- ``hidden``: folders and files whose name starts with ``.``;
+- ``ignored``: paths matched by a ``.gitignore`` under the root (or ``exclude``);
+- ``sensitive``: names that look like secrets (:data:`SENSITIVE_NAME_PATTERNS`) and files
+  whose content holds a private key or a known token format
+  (:data:`SENSITIVE_CONTENT_PATTERNS`);
+- ``too-large``, ``binary``, ``not-utf8``, ``unreadable``, ``vanished``: found on reading.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+import posixpath
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import pathspec
+from fsspec.implementations.local import LocalFileSystem
+
+from .errors import SourceError
+from .records import FileRef, Skipped, SourceFile
+
+SENSITIVE_NAME_PATTERNS: tuple[str, ...] = (
+    ".env",
+    ".env.*",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "*.keystore",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    "*credentials*",
+    "secrets.*",
+)
+"""Gitignore-style name patterns of files never read unless ``include_sensitive``."""
+
+SENSITIVE_CONTENT_PATTERNS: tuple[tuple[str, re.Pattern[bytes]], ...] = (
+    ("private key block", re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")),
+    ("AWS access key id", re.compile(rb"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
+    ("GitHub token", re.compile(rb"\bgh[pousr]_[A-Za-z0-9]{36,}\b")),
+    ("Slack token", re.compile(rb"\bxox[abprs]-[A-Za-z0-9-]{10,}")),
+    ("Google API key", re.compile(rb"\bAIza[0-9A-Za-z_-]{35}\b")),
+)
+"""(label, pattern) pairs: a file whose bytes match one is skipped as ``sensitive``."""
+
+RUST_SUFFIX = ".rs"
+
+
+@dataclass(frozen=True)
+class SourceRoot:
+    """A folder to index, on some fsspec filesystem."""
+
+    fs: Any
+    """The fsspec filesystem (pickles; opened again inside worker processes)."""
+    path: str
+    """Root path as the filesystem names it (no protocol)."""
+    url: str
+    """Canonical URL of the root (``/abs/path`` for local files, ``memory://x``...)."""
+
+    def relpath(self, full: str) -> str:
+        """Root-relative posix path of a listed file."""
+        return posixpath.relpath(full.rstrip("/"), self.path.rstrip("/") or "/")
+
+
+@dataclass
+class Discovery:
+    """What :func:`discover_sources` found."""
+
+    root: SourceRoot
+    """The root that was listed."""
+    files: list[FileRef] = field(default_factory=list)
+    """Rust files to read, sorted by path."""
+    skipped: list[Skipped] = field(default_factory=list)
+    """Files and folders left out, each with its reason."""
+
+
+def open_root(path_or_url: str) -> SourceRoot:
+    """Resolve a local path or fsspec URL to a :class:`SourceRoot`.
+
+    Parameters
+    ----------
+    path_or_url
+        ``./crate``, ``/abs/path``, ``file:///abs``, ``memory://name``, ``s3://bucket/prefix``...
+
+    Raises
+    ------
+    SourceError
+        The path does not exist, is not a folder, or its protocol is not installed.
+
+    Examples
+    --------
+    >>> open_root("/definitely/missing")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    SourceError: /definitely/missing does not exist
+    """
+    target = os.path.expanduser(str(path_or_url))
+    try:
+        fs, path = fsspec.core.url_to_fs(target)
+    except (ImportError, ValueError) as e:
+        raise SourceError(f"cannot open {path_or_url}: {e}") from e
+    if isinstance(fs, LocalFileSystem):
+        path = os.path.realpath(path)
+    path = path.rstrip("/") or "/"
+    try:
+        info = fs.info(path)
+    except FileNotFoundError as e:
+        raise SourceError(f"{path_or_url} does not exist") from e
+    except OSError as e:
+        raise SourceError(f"cannot read {path_or_url}: {e}") from e
+    if info.get("type") != "directory":
+        raise SourceError(
+            f"{path_or_url} is a file, not a folder: give the folder of the codebase to index"
+        )
+    url = path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+    return SourceRoot(fs=fs, path=path, url=url)
+
+
+def discover_sources(
+    root: SourceRoot,
+    *,
+    respect_gitignore: bool = True,
+    include_hidden: bool = False,
+    include_sensitive: bool = False,
+    exclude: tuple[str, ...] = (),
+) -> Discovery:
+    """List the ``.rs`` files under ``root``: one listing, no file contents read.
+
+    The walk is iterative (no recursion limit), prunes skipped folders instead of
+    listing inside them, and follows no local symlink: one pointing out of the
+    root is skipped, and one pointing inside it is skipped because its target is
+    listed at its own path (so no loops and no duplicate chunks).
+
+    Parameters
+    ----------
+    root
+        From :func:`open_root`.
+    respect_gitignore
+        Apply ``.gitignore`` files found in the root and its subfolders.
+    include_hidden
+        Also descend into hidden folders and take hidden files.
+    include_sensitive
+        Also take files whose names look like secrets.
+    exclude
+        Extra gitignore-style patterns, relative to the root.
+
+    Returns
+    -------
+    Discovery
+        Files sorted by path, and the skipped files and folders.
+    """
+    found = Discovery(root=root)
+    fs = root.fs
+    local = isinstance(fs, LocalFileSystem)
+    real_root = os.path.realpath(root.path) if local else root.path
+    sensitive = pathspec.GitIgnoreSpec.from_lines(SENSITIVE_NAME_PATTERNS)
+    extra = pathspec.GitIgnoreSpec.from_lines(exclude) if exclude else None
+    # (folder relative to root, spec) for every .gitignore seen on the way down
+    ignores: list[tuple[str, pathspec.GitIgnoreSpec]] = []
+    stack = [root.path]
+    while stack:
+        folder = stack.pop()
+        rel_folder = "" if folder == root.path else root.relpath(folder)
+        try:
+            entries = fs.ls(folder, detail=True)
+        except (OSError, ValueError) as e:
+            found.skipped.append(Skipped(rel_folder or ".", "unreadable", str(e)))
+            continue
+        names = {posixpath.basename(e["name"].rstrip("/")): e for e in entries}
+        if respect_gitignore and ".gitignore" in names:
+            spec = _load_gitignore(fs, names[".gitignore"]["name"])
+            if spec is not None:
+                ignores.append((rel_folder, spec))
+        subfolders: list[str] = []
+        for name in sorted(names):
+            entry = names[name]
+            full = entry["name"].rstrip("/")
+            if full == folder:
+                continue
+            rel = posixpath.join(rel_folder, name) if rel_folder else name
+            is_dir = entry.get("type") == "directory" or (
+                local and bool(entry.get("islink")) and os.path.isdir(full)
+            )
+            reason = _skip_reason(
+                rel, name, is_dir, include_hidden, ignores, extra,
+                None if include_sensitive else sensitive,
+            )
+            if is_dir:
+                if reason is not None:
+                    found.skipped.append(Skipped(rel + "/", reason[0], reason[1]))
+                    continue
+                if local and entry.get("islink"):
+                    found.skipped.append(Skipped(rel + "/", "ignored", _link_detail(full, real_root)))
+                    continue
+                subfolders.append(full)
+                continue
+            if not name.endswith(RUST_SUFFIX):
+                continue
+            if reason is not None:
+                found.skipped.append(Skipped(rel, reason[0], reason[1]))
+                continue
+            if local and entry.get("islink"):
+                found.skipped.append(Skipped(rel, "ignored", _link_detail(full, real_root)))
+                continue
+            found.files.append(
+                FileRef(path=rel, url=full, size=int(entry.get("size") or 0), mtime=_mtime(entry))
+            )
+        # reversed so that the stack pops folders in sorted order
+        stack.extend(reversed(subfolders))
+        # drop .gitignore specs of folders we have left (stack is depth-first)
+        if ignores and stack:
+            nxt = "" if stack[-1] == root.path else root.relpath(stack[-1])
+            ignores = [(d, s) for d, s in ignores if d == "" or nxt == d or nxt.startswith(d + "/")]
+    found.files.sort(key=lambda f: f.path)
+    return found
+
+
+def _link_detail(full: str, real_root: str) -> str:
+    """Why a symlink is not followed: it leaves the root, or its target is listed anyway."""
+    target = os.path.realpath(full)
+    if target == real_root or target.startswith(real_root + os.sep):
+        rel = os.path.relpath(target, real_root)
+        return f"symlink to {rel}, inside the root: indexed at its own path (no loops, no duplicates)"
+    return f"symlink to {target}, outside the root"
+
+
+def _skip_reason(
+    rel: str,
+    name: str,
+    is_dir: bool,
+    include_hidden: bool,
+    ignores: list[tuple[str, pathspec.GitIgnoreSpec]],
+    extra: pathspec.GitIgnoreSpec | None,
+    sensitive: pathspec.GitIgnoreSpec | None,
+) -> tuple[Any, str] | None:
+    """Why a listed entry is skipped, as (reason, detail), or None to keep it."""
+    if is_dir and name == "target":
+        return "target-dir", "Cargo build output"
+    if name.startswith(".") and not include_hidden:
+        if sensitive is not None and not is_dir and sensitive.match_file(name):
+            return "sensitive", "name looks like a secret"
+        return "hidden", "hidden " + ("folder" if is_dir else "file")
+    probe = rel + "/" if is_dir else rel
+    if extra is not None and extra.match_file(probe):
+        return "ignored", "matches --exclude"
+    decision: bool | None = None
+    source = ""
+    for folder, spec in ignores:
+        sub = probe[len(folder) + 1 :] if folder else probe
+        if folder and not probe.startswith(folder + "/"):
+            continue
+        result = spec.check_file(sub)
+        if result.include is not None:
+            decision = result.include
+            source = posixpath.join(folder, ".gitignore") if folder else ".gitignore"
+    if decision:
+        return "ignored", f"matches {source}"
+    if not is_dir and sensitive is not None and sensitive.match_file(name):
+        return "sensitive", "name looks like a secret"
+    return None
+
+
+def _load_gitignore(fs: Any, path: str) -> pathspec.GitIgnoreSpec | None:
+    """Parse one .gitignore; an unreadable one is treated as absent."""
+    try:
+        with fs.open(path, "rb") as f:
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    return pathspec.GitIgnoreSpec.from_lines(text.splitlines())
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    """Modification time from an fsspec info dict, whatever the backend calls it."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, _dt.datetime):
+            return value.timestamp()
+        if isinstance(value, str):
+            try:
+                return _dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
+
+
+def read_source(
+    fs: Any,
+    ref: FileRef,
+    *,
+    max_file_size: int = 8 * 1024 * 1024,
+    include_sensitive: bool = False,
+) -> SourceFile | Skipped:
+    """Read and decode one listed file, or say why it is skipped. Never raises for a bad file.
+
+    Parameters
+    ----------
+    fs
+        The root's filesystem (:attr:`SourceRoot.fs`).
+    ref
+        The file, from :func:`discover_sources`.
+    max_file_size
+        Bytes; a larger file is skipped as ``too-large`` without reading it whole.
+    include_sensitive
+        Do not skip files whose content matches :data:`SENSITIVE_CONTENT_PATTERNS`.
+
+    Returns
+    -------
+    SourceFile or Skipped
+        ``Skipped`` reasons: ``too-large``, ``vanished``, ``unreadable``, ``binary``,
+        ``not-utf8``, ``sensitive``.
+
+    Examples
+    --------
+    >>> import fsspec
+    >>> fs = fsspec.filesystem("memory")
+    >>> fs.pipe("/doc/a.rs", b"fn main() {}")
+    >>> read_source(fs, FileRef("a.rs", "/doc/a.rs", 12, None)).text
+    'fn main() {}'
+    """
+    if ref.size > max_file_size:
+        return Skipped(ref.path, "too-large", f"{ref.size} bytes > limit {max_file_size}")
+    try:
+        with fs.open(ref.url, "rb") as f:
+            data = f.read(max_file_size + 1)
+    except FileNotFoundError:
+        return Skipped(ref.path, "vanished", "deleted after it was listed")
+    except (OSError, ValueError) as e:
+        return Skipped(ref.path, "unreadable", f"{type(e).__name__}: {e}")
+    if len(data) > max_file_size:
+        return Skipped(ref.path, "too-large", f"more than {max_file_size} bytes")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        return Skipped(ref.path, "binary", f"NUL byte at offset {nul}")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        return Skipped(ref.path, "not-utf8", f"invalid UTF-8 at byte {e.start}")
+    if not include_sensitive:
+        for label, pattern in SENSITIVE_CONTENT_PATTERNS:
+            if pattern.search(data):
+                return Skipped(ref.path, "sensitive", f"content holds a {label}")
+    return SourceFile(
+        path=ref.path,
+        size=len(data),
+        mtime=ref.mtime,
+        sha256=hashlib.sha256(data).hexdigest(),
+        text=text,
+    )
+
+
+def iter_sources(
+    root: SourceRoot, refs: list[FileRef], **read_options: Any
+) -> Iterator[SourceFile | Skipped]:
+    """Read listed files one by one (the sequential mode's reader)."""
+    for ref in refs:
+        yield read_source(root.fs, ref, **read_options)

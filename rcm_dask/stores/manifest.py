@@ -1,0 +1,170 @@
+"""The manifest: what the index holds, per file, in one SQLite file (``manifest.sqlite``).
+
+It is written last, after both stores have committed the matching changes, in one
+transaction: a file listed here is fully present in both stores. A crash between a
+store commit and the manifest update leaves store content the manifest does not
+know; the next run re-indexes those files (delete by path, then add), which
+converges.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from ..records import IndexedFile
+
+MANIFEST_FILE = "manifest.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime REAL,
+    sha256 TEXT NOT NULL,
+    chunk_ids TEXT NOT NULL,
+    indexed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class Manifest:
+    """Per-file records of an index, in SQLite.
+
+    Parameters
+    ----------
+    index_dir
+        The index folder; the manifest is ``index_dir/manifest.sqlite``.
+    readonly
+        Open without creating or writing (for search and status).
+    """
+
+    def __init__(self, index_dir: str | Path, *, readonly: bool = False) -> None:
+        self.path = Path(index_dir) / MANIFEST_FILE
+        if readonly:
+            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        else:
+            self._db = sqlite3.connect(self.path, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+            self._db.commit()
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def get(self, path: str) -> IndexedFile | None:
+        """The record of one file, or None."""
+        row = self._db.execute(
+            "SELECT path, size, mtime, sha256, chunk_ids FROM files WHERE path = ?", (path,)
+        ).fetchone()
+        return _row(row) if row else None
+
+    def files(self) -> Iterator[IndexedFile]:
+        """Every file record, sorted by path."""
+        for row in self._db.execute(
+            "SELECT path, size, mtime, sha256, chunk_ids FROM files ORDER BY path"
+        ):
+            yield _row(row)
+
+    def paths(self) -> list[str]:
+        """Every indexed path, sorted."""
+        return [r[0] for r in self._db.execute("SELECT path FROM files ORDER BY path")]
+
+    def counts(self) -> tuple[int, int]:
+        """(files, chunks) held."""
+        files = 0
+        chunks = 0
+        for (ids,) in self._db.execute("SELECT chunk_ids FROM files"):
+            files += 1
+            chunks += len(json.loads(ids))
+        return files, chunks
+
+    def apply(self, upserts: Iterable[IndexedFile], removals: Sequence[str] = ()) -> None:
+        """Record written files and forget removed ones, in one transaction."""
+        now = time.time()
+        with self._db:
+            self._db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in removals])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (f.path, f.size, f.mtime, f.sha256, json.dumps(list(f.chunk_ids)), now)
+                    for f in upserts
+                ],
+            )
+
+    def set_meta(self, key: str, value: object) -> None:
+        """Store one JSON value under ``key``."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value))
+            )
+
+    def get_meta(self, key: str, default: object = None) -> object:
+        """The JSON value under ``key``, or ``default``."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def clear(self) -> None:
+        """Forget everything (used by ``--force``)."""
+        with self._db:
+            self._db.execute("DELETE FROM files")
+            self._db.execute("DELETE FROM meta")
+
+
+def _row(row: tuple[str, int, float | None, str, str]) -> IndexedFile:
+    """A database row as a record."""
+    return IndexedFile(
+        path=row[0], size=row[1], mtime=row[2], sha256=row[3], chunk_ids=tuple(json.loads(row[4]))
+    )
+
+
+IDENTITY_FILE = "identity.json"
+INDEX_FORMAT = 1
+"""Version of the on-disk layout (folders, schema); part of the identity."""
+
+# Keys that must match for a run to add to an existing index: anything that changes
+# vectors or chunk ids. Two vector spaces must never mix in one index.
+IDENTITY_KEYS = (
+    "format",
+    "model",
+    "model_fingerprint",
+    "dimensions",
+    "max_tokens",
+    "chunker_version",
+    "root",
+)
+
+
+def read_identity(index_dir: str | Path) -> dict[str, object] | None:
+    """The identity recorded in an index folder, or None when there is none."""
+    path = Path(index_dir) / IDENTITY_FILE
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        # an unreadable identity is treated as foreign, never silently overwritten
+        return {"format": "unreadable"}
+    return value if isinstance(value, dict) else {"format": "unreadable"}
+
+
+def write_identity(index_dir: str | Path, identity: dict[str, object]) -> None:
+    """Write ``identity.json`` atomically (write a temp file, then rename)."""
+    path = Path(index_dir) / IDENTITY_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def identity_mismatch(stored: dict[str, object], wanted: dict[str, object]) -> list[str]:
+    """Human-readable differences between two identities on :data:`IDENTITY_KEYS`."""
+    return [
+        f"{key}: index has {stored.get(key)!r}, this run uses {wanted.get(key)!r}"
+        for key in IDENTITY_KEYS
+        if stored.get(key) != wanted.get(key)
+    ]

@@ -1,0 +1,289 @@
+"""The single index writer: applies embedded batches to both stores and commits them together.
+
+Index folder layout::
+
+    <index_dir>/
+      identity.json      model, fingerprint, dimensions, max_tokens, chunker version, root
+      bm25/              Tantivy index
+      vectors/           embedded Qdrant shard (absent with --qdrant-url: a server collection)
+      manifest.sqlite    per file: size, mtime, sha256, chunk ids
+
+Order of a commit: Tantivy, then Qdrant, then the manifest (one SQLite transaction).
+A file enters the manifest only once all of its chunks are in both stores, so the
+manifest never claims what the stores lack.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .errors import IndexIdentityError, IndexWriteError
+from .records import EmbeddedBatch, IndexedFile
+from .stores.bm25 import Bm25Store
+from .stores.manifest import (
+    MANIFEST_FILE,
+    Manifest,
+    identity_mismatch,
+    read_identity,
+    write_identity,
+)
+from .stores.vectors import VectorStore, open_vector_store
+
+BM25_DIR = "bm25"
+VECTORS_DIR = "vectors"
+
+
+def collection_name(index_dir: str | Path) -> str:
+    """Qdrant collection used for an index folder on a Qdrant server."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(index_dir).resolve().name)
+    return f"rcm_{name}"
+
+
+def open_vectors_for(
+    index_dir: Path, identity: dict[str, Any], qdrant_api_key: str | None = None
+) -> VectorStore:
+    """The vector store an identity names (embedded shard or server collection)."""
+    url = identity.get("qdrant_url") or None
+    return open_vector_store(
+        index_dir,
+        int(identity["dimensions"]),
+        qdrant_url=str(url) if url else None,
+        collection=str(identity.get("collection") or collection_name(index_dir)),
+        api_key=qdrant_api_key,
+    )
+
+
+class IndexWriter:
+    """Owns both stores and the manifest of one index folder for the length of a run.
+
+    Parameters
+    ----------
+    index_dir
+        The index folder (created if missing).
+    identity
+        What this run produces (see :data:`rcm_dask.stores.manifest.IDENTITY_KEYS`).
+    qdrant_url, qdrant_api_key
+        Use a Qdrant server instead of the embedded shard.
+    force
+        Throw away whatever the folder holds and start afresh.
+    commit_every
+        Commit once this many chunks have been written since the last commit.
+
+    Raises
+    ------
+    IndexIdentityError
+        The folder holds an index built with another model, chunker or root.
+    IndexWriteError
+        A store cannot be opened for writing (another writer holds it...).
+    """
+
+    def __init__(
+        self,
+        index_dir: str | Path,
+        identity: dict[str, Any],
+        *,
+        qdrant_url: str | None = None,
+        qdrant_api_key: str | None = None,
+        force: bool = False,
+        commit_every: int = 4096,
+    ) -> None:
+        self.index_dir = Path(index_dir)
+        self.commit_every = commit_every
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        identity = dict(identity)
+        identity["vector_backend"] = "qdrant-server" if qdrant_url else "qdrant-edge"
+        identity["qdrant_url"] = qdrant_url or ""
+        identity["collection"] = collection_name(self.index_dir) if qdrant_url else ""
+        stored = read_identity(self.index_dir)
+        if stored is not None and not force:
+            diffs = identity_mismatch(stored, identity)
+            if diffs:
+                raise IndexIdentityError(
+                    f"the index at {self.index_dir} was built differently ("
+                    + "; ".join(diffs)
+                    + "). Re-run with --force to rebuild it, or use another --index-dir."
+                )
+            if stored.get("qdrant_url", "") != identity["qdrant_url"]:
+                raise IndexIdentityError(
+                    f"the index at {self.index_dir} keeps its vectors in "
+                    f"{stored.get('qdrant_url') or 'the embedded Qdrant shard'}, not "
+                    f"{qdrant_url or 'the embedded Qdrant shard'}. Re-run with --force to "
+                    "rebuild it there."
+                )
+        self._qdrant_api_key = qdrant_api_key
+        if force:
+            self._wipe(stored)
+        identity["created"] = (
+            stored.get("created") if stored and not force else None
+        ) or time.time()
+        write_identity(self.index_dir, identity)
+        self.identity = identity
+        self.bm25 = Bm25Store.open(self.index_dir / BM25_DIR, writable=True)
+        try:
+            self.vectors = open_vectors_for(self.index_dir, identity, qdrant_api_key)
+        except Exception:
+            self.bm25.close()
+            raise
+        self.manifest = Manifest(self.index_dir)
+        self._expected: dict[str, IndexedFile] = {}
+        self._remaining: dict[str, int] = {}
+        self._replaced: set[str] = set()
+        self._complete: list[IndexedFile] = []
+        self._removals: list[str] = []
+        self._since_commit = 0
+        self.chunks_written = 0
+        self.commits = 0
+        self.write_seconds = 0.0
+
+    def _wipe(self, stored: dict[str, Any] | None) -> None:
+        """Delete every store of the folder (``--force``)."""
+        for name in (BM25_DIR, VECTORS_DIR):
+            shutil.rmtree(self.index_dir / name, ignore_errors=True)
+        for suffix in ("", "-wal", "-shm"):
+            (self.index_dir / (MANIFEST_FILE + suffix)).unlink(missing_ok=True)
+        if stored and stored.get("qdrant_url"):
+            from qdrant_client import QdrantClient
+
+            client = QdrantClient(url=str(stored["qdrant_url"]), api_key=self._qdrant_api_key)
+            try:
+                name = str(stored.get("collection") or collection_name(self.index_dir))
+                if client.collection_exists(name):
+                    client.delete_collection(name)
+            finally:
+                client.close()
+
+    # -- the writer's protocol -----------------------------------------------------
+    def expect_files(self, files: Sequence[IndexedFile]) -> None:
+        """Announce files whose chunks will arrive in later batches (any order, any split).
+
+        A file with no chunks is complete at once: its old chunks are removed.
+        """
+        empty: list[str] = []
+        for f in files:
+            self._expected[f.path] = f
+            self._remaining[f.path] = len(f.chunk_ids)
+            if not f.chunk_ids:
+                empty.append(f.path)
+        if empty:
+            self._replace(empty)
+            for path in empty:
+                self._finish(path)
+
+    def write_batch(self, batch: EmbeddedBatch) -> int:
+        """Apply one batch to both stores; returns the chunks written.
+
+        The first time a run writes a chunk of some file, that file's old chunks are
+        removed from both stores first.
+
+        Raises
+        ------
+        IndexWriteError
+            A store refused the write; what was committed before is intact.
+        """
+        if not batch.chunks:
+            return 0
+        start = time.perf_counter()
+        fresh = sorted({c.path for c in batch.chunks} - self._replaced)
+        try:
+            if fresh:
+                self._replace(fresh)
+            self.bm25.add_batch(batch.chunks)
+            self.vectors.upsert_batch(batch.chunks, batch.vectors)
+        except IndexWriteError:
+            raise
+        except Exception as e:
+            raise IndexWriteError(f"writing to the index at {self.index_dir} failed: {e}") from e
+        for c in batch.chunks:
+            left = self._remaining.get(c.path)
+            if left is not None:
+                self._remaining[c.path] = left - 1
+                if left == 1:
+                    self._finish(c.path)
+        n = len(batch.chunks)
+        self.chunks_written += n
+        self._since_commit += n
+        self.write_seconds += time.perf_counter() - start
+        if self._since_commit >= self.commit_every:
+            self.commit()
+        return n
+
+    def write_file(self, file: IndexedFile, batch: EmbeddedBatch) -> int:
+        """Replace one file's chunks with ``batch`` (the sequential mode's call)."""
+        self.expect_files([file])
+        return self.write_batch(batch)
+
+    def touch_files(self, files: Sequence[IndexedFile]) -> None:
+        """Record files whose content is unchanged but whose size or mtime moved."""
+        self._complete.extend(files)
+
+    def remove_files(self, paths: Sequence[str]) -> None:
+        """Remove files that left the codebase from both stores and, at commit, the manifest."""
+        if not paths:
+            return
+        self._replace(list(paths))
+        self._removals.extend(paths)
+        self._since_commit += 1
+
+    def _replace(self, paths: list[str]) -> None:
+        """Delete the old chunks of files about to be (re)written."""
+        try:
+            self.bm25.delete_paths(paths)
+            self.vectors.delete_paths(paths)
+        except Exception as e:
+            raise IndexWriteError(f"removing old chunks from {self.index_dir} failed: {e}") from e
+        self._replaced.update(paths)
+
+    def _finish(self, path: str) -> None:
+        """All chunks of a file are written: it goes into the manifest at the next commit."""
+        self._complete.append(self._expected.pop(path))
+        del self._remaining[path]
+
+    def commit(self) -> None:
+        """Make everything written so far durable: Tantivy, Qdrant, then the manifest."""
+        start = time.perf_counter()
+        try:
+            self.bm25.commit()
+            self.vectors.commit()
+        except Exception as e:
+            raise IndexWriteError(f"committing the index at {self.index_dir} failed: {e}") from e
+        self.manifest.apply(self._complete, self._removals)
+        self.manifest.set_meta("updated", time.time())
+        self._complete = []
+        self._removals = []
+        self._since_commit = 0
+        self.commits += 1
+        self.write_seconds += time.perf_counter() - start
+
+    @property
+    def pending_files(self) -> list[str]:
+        """Files announced whose chunks have not all arrived."""
+        return sorted(self._remaining)
+
+    def close(self, commit: bool = True) -> None:
+        """Commit (unless told not to) and release both stores."""
+        try:
+            if commit:
+                self.commit()
+        finally:
+            self.manifest.close()
+            self.vectors.close()
+            self.bm25.close()
+
+    def __enter__(self) -> IndexWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # On an error, what was committed stays; the half-written rest is not committed
+        # to the manifest, so the next run redoes those files.
+        self.close(commit=exc_type is None)

@@ -1,0 +1,99 @@
+"""Shared fixtures: a tiny deterministic embedder, the rust-src corpus, isolated data homes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+
+
+class HashEmbedder:
+    """A fast, deterministic stand-in for :class:`rcm_dask.embedding.Embedder` in unit tests.
+
+    Words are hashed into a 64-d bag-of-words vector, L2-normalised: texts sharing
+    words are close, so search behaves sensibly, with no model to load.
+    """
+
+    dimension = 64
+    max_tokens = 128
+    batch_size = 128
+    name = "hash-embedder"
+    fingerprint = "hash-v1"
+    model_dir = Path("/nonexistent/hash-embedder")
+
+    @property
+    def identity(self) -> dict[str, object]:
+        return {
+            "model": self.name,
+            "model_fingerprint": self.fingerprint,
+            "dimensions": self.dimension,
+            "max_tokens": self.max_tokens,
+        }
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(re.findall(r"\w+|[^\w\s]", t)) + 2 for t in texts]
+
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in re.findall(r"[a-z]+", text.lower()):
+                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "little")
+                out[i, h % self.dimension] += 1.0
+            norm = np.linalg.norm(out[i])
+            out[i] = out[i] / norm if norm else out[i]
+            if not norm:
+                out[i, 0] = 1.0
+        return out
+
+
+@pytest.fixture
+def hash_embedder() -> HashEmbedder:
+    return HashEmbedder()
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own default index location; RCM_* from the caller's shell are ignored."""
+    home = tmp_path_factory.mktemp("rcm_home")
+    for key in list(os.environ):
+        if key.startswith("RCM_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("RCM_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def rust_src() -> Path:
+    """Root of Debian's rust-src (installed by ../shared/corpus/fetch.sh when missing)."""
+    found = sorted(Path("/usr/src").glob("rustc-*/library"))
+    if found:
+        return found[0].parent
+    script = REPO.parent / "shared" / "corpus" / "fetch.sh"
+    if not script.exists():
+        pytest.skip("rust-src is not installed and ../shared/corpus/fetch.sh is not here")
+    try:
+        out = subprocess.run(
+            ["bash", str(script)], check=True, capture_output=True, text=True, timeout=900
+        )
+    except (subprocess.SubprocessError, OSError) as e:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"cannot install rust-src: {e}")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def real_embedder():  # type: ignore[no-untyped-def]
+    """The bundled all-MiniLM-L6-v2, loaded once per test session."""
+    from rcm_dask.embedding import Embedder
+
+    return Embedder(torch_threads=2).load()

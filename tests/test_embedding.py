@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rcm_dask.embedding import Embedder, bundled_model_dir, resolve_device
+from rcm_dask.errors import ModelError
+
+TEXTS = [
+    "fn push(&mut self, item: T)",
+    "pub struct BinaryHeap<T> { data: Vec<T> }",
+    "/// Returns the number of elements in the vector.\npub fn len(&self) -> usize { self.len }",
+    "impl<T: Ord> Extend<T> for BinaryHeap<T> { fn extend<I: IntoIterator<Item = T>>(&mut self, iter: I) {} }",
+    "x",
+    "let value = compute(a, b) * 2; " * 60,  # beyond 256 tokens: truncated like sentence-transformers
+]
+
+
+def test_matches_sentence_transformers(real_embedder: Embedder) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    ours = real_embedder.embed_batch(TEXTS)
+    st = SentenceTransformer(str(bundled_model_dir()), device="cpu")
+    theirs = st.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+    cos = (ours * theirs).sum(axis=1)
+    assert ours.shape == (len(TEXTS), 384) and ours.dtype == np.float32
+    assert cos.min() >= 0.999, cos
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_order_and_batch_size_do_not_change_vectors(real_embedder: Embedder) -> None:
+    base = real_embedder.embed_batch(TEXTS)
+    rev = real_embedder.embed_batch(TEXTS[::-1])[::-1]
+    small = pickle.loads(pickle.dumps(real_embedder))
+    small.batch_size = 2
+    np.testing.assert_allclose(base, rev, atol=1e-5)
+    np.testing.assert_allclose(base, small.embed_batch(TEXTS), atol=1e-5)
+
+
+def test_identity_and_limits(real_embedder: Embedder) -> None:
+    assert real_embedder.dimension == 384
+    assert real_embedder.max_tokens == 256
+    assert real_embedder.identity["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert real_embedder.count_tokens(["a", ""]) == [3, 2]  # [CLS] a [SEP]
+    assert real_embedder.embed_batch([]).shape == (0, 384)
+
+
+def test_pickles_without_weights(real_embedder: Embedder) -> None:
+    data = pickle.dumps(real_embedder)
+    assert len(data) < 4096
+    clone = pickle.loads(data)
+    assert clone._tokenizer is None
+    np.testing.assert_allclose(clone.embed_batch(TEXTS[:2]), real_embedder.embed_batch(TEXTS[:2]), atol=1e-6)
+
+
+def test_any_local_model_folder(tmp_path: Path) -> None:
+    copy = tmp_path / "my-model"
+    shutil.copytree(bundled_model_dir(), copy)
+    emb = Embedder(copy, max_tokens=64, batch_size=4, torch_threads=1)
+    assert emb.model_dir == copy.resolve()
+    assert emb.max_tokens == 64 and emb.dimension == 384
+    assert emb.fingerprint == Embedder().fingerprint  # same weights, same fingerprint
+    assert emb.embed_batch(["fn main() {}"]).shape == (1, 384)
+
+
+@pytest.mark.parametrize("content", [None, "not json", '{"model_type": "bert"}'])
+def test_bad_model_folder_is_a_clear_error(tmp_path: Path, content: str | None) -> None:
+    if content is not None:
+        (tmp_path / "config.json").write_text(content)
+    with pytest.raises(ModelError):
+        Embedder(tmp_path)
+
+
+def test_device_auto_detect() -> None:
+    import torch
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device(None) == expected
+    assert resolve_device("cpu") == "cpu"
+
+
+def test_unknown_device_is_a_clear_error() -> None:
+    emb = Embedder(device="nosuchdevice")
+    with pytest.raises(ModelError, match="device"):
+        emb.embed_batch(["x"])
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(real_embedder: Embedder) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    gpu = Embedder(device="cuda")
+    np.testing.assert_allclose(gpu.embed_batch(TEXTS), real_embedder.embed_batch(TEXTS), atol=1e-3)

@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from rcm_dask.errors import SourceError
+from rcm_dask.records import FileRef, Skipped, SourceFile
+from rcm_dask.sources import discover_sources, open_root, read_source
+
+TREE: dict[str, bytes] = {
+    "src/lib.rs": b"pub mod a;\n",
+    "src/a.rs": b"pub fn a() {}\n",
+    "src/nested/deep/b.rs": b"fn b() {}\n",
+    "src/README.md": b"# not rust\n",
+    "target/debug/build/gen.rs": b"fn generated() {}\n",
+    "crates/x/target/out.rs": b"fn out() {}\n",
+    ".hidden/c.rs": b"fn c() {}\n",
+    "src/.dotfile.rs": b"fn d() {}\n",
+    "generated/g.rs": b"fn g() {}\n",
+    "src/keep_gen.rs": b"fn k() {}\n",
+    "src/scratch_tmp.rs": b"fn s() {}\n",
+    "sub/.gitignore": b"local_only.rs\n",
+    "sub/local_only.rs": b"fn l() {}\n",
+    "sub/kept.rs": b"fn kept() {}\n",
+    "other/local_only.rs": b"fn not_ignored_here() {}\n",
+    "src/my_credentials.rs": b"fn creds() {}\n",
+    ".gitignore": b"/generated/\n*_tmp.rs\n",
+}
+
+EXPECTED_FILES = [
+    "other/local_only.rs",
+    "src/a.rs",
+    "src/keep_gen.rs",
+    "src/lib.rs",
+    "src/nested/deep/b.rs",
+    "sub/kept.rs",
+]
+
+EXPECTED_SKIPS = {
+    "target/": "target-dir",
+    "crates/x/target/": "target-dir",
+    ".hidden/": "hidden",
+    "src/.dotfile.rs": "hidden",
+    "generated/": "ignored",
+    "src/scratch_tmp.rs": "ignored",
+    "sub/local_only.rs": "ignored",
+    "src/my_credentials.rs": "sensitive",
+}
+
+
+def _write_local(root: Path, tree: dict[str, bytes]) -> None:
+    for rel, data in tree.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+
+
+@pytest.fixture(params=["local", "file-url", "memory"])
+def tree_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "memory":
+        fs = fsspec.filesystem("memory")
+        base = f"/rcm-test-{uuid.uuid4().hex}"
+        for rel, data in TREE.items():
+            fs.pipe(f"{base}/{rel}", data)
+        yield f"memory://{base}"
+        fs.rm(base, recursive=True)
+        return
+    _write_local(tmp_path, TREE)
+    yield str(tmp_path) if request.param == "local" else f"file://{tmp_path}"
+
+
+def test_discovery_on_every_filesystem(tree_root: str) -> None:
+    found = discover_sources(open_root(tree_root))
+    assert [f.path for f in found.files] == EXPECTED_FILES
+    skips = {s.path: s.reason for s in found.skipped}
+    assert skips == EXPECTED_SKIPS
+    assert all(s.detail for s in found.skipped)
+    for f in found.files:
+        assert f.size > 0 and f.mtime is not None
+
+
+def test_discovery_options(tmp_path: Path) -> None:
+    _write_local(tmp_path, TREE)
+    found = discover_sources(
+        open_root(str(tmp_path)),
+        respect_gitignore=False,
+        include_hidden=True,
+        include_sensitive=True,
+        exclude=("src/nested/**",),
+    )
+    paths = {f.path for f in found.files}
+    assert {"generated/g.rs", ".hidden/c.rs", "src/my_credentials.rs", "sub/local_only.rs"} <= paths
+    assert "src/nested/deep/b.rs" not in paths
+    assert {s.path: s.reason for s in found.skipped}["src/nested/"] == "ignored"
+    # target/ is never indexed
+    assert not any(p.startswith("target/") for p in paths)
+
+
+def test_symlinks_do_not_leave_the_root_or_loop(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    outside = tmp_path / "outside"
+    _write_local(root, {"src/lib.rs": b"fn a() {}\n"})
+    _write_local(outside, {"secret.rs": b"fn outside() {}\n"})
+    os.symlink(outside, root / "src" / "escape")
+    os.symlink(root / "src", root / "src" / "loop")
+    os.symlink(outside / "secret.rs", root / "src" / "file_escape.rs")
+    found = discover_sources(open_root(str(root)))
+    assert [f.path for f in found.files] == ["src/lib.rs"]
+    reasons = {s.path: s.detail for s in found.skipped}
+    assert "outside the root" in reasons["src/escape/"]
+    assert "inside the root" in reasons["src/loop/"]
+    assert "outside the root" in reasons["src/file_escape.rs"]
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [("does/not/exist", "does not exist"), ("file.rs", "is a file, not a folder")],
+)
+def test_bad_roots_are_clear_errors(tmp_path: Path, path: str, message: str) -> None:
+    (tmp_path / "file.rs").write_text("fn a() {}")
+    with pytest.raises(SourceError, match=message):
+        open_root(str(tmp_path / path))
+
+
+def test_unknown_protocol_is_a_clear_error() -> None:
+    with pytest.raises(SourceError, match="cannot open"):
+        open_root("nosuchproto://x/y")
+
+
+def _read(tmp_path: Path, data: bytes, **kw: object) -> SourceFile | Skipped:
+    p = tmp_path / "f.rs"
+    p.write_bytes(data)
+    fs = fsspec.filesystem("file")
+    return read_source(fs, FileRef("f.rs", str(p), len(data), p.stat().st_mtime), **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"fn a() {}\xff\xfe\n", "not-utf8"),
+        (b"fn a() {}\x00\x01\x02", "binary"),
+        (b"x" * 2000, "too-large"),
+        (b"const K: &str = \"-----BEGIN RSA PRIVATE KEY-----\";", "sensitive"),
+        (b"const K: &str = \"AKIAIOSFODNN7EXAMPLE\";", "sensitive"),
+    ],
+)
+def test_read_skips_with_reason(tmp_path: Path, data: bytes, reason: str) -> None:
+    out = _read(tmp_path, data, max_file_size=1000)
+    assert isinstance(out, Skipped) and out.reason == reason and out.detail
+
+
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [
+        (b"fn a() {}\n", "fn a() {}\n"),
+        (b"\xef\xbb\xbffn bom() {}\n", "fn bom() {}\n"),
+        (b"fn crlf() {}\r\n", "fn crlf() {}\r\n"),
+        ("fn ünïcödé() {}".encode(), "fn ünïcödé() {}"),
+        (b"", ""),
+    ],
+)
+def test_read_decodes(tmp_path: Path, data: bytes, text: str) -> None:
+    out = _read(tmp_path, data)
+    assert isinstance(out, SourceFile)
+    assert out.text == text and out.size == len(data) and len(out.sha256) == 64
+
+
+def test_read_vanished_and_unreadable(tmp_path: Path) -> None:
+    fs = fsspec.filesystem("file")
+    gone = read_source(fs, FileRef("gone.rs", str(tmp_path / "gone.rs"), 10, None))
+    assert isinstance(gone, Skipped) and gone.reason == "vanished"
+    folder = tmp_path / "dir.rs"
+    folder.mkdir()
+    bad = read_source(fs, FileRef("dir.rs", str(folder), 10, None))
+    assert isinstance(bad, Skipped) and bad.reason == "unreadable"
+
+
+def test_sensitive_content_can_be_included(tmp_path: Path) -> None:
+    out = _read(tmp_path, b"// -----BEGIN PRIVATE KEY-----\n", include_sensitive=True)
+    assert isinstance(out, SourceFile)
