@@ -7,6 +7,7 @@ was built with) and answers queries with :class:`~rcm_dask.records.Hit` records.
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,16 +73,31 @@ def fuse_rrf(
     return sorted(scores.items(), key=lambda kv: (-kv[1], best[kv[0]], kv[0]))
 
 
-def snippet_of(code: str, lines: int = SNIPPET_LINES) -> str:
-    """A few lines of a chunk, starting at its signature (docs and attributes skipped)."""
+def snippet_of(code: str, signature: str = "", lines: int = SNIPPET_LINES) -> str:
+    """A few dedented lines of a chunk from its signature on (docs and attributes skipped).
+
+    A part of a long item may hold only doc comments; then the signature leads,
+    followed by the first of those lines.
+    """
     rows = code.splitlines()
-    start = 0
+    if len(rows) > 1:
+        # the chunk starts at the item, mid-line: its first row lost its indentation
+        rest = [r for r in rows[1:] if r.strip()]
+        indent = min((len(r) - len(r.lstrip()) for r in rest), default=0)
+        first_indent = len(rows[0]) - len(rows[0].lstrip())
+        if first_indent == 0 and indent:
+            rows = [rows[0]] + [r[indent:] if r[:indent].isspace() else r.lstrip() for r in rows[1:]]
+    start = None
     for i, row in enumerate(rows):
         s = row.lstrip()
         if s and not s.startswith(("///", "//!", "#[", "#!", "/**", "*", "*/", "//")):
             start = i
             break
-    out = [r if len(r) <= SNIPPET_WIDTH else r[: SNIPPET_WIDTH - 1] + "…" for r in rows[start:]]
+    if start is None:
+        picked = ([signature] if signature else []) + [r.strip() for r in rows if r.strip()]
+    else:
+        picked = textwrap.dedent("\n".join(rows[start:])).splitlines()
+    out = [r if len(r) <= SNIPPET_WIDTH else r[: SNIPPET_WIDTH - 1] + "…" for r in picked]
     return "\n".join(out[:lines])
 
 
@@ -109,7 +125,7 @@ def _hit(h: StoreHit, score: float, bm25_rank: int | None, vector_rank: int | No
         qualname=str(p.get("qualname", "")),
         kind=str(p.get("kind", "")),
         score=score,
-        snippet=snippet_of(str(p.get("code", ""))),
+        snippet=snippet_of(str(p.get("code", "")), str(p.get("signature", ""))),
         signature=str(p.get("signature", "")),
         parent=str(p.get("parent", "")),
         bm25_rank=bm25_rank,

@@ -1,0 +1,836 @@
+"""The vector store: one embedding per chunk in Qdrant, searched by cosine similarity.
+
+Two backends offer the same :class:`VectorStore` protocol, and one conformance test
+class runs against both:
+
+* :class:`EdgeVectorStore` (the default) embeds the Qdrant engine in this process
+  (``qdrant_edge``) and keeps the shard in the index folder: no server to run.
+* :class:`QdrantClientVectorStore` talks to a Qdrant server through
+  ``qdrant_client`` (or to its in-process local mode, used by the tests).
+
+Point ids are the chunk ids (UUID strings); each point's payload is
+:func:`~rcm_dask.stores.chunk_payload`, with keyword indexes on ``path`` and
+``kind`` so the filters and per-file deletes stay cheap.
+
+Unlike the BM25 store, a vector write is visible to searches as soon as it
+returns (Qdrant has no transactions); :meth:`VectorStore.commit` is a durability
+point, and keeping the two stores consistent is the index writer's job.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+import qdrant_edge as qe
+
+from ..errors import IndexIdentityError, IndexWriteError, RcmError
+from ..records import Chunk
+from . import StoreHit, chunk_payload
+
+if TYPE_CHECKING:  # qdrant_client takes half a second to import: only when used.
+    from qdrant_client import QdrantClient
+    from qdrant_client.http import models as qm
+    from typing_extensions import Self
+
+INDEXED_PAYLOAD_FIELDS: tuple[str, ...] = ("path", "kind")
+"""Payload fields with a keyword index: the filters and per-file deletes use them."""
+
+SCROLL_PAGE = 512
+"""Points fetched per page by ``iter_points``."""
+
+VectorsLike = Sequence[Sequence[float]] | npt.NDArray[Any]
+"""A batch of vectors: one row per chunk, as nested sequences or a 2-D array."""
+
+VectorLike = Sequence[float] | npt.NDArray[Any]
+"""One query vector: a sequence or a 1-D array."""
+
+_LOCAL_MODE_INDEX_WARNING = r"Payload indexes have no effect in the local Qdrant"
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """What the index writer and the search need from a vector backend.
+
+    Every method that takes chunks or ids accepts an empty sequence (and does
+    nothing). ``kinds``/``paths`` filters that are None or empty keep everything.
+    """
+
+    def upsert_batch(self, chunks: Sequence[Chunk], vectors: VectorsLike) -> None:
+        """Insert or replace one point per chunk (id: ``chunk.id``), vectors in the same order."""
+        ...
+
+    def delete_paths(self, paths: Sequence[str]) -> None:
+        """Delete every point of the given files."""
+        ...
+
+    def delete_ids(self, ids: Sequence[str]) -> None:
+        """Delete points by chunk id."""
+        ...
+
+    def commit(self) -> None:
+        """Make every write so far durable on disk."""
+        ...
+
+    def search(
+        self,
+        vector: VectorLike,
+        limit: int = 100,
+        kinds: Sequence[str] | None = None,
+        paths: Sequence[str] | None = None,
+    ) -> list[StoreHit]:
+        """The nearest points by cosine similarity, best first, payload included."""
+        ...
+
+    def count(self) -> int:
+        """Number of points."""
+        ...
+
+    def iter_points(self) -> Iterator[tuple[str, list[float], dict[str, Any]]]:
+        """Every point as ``(id, vector, payload)``; vectors come back unit-length."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release the store; idempotent."""
+        ...
+
+
+def _vector_rows(
+    chunks: Sequence[Chunk], vectors: VectorsLike, dim: int, where: str
+) -> list[list[float]]:
+    """Check the vectors against the chunks and the dimension; return them as float lists."""
+    if len(chunks) != len(vectors):
+        raise IndexWriteError(
+            f"{where}: got {len(chunks)} chunks but {len(vectors)} vectors; they must pair up"
+        )
+    try:
+        array = np.asarray(vectors, dtype=np.float32)
+    except ValueError as e:
+        raise IndexWriteError(f"{where}: vectors are not all the same length: {e}") from e
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise IndexWriteError(
+            f"{where}: expected vectors of dimension {dim}, got shape {array.shape}; "
+            "was the index built with another model? re-run indexing with --force"
+        )
+    # Cosine distance normalises vectors, so a zero or NaN one has no direction.
+    norms = np.linalg.norm(array, axis=1)
+    bad = ~np.isfinite(norms) | (norms == 0)
+    if bad.any():
+        first = chunks[int(np.argmax(bad))]
+        raise IndexWriteError(f"{where}: the vector of {first.location} is zero or not finite")
+    rows: list[list[float]] = array.tolist()
+    return rows
+
+
+def _query_vector(vector: VectorLike, dim: int, where: str) -> list[float]:
+    """A query vector as a float list, after checking its dimension."""
+    values = [float(x) for x in vector]
+    if len(values) != dim:
+        raise IndexIdentityError(
+            f"{where} holds vectors of dimension {dim}, but the query vector has "
+            f"{len(values)}: search with the model the index was built with, or "
+            "re-run indexing with --force"
+        )
+    return values
+
+
+def _plain_vector(vector: object) -> list[float]:
+    """The single unnamed dense vector of a point, whatever container the backend used."""
+    if isinstance(vector, dict):
+        vector = vector.get("")
+    if not isinstance(vector, list) or (vector and not isinstance(vector[0], (int, float))):
+        raise TypeError(f"expected one dense vector, got {type(vector).__name__}")
+    return [float(x) for x in vector]
+
+
+def _point_id(point_id: object, payload: dict[str, Any]) -> str:
+    """The chunk id of a point: the payload's copy, exactly as the chunk spelled it."""
+    # Qdrant hands UUIDs back in canonical form; the payload keeps the original string.
+    return str(payload.get("id", point_id))
+
+
+class EdgeVectorStore:
+    """Qdrant embedded in-process (``qdrant_edge``), one shard in a folder.
+
+    Opening creates the shard (cosine distance, keyword indexes on ``path`` and
+    ``kind``) when the folder holds none, else loads it. A shard can be open in
+    one place at a time: its write-ahead log is locked while open.
+
+    Parameters
+    ----------
+    path
+        Shard folder; created with its parents if missing.
+    dim
+        Vector dimension; must match an existing shard's.
+
+    Raises
+    ------
+    IndexIdentityError
+        The existing shard holds vectors of another dimension (or another distance).
+    IndexWriteError
+        The shard cannot be created or opened (folder not writable, or the shard is
+        already open elsewhere).
+
+    Examples
+    --------
+    >>> store = EdgeVectorStore(tmp / "vectors", dim=384)  # doctest: +SKIP
+    >>> store.upsert_batch(chunks, vectors); store.commit()  # doctest: +SKIP
+    >>> store.search(query_vector, limit=5)[0].payload["qualname"]  # doctest: +SKIP
+    'collections::binary_heap::BinaryHeap::push'
+    """
+
+    def __init__(self, path: str | Path, dim: int) -> None:
+        self.path = Path(path)
+        """Shard folder."""
+        self.dim = dim
+        """Vector dimension."""
+        config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine))
+        if self._shard_exists():
+            self._check_stored_config()
+            try:
+                # Passing the config makes the engine verify the stored vectors match it.
+                self._shard = qe.EdgeShard.load(str(self.path), config)
+            except Exception as e:
+                if "incompatible" in str(e).lower():
+                    raise IndexIdentityError(
+                        f"the vector shard at {self.path} does not match dimension {dim} "
+                        f"with cosine distance ({e}); re-run indexing with --force"
+                    ) from e
+                raise IndexWriteError(
+                    f"cannot open the vector shard at {self.path}: {e} (is another "
+                    "rcm_dask process using this index?)"
+                ) from e
+        else:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._shard = qe.EdgeShard.create(str(self.path), config)
+            except Exception as e:
+                raise IndexWriteError(f"cannot create the vector shard at {self.path}: {e}") from e
+        self._closed = False
+        self._ensure_payload_indexes()
+
+    def _shard_exists(self) -> bool:
+        """Whether the folder already holds a shard."""
+        return (self.path / "edge_config.json").exists() or (self.path / "segments").exists()
+
+    def _check_stored_config(self) -> None:
+        """Refuse early, with both dimensions named, when the stored shard has another one."""
+        try:
+            stored = json.loads((self.path / "edge_config.json").read_text(encoding="utf-8"))
+            params = stored["vectors"][""]
+            size, distance = int(params["size"]), str(params["distance"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # unreadable or another layout: the engine's own check still runs
+        if size != self.dim or distance.lower() != "cosine":
+            raise IndexIdentityError(
+                f"the vector shard at {self.path} holds {size}-dimensional vectors "
+                f"({distance} distance), but {self.dim}-dimensional cosine vectors were "
+                "asked for: was the index built with another model? re-run indexing "
+                "with --force"
+            )
+
+    def _ensure_payload_indexes(self) -> None:
+        """Create the keyword indexes the shard lacks (all of them on a new shard)."""
+        existing = self._shard.info().payload_schema
+        for field in INDEXED_PAYLOAD_FIELDS:
+            if field not in existing:
+                self._update(
+                    qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword)
+                )
+
+    def _update(self, operation: qe.UpdateOperation) -> None:
+        """Apply one update, turning an engine refusal into :class:`IndexWriteError`."""
+        try:
+            self._shard.update(operation)
+        except Exception as e:
+            raise IndexWriteError(f"the vector shard at {self.path} refused a write: {e}") from e
+
+    def upsert_batch(self, chunks: Sequence[Chunk], vectors: VectorsLike) -> None:
+        """Insert or replace one point per chunk.
+
+        Parameters
+        ----------
+        chunks
+            Chunks; each point's id is ``chunk.id`` (a UUID string) and its payload
+            :func:`~rcm_dask.stores.chunk_payload`.
+        vectors
+            One vector of length ``dim`` per chunk, same order.
+
+        Raises
+        ------
+        IndexWriteError
+            Counts or dimensions do not match, a vector is zero, an id is not a
+            UUID, or the engine refused the write.
+        """
+        if len(chunks) == 0 and len(vectors) == 0:
+            return
+        rows = _vector_rows(chunks, vectors, self.dim, f"vector shard at {self.path}")
+        try:
+            points = [
+                qe.Point(chunk.id, row, chunk_payload(chunk))
+                for chunk, row in zip(chunks, rows, strict=True)
+            ]
+        except ValueError as e:  # an id that is not a UUID
+            raise IndexWriteError(f"the vector shard at {self.path} refused a point: {e}") from e
+        self._update(qe.UpdateOperation.upsert_points(points))
+
+    def delete_paths(self, paths: Sequence[str]) -> None:
+        """Delete every point of the given files.
+
+        Parameters
+        ----------
+        paths
+            File paths exactly as stored.
+
+        Raises
+        ------
+        IndexWriteError
+            The engine refused the delete.
+        """
+        if paths:
+            self._update(qe.UpdateOperation.delete_points_by_filter(_edge_filter("path", paths)))
+
+    def delete_ids(self, ids: Sequence[str]) -> None:
+        """Delete points by chunk id; unknown ids are ignored.
+
+        Parameters
+        ----------
+        ids
+            Chunk ids.
+
+        Raises
+        ------
+        IndexWriteError
+            An id is not a UUID, or the engine refused the delete.
+        """
+        if not ids:
+            return
+        try:
+            operation = qe.UpdateOperation.delete_points(list(ids))
+        except ValueError as e:
+            raise IndexWriteError(f"the vector shard at {self.path} refused a delete: {e}") from e
+        self._update(operation)
+
+    def commit(self) -> None:
+        """Flush every write so far to the shard's segments on disk.
+
+        Raises
+        ------
+        IndexWriteError
+            The flush failed.
+        """
+        try:
+            self._shard.flush()
+        except Exception as e:
+            raise IndexWriteError(f"flushing the vector shard at {self.path} failed: {e}") from e
+
+    def search(
+        self,
+        vector: VectorLike,
+        limit: int = 100,
+        kinds: Sequence[str] | None = None,
+        paths: Sequence[str] | None = None,
+    ) -> list[StoreHit]:
+        """The nearest chunks by cosine similarity.
+
+        Parameters
+        ----------
+        vector
+            Query embedding of length ``dim``.
+        limit
+            Most hits returned.
+        kinds, paths
+            Keep only these kinds / exact file paths; None or empty keeps all.
+
+        Returns
+        -------
+        list of StoreHit
+            Best first; the score is the cosine similarity.
+
+        Raises
+        ------
+        IndexIdentityError
+            The query vector's dimension is not the shard's.
+        """
+        query = _query_vector(vector, self.dim, f"the vector shard at {self.path}")
+        if limit <= 0:
+            return []
+        conditions: list[qe.FieldCondition] = [
+            _edge_condition(field, values)
+            for field, values in (("kind", kinds), ("path", paths))
+            if values
+        ]
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(query),
+            filter=qe.Filter(must=list(conditions)) if conditions else None,
+            with_payload=True,
+        )
+        hits: list[StoreHit] = []
+        for point in self._shard.query(request):
+            payload = dict(point.payload or {})
+            hits.append(StoreHit(_point_id(point.id, payload), float(point.score), payload))
+        return hits
+
+    def count(self) -> int:
+        """Number of points.
+
+        Returns
+        -------
+        int
+        """
+        return int(self._shard.count(qe.CountRequest(exact=True)))
+
+    def iter_points(self) -> Iterator[tuple[str, list[float], dict[str, Any]]]:
+        """Every point as ``(id, vector, payload)``, in id order.
+
+        Vectors come back unit-length: cosine distance stores them normalised.
+
+        Yields
+        ------
+        tuple of (str, list of float, dict)
+        """
+        offset: qe.PointId | None = None
+        while True:
+            records, offset = self._shard.scroll(
+                qe.ScrollRequest(
+                    offset=offset, limit=SCROLL_PAGE, with_payload=True, with_vector=True
+                )
+            )
+            for record in records:
+                payload = dict(record.payload or {})
+                yield _point_id(record.id, payload), _plain_vector(record.vector), payload
+            if offset is None:
+                return
+
+    def close(self) -> None:
+        """Flush and close the shard, releasing its lock; idempotent.
+
+        Raises
+        ------
+        IndexWriteError
+            The final flush failed (the shard is closed anyway).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._shard.flush()
+        except Exception as e:
+            raise IndexWriteError(f"flushing the vector shard at {self.path} failed: {e}") from e
+        finally:
+            self._shard.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EdgeVectorStore({str(self.path)!r}, dim={self.dim})"
+
+
+def _edge_condition(field: str, values: Sequence[str]) -> qe.FieldCondition:
+    """``field`` is one of ``values`` (Qdrant Edge)."""
+    return qe.FieldCondition(field, match=qe.MatchAny(list(values)))
+
+
+def _edge_filter(field: str, values: Sequence[str]) -> qe.Filter:
+    """Filter on one keyword field (Qdrant Edge)."""
+    return qe.Filter(must=[_edge_condition(field, values)])
+
+
+class QdrantClientVectorStore:
+    """A collection on a Qdrant server, through ``qdrant_client``.
+
+    Also works with the client's in-process local mode (``QdrantClient(":memory:")``
+    or ``QdrantClient(path=...)``), which the tests use.
+
+    Parameters
+    ----------
+    client
+        A connected client. The store closes it only when it made it
+        (:meth:`from_url`).
+    collection
+        Collection name; created (cosine distance, keyword payload indexes on
+        ``path`` and ``kind``) when missing.
+    dim
+        Vector dimension; must match an existing collection's.
+
+    Raises
+    ------
+    IndexIdentityError
+        The collection exists with another dimension, distance or named vectors.
+    IndexWriteError
+        The server cannot be reached or refused to create the collection.
+
+    Examples
+    --------
+    >>> from qdrant_client import QdrantClient
+    >>> store = QdrantClientVectorStore(QdrantClient(location=":memory:"), "rust", dim=3)
+    >>> store.count()
+    0
+    """
+
+    def __init__(
+        self, client: QdrantClient, collection: str, dim: int, *, owns_client: bool = False
+    ) -> None:
+        from qdrant_client.http import models as qm
+
+        self.client = client
+        """The Qdrant client."""
+        self.collection = collection
+        """Collection name."""
+        self.dim = dim
+        """Vector dimension."""
+        self._owns_client = owns_client
+        self._closed = False
+        try:
+            if client.collection_exists(collection):
+                self._check_collection()
+            else:
+                client.create_collection(
+                    collection,
+                    vectors_config=qm.VectorParams(size=dim, distance=qm.Distance.COSINE),
+                )
+            self._ensure_payload_indexes()
+        except RcmError:
+            raise
+        except Exception as e:
+            raise IndexWriteError(f"cannot open Qdrant collection {collection!r}: {e}") from e
+
+    @classmethod
+    def from_url(
+        cls, url: str, collection: str, dim: int, api_key: str | None = None
+    ) -> QdrantClientVectorStore:
+        """Connect to a Qdrant server and open (or create) a collection there.
+
+        Parameters
+        ----------
+        url
+            Server URL (``http://localhost:6333``).
+        collection
+            Collection name.
+        dim
+            Vector dimension.
+        api_key
+            API key, if the server needs one.
+
+        Returns
+        -------
+        QdrantClientVectorStore
+            A store that closes its client on :meth:`close`.
+
+        Raises
+        ------
+        IndexIdentityError
+            The collection exists with another dimension.
+        IndexWriteError
+            The server cannot be reached.
+        """
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(url=url, api_key=api_key)
+        try:
+            return cls(client, collection, dim, owns_client=True)
+        except IndexWriteError as e:
+            client.close()
+            raise IndexWriteError(
+                f"{e} (Qdrant server {url}: is it running, and is the URL right?)"
+            ) from e
+        except BaseException:
+            client.close()
+            raise
+
+    def _where(self) -> str:
+        """The collection, named for messages."""
+        return f"Qdrant collection {self.collection!r}"
+
+    def _check_collection(self) -> None:
+        """Refuse a collection whose vectors this store cannot use."""
+        from qdrant_client.http import models as qm
+
+        params = self.client.get_collection(self.collection).config.params.vectors
+        if isinstance(params, dict):
+            params = params.get("")
+        if params is None:
+            raise IndexIdentityError(
+                f"{self._where()} uses named vectors; rcm_dask needs one unnamed vector per "
+                "point: choose another collection name"
+            )
+        if params.size != self.dim or params.distance != qm.Distance.COSINE:
+            raise IndexIdentityError(
+                f"{self._where()} holds {params.size}-dimensional vectors "
+                f"({params.distance.value} distance), but {self.dim}-dimensional cosine "
+                "vectors were asked for: was it built with another model? choose another "
+                "collection or re-run indexing with --force"
+            )
+
+    def _ensure_payload_indexes(self) -> None:
+        """Create the keyword indexes the collection lacks."""
+        from qdrant_client.http import models as qm
+
+        existing = self.client.get_collection(self.collection).payload_schema or {}
+        for field in INDEXED_PAYLOAD_FIELDS:
+            if field in existing:
+                continue
+            with warnings.catch_warnings():
+                # Local mode has no payload indexes and says so on every call; the
+                # indexes matter on a server, so they are asked for all the same.
+                warnings.filterwarnings(
+                    "ignore", message=_LOCAL_MODE_INDEX_WARNING, category=UserWarning
+                )
+                self.client.create_payload_index(
+                    self.collection, field, field_schema=qm.PayloadSchemaType.KEYWORD, wait=True
+                )
+
+    def _write(self, what: str, call: Any, *args: Any, **kwargs: Any) -> None:
+        """Run one client write, turning a refusal into :class:`IndexWriteError`."""
+        try:
+            call(self.collection, *args, wait=True, **kwargs)
+        except RcmError:
+            raise
+        except Exception as e:
+            raise IndexWriteError(f"{self._where()} refused {what}: {e}") from e
+
+    def upsert_batch(self, chunks: Sequence[Chunk], vectors: VectorsLike) -> None:
+        """Insert or replace one point per chunk.
+
+        Parameters
+        ----------
+        chunks
+            Chunks; point id ``chunk.id``, payload :func:`~rcm_dask.stores.chunk_payload`.
+        vectors
+            One vector of length ``dim`` per chunk, same order.
+
+        Raises
+        ------
+        IndexWriteError
+            Counts or dimensions do not match, a vector is zero, or Qdrant refused
+            the write.
+        """
+        from qdrant_client.http import models as qm
+
+        if len(chunks) == 0 and len(vectors) == 0:
+            return
+        rows = _vector_rows(chunks, vectors, self.dim, self._where())
+        points = [
+            qm.PointStruct(id=chunk.id, vector=row, payload=chunk_payload(chunk))
+            for chunk, row in zip(chunks, rows, strict=True)
+        ]
+        self._write("an upsert", self.client.upsert, points=points)
+
+    def delete_paths(self, paths: Sequence[str]) -> None:
+        """Delete every point of the given files.
+
+        Parameters
+        ----------
+        paths
+            File paths exactly as stored.
+
+        Raises
+        ------
+        IndexWriteError
+            Qdrant refused the delete.
+        """
+        from qdrant_client.http import models as qm
+
+        if paths:
+            selector = qm.FilterSelector(filter=qm.Filter(must=[_client_condition("path", paths)]))
+            self._write("a delete", self.client.delete, points_selector=selector)
+
+    def delete_ids(self, ids: Sequence[str]) -> None:
+        """Delete points by chunk id; unknown ids are ignored.
+
+        Parameters
+        ----------
+        ids
+            Chunk ids.
+
+        Raises
+        ------
+        IndexWriteError
+            Qdrant refused the delete.
+        """
+        from qdrant_client.http import models as qm
+
+        if ids:
+            selector = qm.PointIdsList(points=list(ids))
+            self._write("a delete", self.client.delete, points_selector=selector)
+
+    def commit(self) -> None:
+        """Nothing to do: every write waited for Qdrant to apply it and log it durably."""
+
+    def search(
+        self,
+        vector: VectorLike,
+        limit: int = 100,
+        kinds: Sequence[str] | None = None,
+        paths: Sequence[str] | None = None,
+    ) -> list[StoreHit]:
+        """The nearest chunks by cosine similarity.
+
+        Parameters
+        ----------
+        vector
+            Query embedding of length ``dim``.
+        limit
+            Most hits returned.
+        kinds, paths
+            Keep only these kinds / exact file paths; None or empty keeps all.
+
+        Returns
+        -------
+        list of StoreHit
+            Best first; the score is the cosine similarity.
+
+        Raises
+        ------
+        IndexIdentityError
+            The query vector's dimension is not the collection's.
+        """
+        from qdrant_client.http import models as qm
+
+        query = _query_vector(vector, self.dim, self._where())
+        if limit <= 0:
+            return []
+        conditions: list[qm.Condition] = [
+            _client_condition(field, values)
+            for field, values in (("kind", kinds), ("path", paths))
+            if values
+        ]
+        response = self.client.query_points(
+            self.collection,
+            query=query,
+            query_filter=qm.Filter(must=conditions) if conditions else None,
+            limit=limit,
+            with_payload=True,
+        )
+        hits: list[StoreHit] = []
+        for point in response.points:
+            payload = dict(point.payload or {})
+            hits.append(StoreHit(_point_id(point.id, payload), float(point.score), payload))
+        return hits
+
+    def count(self) -> int:
+        """Number of points.
+
+        Returns
+        -------
+        int
+        """
+        return int(self.client.count(self.collection, exact=True).count)
+
+    def iter_points(self) -> Iterator[tuple[str, list[float], dict[str, Any]]]:
+        """Every point as ``(id, vector, payload)``, in id order.
+
+        Vectors come back unit-length: cosine distance stores them normalised.
+
+        Yields
+        ------
+        tuple of (str, list of float, dict)
+        """
+        offset: Any = None
+        while True:
+            records, offset = self.client.scroll(
+                self.collection,
+                limit=SCROLL_PAGE,
+                offset=offset,
+                with_payload=True,
+                with_vectors=True,
+            )
+            for record in records:
+                payload = dict(record.payload or {})
+                yield _point_id(record.id, payload), _plain_vector(record.vector), payload
+            if offset is None:
+                return
+
+    def close(self) -> None:
+        """Close the client if this store made it; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"QdrantClientVectorStore(collection={self.collection!r}, dim={self.dim})"
+
+
+def _client_condition(field: str, values: Sequence[str]) -> qm.FieldCondition:
+    """``field`` is one of ``values`` (qdrant_client)."""
+    from qdrant_client.http import models as qm
+
+    return qm.FieldCondition(key=field, match=qm.MatchAny(any=list(values)))
+
+
+def open_vector_store(
+    index_dir: Path,
+    dim: int,
+    qdrant_url: str | None,
+    collection: str,
+    api_key: str | None = None,
+) -> VectorStore:
+    """Open the vector store an index is configured with.
+
+    Parameters
+    ----------
+    index_dir
+        The index folder; the embedded shard lives in its ``vectors`` subfolder.
+    dim
+        Vector dimension of the embedding model.
+    qdrant_url
+        Qdrant server URL, or None for the embedded engine.
+    collection
+        Collection name on the server (unused by the embedded engine).
+    api_key
+        Server API key, if any.
+
+    Returns
+    -------
+    VectorStore
+        :class:`EdgeVectorStore` without a URL, else :class:`QdrantClientVectorStore`.
+
+    Raises
+    ------
+    IndexIdentityError
+        The existing vectors have another dimension.
+    IndexWriteError
+        The store cannot be opened or created.
+    """
+    if qdrant_url is None:
+        return EdgeVectorStore(Path(index_dir) / "vectors", dim)
+    return QdrantClientVectorStore.from_url(qdrant_url, collection, dim, api_key=api_key)
+
+
+__all__ = [
+    "INDEXED_PAYLOAD_FIELDS",
+    "SCROLL_PAGE",
+    "EdgeVectorStore",
+    "QdrantClientVectorStore",
+    "VectorStore",
+    "open_vector_store",
+]

@@ -1,0 +1,215 @@
+"""The sequential mode end to end on real stores (Tantivy + embedded Qdrant), with a fast embedder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from rcm_dask import IndexConfig, index
+from rcm_dask.errors import IndexIdentityError, IndexNotFoundError, SourceError
+from rcm_dask.search import SearchIndex, open_index
+from rcm_dask.stores.manifest import Manifest
+
+from .conftest import DATA, HashEmbedder
+
+
+@pytest.fixture
+def crate(tmp_path: Path) -> Path:
+    root = tmp_path / "mini_crate"
+    shutil.copytree(DATA / "mini_crate", root)
+    return root
+
+
+def _index(root: str | Path, index_dir: Path, **kw: object) -> object:
+    config = IndexConfig(index_dir=str(index_dir), commit_every=kw.pop("commit_every", 4096))  # type: ignore[arg-type]
+    return index(str(root), config, embedder=HashEmbedder(), **kw)  # type: ignore[arg-type]
+
+
+def _contents(index_dir: Path) -> tuple[set[str], set[str], set[str]]:
+    """Chunk ids in BM25, in the vector store, and in the manifest."""
+    with SearchIndex(index_dir, embedder=HashEmbedder()) as idx:
+        bm25 = {p["id"] for p in idx.bm25.iter_payloads()}
+        vectors = {pid for pid, _, _ in idx.vectors.iter_points()}
+    m = Manifest(index_dir, readonly=True)
+    manifest = {cid for f in m.files() for cid in f.chunk_ids}
+    m.close()
+    return bm25, vectors, manifest
+
+
+def test_index_and_search(crate: Path, tmp_path: Path) -> None:
+    idx_dir = tmp_path / "idx"
+    stats = _index(crate, idx_dir)
+    assert stats.files_seen == 4 and stats.files_indexed == 4 and stats.files_skipped == 0
+    assert stats.chunks >= 12 and stats.seconds > 0
+    assert set(stats.stage_seconds) >= {"read", "chunk", "embed", "write"}
+    bm25, vectors, manifest = _contents(idx_dir)
+    assert bm25 == vectors == manifest and len(bm25) == stats.chunks
+
+    with SearchIndex(idx_dir, embedder=HashEmbedder()) as idx:
+        top = idx.search("parse toml config", limit=3, mode="bm25")
+        assert top[0].qualname == "parse_toml_config" and top[0].kind == "function"
+        assert top[0].path == "src/lib.rs" and top[0].start_line == 6
+        assert top[0].bm25_rank == 1 and top[0].vector_rank is None
+        hybrid = idx.search("connection pool reconnect backoff", limit=5)
+        assert hybrid[0].qualname == "net::ConnectionPool::acquire"
+        assert hybrid[0].bm25_rank is not None and hybrid[0].vector_rank is not None
+        assert "pub fn acquire" in hybrid[0].snippet
+        vec = idx.search("connection pool reconnect backoff", limit=5, mode="vector")
+        assert vec and all(h.vector_rank for h in vec)
+        kinds = idx.search("config", limit=20, kinds=["struct"])
+        assert kinds and {h.kind for h in kinds} == {"struct"}
+        scoped = idx.search("config", limit=20, path_glob="src/net/**")
+        assert scoped == [] or {h.path for h in scoped} == {"src/net/mod.rs"}
+        assert idx.search("   ", limit=5) == []
+        st = idx.status()
+        assert st["files"] == 4 and st["chunks"] == stats.chunks == st["bm25_documents"]
+
+
+def test_rerun_is_incremental_and_removes_deleted_files(crate: Path, tmp_path: Path) -> None:
+    idx_dir = tmp_path / "idx"
+    first = _index(crate, idx_dir)
+    assert first.files_indexed == 4
+    before = _contents(idx_dir)[0]
+    again = _index(crate, idx_dir)
+    assert again.files_indexed == 0 and again.files_unchanged == 4 and again.chunks == 0
+    assert _contents(idx_dir)[0] == before
+
+    # touched but identical: confirmed by hash, not re-embedded
+    os.utime(crate / "src" / "lib.rs", (1, 1))
+    touched = _index(crate, idx_dir)
+    assert touched.files_indexed == 0 and touched.files_unchanged == 4
+
+    # changed and deleted files
+    cfg = crate / "src" / "config.rs"
+    cfg.write_text(cfg.read_text() + "\n/// Added later.\npub fn reload() {}\n")
+    (crate / "tests" / "smoke.rs").unlink()
+    changed = _index(crate, idx_dir)
+    assert changed.files_indexed == 1 and changed.files_removed == 1
+    bm25, vectors, manifest = _contents(idx_dir)
+    assert bm25 == vectors == manifest
+    with SearchIndex(idx_dir, embedder=HashEmbedder()) as idx:
+        assert idx.search("reload", limit=1, mode="bm25")[0].qualname == "config::reload"
+        assert all(
+            h.path != "tests/smoke.rs" for h in idx.search("parses_a_line", limit=5, mode="bm25")
+        )
+    assert len(bm25) == first.chunks + 1 - 1  # one function added, one test file removed
+
+
+def test_ids_are_deterministic_across_runs(crate: Path, tmp_path: Path) -> None:
+    _index(crate, tmp_path / "a")
+    _index(crate, tmp_path / "b", commit_every=3)  # many small commits: same result
+    assert _contents(tmp_path / "a") == _contents(tmp_path / "b")
+
+
+def test_unreadable_file_keeps_what_was_indexed(crate: Path, tmp_path: Path) -> None:
+    idx_dir = tmp_path / "idx"
+    _index(crate, idx_dir)
+    before = _contents(idx_dir)[0]
+    (crate / "src" / "config.rs").write_bytes(b"pub fn x() {}\xff\xfe")
+    stats = _index(crate, idx_dir)
+    assert stats.skipped == {"not-utf8": 1}
+    assert "src/config.rs" in stats.skipped_examples["not-utf8"][0]
+    assert _contents(idx_dir)[0] == before
+
+
+def test_bad_files_are_skipped_with_reasons(crate: Path, tmp_path: Path) -> None:
+    (crate / "src" / "blob.rs").write_bytes(b"\x00\x01\x02binary")
+    (crate / "src" / "latin1.rs").write_bytes("fn caf\xe9() {}".encode("latin-1"))
+    (crate / "src" / "huge.rs").write_bytes(b"// x\n" * 3000)
+    (crate / "src" / "broken.rs").write_bytes((DATA / "broken.rs").read_bytes())
+    config = IndexConfig(index_dir=str(tmp_path / "idx"), max_file_size=10_000)
+    stats = index(str(crate), config, embedder=HashEmbedder())
+    assert stats.skipped == {"binary": 1, "not-utf8": 1, "too-large": 1}
+    assert stats.files_indexed == 5 and stats.chunks_with_errors >= 1
+    with SearchIndex(tmp_path / "idx", embedder=HashEmbedder()) as idx:
+        assert idx.search("clean_after", limit=1, mode="bm25")[0].name == "clean_after"
+
+
+def test_identity_mismatch_names_force(crate: Path, tmp_path: Path) -> None:
+    idx_dir = tmp_path / "idx"
+    _index(crate, idx_dir)
+
+    class Other(HashEmbedder):
+        fingerprint = "other-model"
+
+    with pytest.raises(IndexIdentityError, match="--force"):
+        index(str(crate), IndexConfig(index_dir=str(idx_dir)), embedder=Other())
+    with pytest.raises(IndexIdentityError, match="another model"):
+        SearchIndex(idx_dir, embedder=Other()).search("config")
+    stats = index(str(crate), IndexConfig(index_dir=str(idx_dir)), embedder=Other(), force=True)
+    assert stats.files_indexed == 4
+    bm25, vectors, manifest = _contents_with(idx_dir, Other())
+    assert bm25 == vectors == manifest and len(bm25) == stats.chunks
+
+
+def _contents_with(index_dir: Path, emb: HashEmbedder) -> tuple[set[str], set[str], set[str]]:
+    with SearchIndex(index_dir, embedder=emb) as idx:
+        bm25 = {p["id"] for p in idx.bm25.iter_payloads()}
+        vectors = {pid for pid, _, _ in idx.vectors.iter_points()}
+    m = Manifest(index_dir, readonly=True)
+    ids = {cid for f in m.files() for cid in f.chunk_ids}
+    m.close()
+    return bm25, vectors, ids
+
+
+def test_another_root_in_the_same_index_is_refused(crate: Path, tmp_path: Path) -> None:
+    _index(crate, tmp_path / "idx")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.rs").write_text("fn a() {}")
+    with pytest.raises(IndexIdentityError, match="root"):
+        _index(other, tmp_path / "idx")
+
+
+@pytest.mark.parametrize("layout", ["empty", "no-rust", "only-ignored"])
+def test_no_rust_files_is_a_clear_error(tmp_path: Path, layout: str) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    if layout == "no-rust":
+        (root / "README.md").write_text("# hi")
+    if layout == "only-ignored":
+        (root / "target").mkdir()
+        (root / "target" / "x.rs").write_text("fn x() {}")
+    with pytest.raises(SourceError, match="No .rs files found"):
+        _index(root, tmp_path / "idx")
+    assert not (tmp_path / "idx").exists()
+
+
+def test_missing_path_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="does not exist"):
+        _index(tmp_path / "nope", tmp_path / "idx")
+
+
+def test_memory_filesystem(tmp_path: Path) -> None:
+    fs = fsspec.filesystem("memory")
+    base = f"/crate-{uuid.uuid4().hex}"
+    for p in (DATA / "mini_crate").rglob("*.rs"):
+        fs.pipe(f"{base}/{p.relative_to(DATA / 'mini_crate').as_posix()}", p.read_bytes())
+    try:
+        stats = _index(f"memory://{base}", tmp_path / "idx")
+        assert stats.files_indexed == 4
+        with SearchIndex(tmp_path / "idx", embedder=HashEmbedder()) as idx:
+            assert idx.search("RETRY_DELAY", limit=1, mode="bm25")[0].kind == "const"
+    finally:
+        fs.rm(base, recursive=True)
+
+
+def test_default_index_location_and_open_index(crate: Path, isolated_home: Path) -> None:
+    stats = index(str(crate), IndexConfig(), embedder=HashEmbedder())
+    assert Path(stats.index_dir).parent == isolated_home / "indexes"
+    with open_index(path=str(crate)) as idx:
+        assert idx.index_dir == Path(stats.index_dir)
+    with open_index() as idx:  # the most recently updated one
+        assert idx.index_dir == Path(stats.index_dir)
+
+
+def test_search_without_index_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(IndexNotFoundError, match="rcm-dask index"):
+        open_index()
+    with pytest.raises(IndexNotFoundError, match="no index at"):
+        SearchIndex(tmp_path)
