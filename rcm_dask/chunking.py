@@ -307,13 +307,17 @@ class _Walker:
         item_level = node.type in _ITEM_LEVEL_PARENTS
         entries: list[_Entry] = []
         pending: list[Node] = []
-        prev = ""
+        before = prev = ""  # types of the two previous children, tokens included
         for child in node.children:
-            t, prev_t = child.type, prev
-            prev = t
+            t, prev_t, before_t = child.type, prev, before
+            before, prev = prev, t
             if not child.is_named:
                 continue
-            if t == "token_tree" and prev_t in ("#", "!") and self.attribute_tokens(child):
+            if (
+                t == "token_tree"
+                and (prev_t == "#" or (prev_t == "!" and before_t == "#"))
+                and self.attribute_tokens(child)
+            ):
                 continue  # ``#[cfg(unix)]`` inside a macro's input: an attribute, not calls
             if t == "attribute_item":
                 pending.append(child)
@@ -611,6 +615,9 @@ class _Walker:
 
     def comment_doc(self, node: Node) -> list[str]:
         """Lines of a doc comment (``///``, ``//!``, ``/** */``, ``/*! */``), markers stripped."""
+        is_doc = node.child_by_field_name("outer") or node.child_by_field_name("inner")
+        if is_doc is None:
+            return []  # a plain comment between docs and item is not documentation
         doc = node.child_by_field_name("doc")
         if doc is None:
             return [] if node.type == "block_comment" else [""]
@@ -703,10 +710,11 @@ def _unescape(text: str) -> str:
         if esc[0] in "\r\n":
             return ""
         if esc[0] == "u" and len(esc) > 1:
-            try:
-                return chr(int(esc[2:-1].replace("_", ""), 16))
-            except ValueError:
+            code = int(esc[2:-1].replace("_", "") or "0", 16)
+            # Rust rejects these too; keeping the escape avoids a lone surrogate in docs.
+            if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
                 return match.group(0)
+            return chr(code)
         if esc[0] == "x" and len(esc) == 3:
             return chr(int(esc[1:], 16))
         return _SIMPLE_ESCAPES.get(esc, match.group(0))
@@ -755,11 +763,12 @@ def chunk_source(source: SourceFile) -> list[Chunk]:
         items nested in a function get the function's name in their ``qualname``.
         ``mod`` chunks carry their own module path in ``module``.
 
-    Raises
-    ------
-    Nothing for any text: tree-sitter recovers from syntax errors, the items it still
-    recognises are kept, and ``has_error`` flags those that contain ERROR or MISSING
-    nodes.
+    Notes
+    -----
+    Never raises for any text: tree-sitter recovers from syntax errors, the items it
+    still recognises are kept, and ``has_error`` flags those that contain ERROR or
+    MISSING nodes. The tree is walked with an explicit stack, so nesting depth is
+    bounded by memory only, and the work is linear in the size of the tree.
 
     Examples
     --------

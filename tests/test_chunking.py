@@ -366,13 +366,14 @@ def test_crlf_line_endings_keep_ranges() -> None:
         ),
         pytest.param(
             "src/lib.rs",
-            "/// Line one.\n/// Line two.\n#[inline]\n// plain comment, not docs\n#[must_use]\nfn f() {}\n",
+            "/// Line one.\n// plain comment, not docs\n/// Line two.\n#[inline]\n"
+            "// another plain comment\n#[must_use]\nfn f() {}\n",
             [
                 {
                     "docs": "Line one.\nLine two.",
                     "attributes": ("#[inline]", "#[must_use]"),
                     "start_line": 1,
-                    "end_line": 6,
+                    "end_line": 7,
                 }
             ],
             id="docs-attributes-and-interleaved-comment",
@@ -385,10 +386,11 @@ def test_crlf_line_endings_keep_ranges() -> None:
         ),
         pytest.param(
             "src/lib.rs",
-            '#[doc = "First \\"quoted\\"."]\n#[doc = r#"Raw "text"."#]\n#[doc(hidden)]\npub enum E { A }\n',
+            '#[doc = "First \\"quoted\\" \\u{e9}\\u{D800}."]\n#[doc = r#"Raw "text"."#]\n'
+            "#[doc(hidden)]\npub enum E { A }\n",
             [
                 {
-                    "docs": 'First "quoted".\nRaw "text".',
+                    "docs": 'First "quoted" é\\u{D800}.\nRaw "text".',
                     "attributes": ("#[doc(hidden)]",),
                     "start_line": 1,
                 }
@@ -511,10 +513,13 @@ def test_crlf_line_endings_keep_ranges() -> None:
         ),
         pytest.param(
             "src/lib.rs",
-            "cfg_if::cfg_if! {\n    if #[cfg(unix)] { fn a() {} }\n}\nfn f() { inner_macro! { x } }\n",
+            "cfg_if::cfg_if! {\n    if #[cfg(unix)] { fn a() {} }\n}\n"
+            "fn f() { inner_macro! { x } }\n"
+            "fn g() { assert!(vec![h(1)].is_empty()); }\n",
             [
                 {"kind": "macro", "name": "cfg_if!", "signature": "cfg_if!", "calls": ("cfg_if!",)},
                 {"kind": "function", "name": "f", "calls": ("inner_macro!",)},
+                {"kind": "function", "name": "g", "calls": ("assert!", "vec!", "h", "is_empty")},
             ],
             id="item-level-macro-invocations",
         ),
