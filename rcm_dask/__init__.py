@@ -36,12 +36,32 @@ _LAZY = {
     "open_index": "search",
 }
 
-__all__ = sorted([*_LAZY, "__version__", "search"])
+__all__ = [
+    "Chunk",
+    "ConfigError",
+    "Embedder",
+    "Hit",
+    "IndexConfig",
+    "IndexIdentityError",
+    "IndexNotFoundError",
+    "IndexStats",
+    "IndexWriteError",
+    "ModelError",
+    "RcmError",
+    "SearchIndex",
+    "Skipped",
+    "SourceError",
+    "SourceFile",
+    "__version__",
+    "index",
+    "open_index",
+    "search",
+]
 
 # The submodule ``rcm_dask.search`` shares its name with the function: importing the
 # module here, once, before binding the function means no later import can rebind
 # ``rcm_dask.search`` to the module.
-from . import search as _search_module  # noqa: E402
+from . import search as _search_module
 
 search = _search_module.search
 

@@ -322,7 +322,9 @@ class SearchIndex:
             return [_hit(h, h.score, i, None) for i, h in enumerate(lexical[:limit], 1)]
         if mode == "vector":
             return [_hit(h, h.score, None, i) for i, h in enumerate(semantic[:limit], 1)]
-        key = lambda h: str(h.payload.get("symbol_id") or h.id)  # noqa: E731
+        def key(h: StoreHit) -> str:
+            return str(h.payload.get("symbol_id") or h.id)
+
         by_key = {key(h): h for h in semantic}
         by_key.update({key(h): h for h in lexical})
         rank_l = {key(h): i for i, h in enumerate(lexical, 1)}

@@ -213,3 +213,33 @@ def test_search_without_index_is_a_clear_error(tmp_path: Path) -> None:
         open_index()
     with pytest.raises(IndexNotFoundError, match="no index at"):
         SearchIndex(tmp_path)
+
+
+def test_qdrant_server_backend(crate: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--qdrant-url goes through qdrant-client; here its on-disk local mode stands in for a server."""
+    import qdrant_client
+
+    real = qdrant_client.QdrantClient
+    seen: list[str] = []
+
+    def local_client(url: str | None = None, api_key: str | None = None, **_: object):  # type: ignore[no-untyped-def]
+        seen.append(str(url))
+        return real(path=str(tmp_path / "qdrant-local"))
+
+    monkeypatch.setattr(qdrant_client, "QdrantClient", local_client)
+    idx_dir = tmp_path / "idx"
+    url = "http://127.0.0.1:6333"
+    config = IndexConfig(index_dir=str(idx_dir), qdrant_url=url)
+    stats = index(str(crate), config, embedder=HashEmbedder())
+    assert seen and set(seen) == {url}
+    assert not (idx_dir / "vectors").exists()
+    with SearchIndex(idx_dir, config, embedder=HashEmbedder()) as idx:
+        assert idx.identity["qdrant_url"] == url and idx.identity["collection"] == "rcm_idx"
+        assert idx.vectors.count() == stats.chunks
+        hits = idx.search("connection pool reconnect backoff", limit=3)
+        assert hits[0].qualname == "net::ConnectionPool::acquire" and hits[0].vector_rank
+    # the vectors live on the server: an embedded-store run must not silently start afresh
+    with pytest.raises(IndexIdentityError, match="--force"):
+        index(str(crate), IndexConfig(index_dir=str(idx_dir)), embedder=HashEmbedder())
+    again = index(str(crate), IndexConfig(index_dir=str(idx_dir)), embedder=HashEmbedder(), force=True)
+    assert again.files_indexed == 4 and (idx_dir / "vectors").exists()

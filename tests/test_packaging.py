@@ -6,10 +6,10 @@ import re
 import shlex
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from click.testing import CliRunner
 
@@ -46,7 +46,7 @@ def test_torch_is_never_pinned_to_pull_cuda() -> None:
 
 def _readme_blocks() -> list[str]:
     text = (REPO / "README.md").read_text()
-    return re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
 
 
 def test_readme_has_the_two_setup_commands_and_ci_runs_the_second() -> None:
@@ -85,6 +85,19 @@ def test_every_readme_command_and_option_exists(argv: list[str]) -> None:
 
 def test_python_dash_m_runs() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "rcm_dask", "--help"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "rcm_dask", "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0 and "index" in out.stdout and "search" in out.stdout
+
+
+def test_public_api_is_explicit_and_sorted() -> None:
+    import rcm_dask
+
+    assert rcm_dask.__all__ == sorted(rcm_dask.__all__)
+    for name in rcm_dask.__all__:
+        assert getattr(rcm_dask, name) is not None
+    assert callable(rcm_dask.search) and callable(rcm_dask.index)
