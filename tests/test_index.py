@@ -30,9 +30,11 @@ def _index(root: str | Path, index_dir: Path, **kw: object) -> object:
     return index(str(root), config, embedder=HashEmbedder(), **kw)  # type: ignore[arg-type]
 
 
-def _contents(index_dir: Path) -> tuple[set[str], set[str], set[str]]:
+def _contents(
+    index_dir: Path, emb: HashEmbedder | None = None
+) -> tuple[set[str], set[str], set[str]]:
     """Chunk ids in BM25, in the vector store, and in the manifest."""
-    with SearchIndex(index_dir, embedder=HashEmbedder()) as idx:
+    with SearchIndex(index_dir, embedder=emb or HashEmbedder()) as idx:
         bm25 = {p["id"] for p in idx.bm25.iter_payloads()}
         vectors = {pid for pid, _, _ in idx.vectors.iter_points()}
     m = Manifest(index_dir, readonly=True)
@@ -143,18 +145,8 @@ def test_identity_mismatch_names_force(crate: Path, tmp_path: Path) -> None:
         SearchIndex(idx_dir, embedder=Other()).search("config")
     stats = index(str(crate), IndexConfig(index_dir=str(idx_dir)), embedder=Other(), force=True)
     assert stats.files_indexed == 4
-    bm25, vectors, manifest = _contents_with(idx_dir, Other())
+    bm25, vectors, manifest = _contents(idx_dir, Other())
     assert bm25 == vectors == manifest and len(bm25) == stats.chunks
-
-
-def _contents_with(index_dir: Path, emb: HashEmbedder) -> tuple[set[str], set[str], set[str]]:
-    with SearchIndex(index_dir, embedder=emb) as idx:
-        bm25 = {p["id"] for p in idx.bm25.iter_payloads()}
-        vectors = {pid for pid, _, _ in idx.vectors.iter_points()}
-    m = Manifest(index_dir, readonly=True)
-    ids = {cid for f in m.files() for cid in f.chunk_ids}
-    m.close()
-    return bm25, vectors, ids
 
 
 def test_another_root_in_the_same_index_is_refused(crate: Path, tmp_path: Path) -> None:
