@@ -13,6 +13,10 @@ Design notes
   never reaches Python's recursion limit, and each node is visited once, so the walk is
   linear in the size of the tree (``Node.parent`` and ``Node.prev_sibling`` are avoided
   because tree-sitter answers them by walking down from the root).
+* Nesting of *items* (a fn in a fn in a mod ...) is followed 64 levels deep. Deeper
+  items stay inside the code of their ancestors: as every item's code contains the
+  items nested in it, a hostile file of 10,000 nested functions would otherwise make
+  gigabytes of chunks. Nesting of blocks and expressions is unlimited.
 * Calls and type names are collected into the innermost enclosing item and merged into
   the outer one when the inner item closes, so an item's lists cover all of its code.
   An ``impl`` chunk is a summary (header and member signatures), so it only takes the
@@ -102,8 +106,15 @@ _NON_IDENT = re.compile(r"\W")
 _WS = re.compile(r"\s+")
 _ESCAPE = re.compile(r"\\(u\{[0-9a-fA-F_]{1,8}\}|x[0-9a-fA-F]{2}|\r?\n\s*|.)", re.DOTALL)
 _SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", '"': '"', "'": "'"}
-_USES_LINE_MAX = 200
-_DOC_LINE_MAX = 200
+_SUMMARY_KINDS = frozenset({"impl", "trait", "mod"})
+"""Kinds whose chunk is a summary of their members rather than their full text."""
+
+_USES_LINE_MAX = 120
+# Each item's code holds the code of the items nested in it, so output grows with the
+# square of item nesting. Real code nests a few levels; past this depth, items stay part
+# of the enclosing item's code instead of becoming chunks of their own.
+_MAX_ITEM_DEPTH = 64
+_DOC_LINE_MAX = 160
 
 
 # --------------------------------------------------------------------------- ids, paths
@@ -189,7 +200,7 @@ def module_path_for(path: str) -> str:
 class _Scope:
     """Where the walk stands: module, qualified-name prefix, parent type, collecting item."""
 
-    __slots__ = ("collector", "generics", "module", "parent", "qual")
+    __slots__ = ("collector", "depth", "generics", "module", "parent", "qual")
 
     def __init__(
         self,
@@ -204,6 +215,7 @@ class _Scope:
         self.parent = parent
         self.collector = collector
         self.generics = generics
+        self.depth: int = collector.depth if collector is not None else 0  # enclosing items
 
 
 class _Item:
@@ -212,6 +224,7 @@ class _Item:
     __slots__ = (
         "body_start",
         "calls",
+        "depth",
         "kind",
         "members",
         "module",
@@ -249,6 +262,7 @@ class _Item:
         self.prefix = prefix
         self.outer = outer
         self.name_start = -1
+        self.depth: int = outer.depth + 1 if outer is not None else 1
         self.body_start = node.end_byte
         self.signature = ""
         # Calls map to the byte offset of their first mention: a chain like
@@ -294,7 +308,7 @@ class _Walker:
                 self.leave(entry)
                 continue
             node, scope, prefix, is_item = entry
-            if is_item:
+            if is_item and scope.depth < _MAX_ITEM_DEPTH:
                 item = self.enter(node, scope, prefix)
                 if item is not None:
                     stack.append(item)
@@ -473,7 +487,7 @@ class _Walker:
         if body is not None:
             item.body_start = body.start_byte
         item.signature = self.signature(node, t, name, body)
-        if scope.collector is not None and scope.collector.kind == "impl":
+        if scope.collector is not None and scope.collector.kind in _SUMMARY_KINDS:
             scope.collector.members.append(item)
         if t == "macro_invocation":
             item.calls[name] = node.start_byte
@@ -505,14 +519,14 @@ class _Walker:
         return _Scope(scope.module, scope.qual, "", item, generics)
 
     def leave(self, item: _Item) -> None:
-        """Close an item: build an impl summary, hand names to the enclosing item."""
-        if item.kind == "impl":
-            self.summarise_impl(item)
+        """Close an item: build a summary (impl, trait, mod), hand names to the enclosing item."""
+        if item.kind in _SUMMARY_KINDS:
+            self.summarise(item)
         outer = item.outer
         if outer is None:
             return
-        if outer.kind == "impl":
-            # The impl chunk shows signatures only, so it takes only their types.
+        if outer.kind in _SUMMARY_KINDS:
+            # A summary chunk shows signatures only, so it takes only their types.
             outer.types.update(item.sig_types)
         else:
             calls = outer.calls
@@ -520,8 +534,12 @@ class _Walker:
                 _add_call(calls, name, pos)
             outer.types.update(item.types)
 
-    def summarise_impl(self, item: _Item) -> None:
-        """Replace an impl's code by its header and its members' signatures."""
+    def summarise(self, item: _Item) -> None:
+        """Replace an impl's, trait's or mod's code by its header and its members' signatures.
+
+        Their members are chunks of their own: repeating their full text here would
+        embed every method twice and every ``mod tests`` twice.
+        """
         node = item.node
         start = item.prefix[0].start_byte if item.prefix else node.start_byte
         body = node.child_by_field_name("body")
@@ -530,6 +548,9 @@ class _Walker:
             return
         # The header as written, so a where-clause keeps its lines and ``{`` its place.
         lines = [self.span(start, body.start_byte) + "{"]
+        if item.kind == "mod":
+            inner, _ = self.leading_inner(body)
+            lines.extend("    " + self.text(n).strip() for n in inner)
         lines.extend("    " + m.signature for m in item.members)
         lines.append("}")
         item.summary = "\n".join(lines)
@@ -755,12 +776,14 @@ def chunk_source(source: SourceFile) -> list[Chunk]:
         Free functions (``function``); methods and associated functions of ``impl`` and
         ``trait`` blocks (``method``, ``parent`` = self type or trait) and their
         associated consts and types (``const``/``type``); structs, enums, unions,
-        traits; ``impl`` blocks as a summary (header, member signatures, ``}``);
-        inline ``mod`` blocks; consts, statics, type aliases; ``macro_rules!``
+        traits, ``impl`` blocks and inline ``mod`` blocks as a summary (header, inner
+        docs of a mod, member signatures, ``}``: members are chunks of their own); consts, statics, type aliases; ``macro_rules!``
         definitions and item-level macro invocations (``macro``, named ``name!``). A
         file whose top holds inner docs (``//!``, ``/*! */``, ``#![doc = ..]``) also
-        gets a ``mod`` chunk for itself, first. Items nested at any depth are included;
-        items nested in a function get the function's name in their ``qualname``.
+        gets a ``mod`` chunk for itself, first. Items nested at any syntactic depth are
+        included (in blocks, closures, consts, ...); items nested in a function get the
+        function's name in their ``qualname``. Items nested more than 64 items deep
+        stay in their ancestor's code (see the module notes).
         ``mod`` chunks carry their own module path in ``module``.
 
     Notes
@@ -840,6 +863,7 @@ def chunk_source(source: SourceFile) -> list[Chunk]:
                 part=1,
                 parts=1,
                 symbol_id=chunk_id,
+                occurrence=occurrence,
             )
         )
 
@@ -886,7 +910,7 @@ def chunk_source(source: SourceFile) -> list[Chunk]:
             calls=tuple(sorted(item.calls, key=item.calls.__getitem__)),
             type_refs=tuple(item.types),
             has_error=node.has_error,
-            code=item.summary if item.kind == "impl" else None,
+            code=item.summary if item.kind in _SUMMARY_KINDS else None,
         )
     return chunks
 
@@ -906,8 +930,8 @@ def _first_sentence(docs: str) -> str:
 
 
 def _uses_line(imports: Sequence[str]) -> str:
-    """First five imports, capped so one long ``use`` list cannot eat the token budget."""
-    line = ", ".join(imports[:5])
+    """First three imports, capped so one long ``use`` list cannot eat the token budget."""
+    line = ", ".join(imports[:3])
     if len(line) > _USES_LINE_MAX:
         cut = line.rfind(", ", 0, _USES_LINE_MAX - 5)
         line = line[: cut if cut > 0 else _USES_LINE_MAX - 5] + ", ..."
@@ -930,9 +954,9 @@ def format_for_embedding(chunk: Chunk) -> str:
             // path: {path}
             // module: {module}
             // {kind} {name}[ in {parent}]
-            // doc: {first sentence of docs, <= 200 chars}
-            // uses: {first 5 imports, <= 200 chars}
-            // calls: {first 8 calls}
+            // doc: {first sentence of docs, <= 160 chars}
+            // uses: {first 3 imports, <= 120 chars}
+            // calls: {first 6 calls}
             // part {part}/{parts}        (only when split)
 
         then the code. For an impl chunk, whose name already reads ``impl ...``, the
@@ -963,7 +987,7 @@ def format_for_embedding(chunk: Chunk) -> str:
     if chunk.imports:
         lines.append(f"// uses: {_uses_line(chunk.imports)}")
     if chunk.calls:
-        lines.append(f"// calls: {', '.join(chunk.calls[:8])}")
+        lines.append(f"// calls: {', '.join(chunk.calls[:6])}")
     if chunk.parts > 1:
         lines.append(f"// part {chunk.part}/{chunk.parts}")
     return "\n".join(lines) + "\n" + chunk.code
@@ -1052,17 +1076,11 @@ def _measure(
     return [(piece, n or 0) for piece, n in pieces]
 
 
-def _part_ids(chunk: Chunk, occurrence_hint: int) -> Callable[[int], str]:
-    """Id maker for the parts of a chunk, recovering its occurrence from its id."""
-    whole_id = chunk.symbol_id or chunk.id
-    candidates = [occurrence_hint] + [i for i in range(1000) if i != occurrence_hint]
-    for occurrence in candidates:
-        if make_chunk_id(chunk.path, chunk.kind, chunk.qualname, occurrence) == whole_id:
-            return lambda part: make_chunk_id(
-                chunk.path, chunk.kind, chunk.qualname, occurrence, part
-            )
-    # An id made elsewhere: derive the parts' ids from it, still deterministically.
-    return lambda part: make_chunk_id(whole_id, chunk.kind, chunk.qualname, 0, part)
+def _part_ids(chunk: Chunk) -> Callable[[int], str]:
+    """Id maker for the parts of a chunk."""
+    return lambda part: make_chunk_id(
+        chunk.path, chunk.kind, chunk.qualname, chunk.occurrence, part
+    )
 
 
 def _build_parts(chunk: Chunk, texts: list[str], part_id: Callable[[int], str]) -> list[Chunk]:
@@ -1105,9 +1123,7 @@ def _build_parts(chunk: Chunk, texts: list[str], part_id: Callable[[int], str]) 
     return parts
 
 
-def _split_chunk(
-    chunk: Chunk, count_tokens: TokenCounter, max_tokens: int, occurrence_hint: int
-) -> list[Chunk]:
+def _split_chunk(chunk: Chunk, count_tokens: TokenCounter, max_tokens: int) -> list[Chunk]:
     """Split one over-budget chunk into parts that each fit ``max_tokens``."""
     # Header cost is measured on a part with wide numbers, so real parts are not larger.
     probe = replace(chunk, code="", part=999, parts=999)
@@ -1136,7 +1152,7 @@ def _split_chunk(
     if current:
         texts.append("".join(current))
 
-    part_id = _part_ids(chunk, occurrence_hint)
+    part_id = _part_ids(chunk)
     while True:
         parts = _build_parts(chunk, texts, part_id)
         if header >= max_tokens:
@@ -1192,15 +1208,10 @@ def split_chunks(
     if not chunks:
         return []
     sizes = _count(count_tokens, [format_for_embedding(c) for c in chunks])
-    seen: dict[tuple[str, str, str], int] = {}
     out: list[Chunk] = []
     for chunk, size in zip(chunks, sizes):
-        key = (chunk.path, chunk.kind, chunk.qualname)
-        occurrence = seen.get(key, 0)
-        if chunk.parts == 1:
-            seen[key] = occurrence + 1
         if size <= max_tokens or chunk.parts > 1 or not chunk.code:
             out.append(chunk)
         else:
-            out.extend(_split_chunk(chunk, count_tokens, max_tokens, occurrence))
+            out.extend(_split_chunk(chunk, count_tokens, max_tokens))
     return out

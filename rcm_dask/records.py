@@ -140,6 +140,9 @@ class Chunk:
     """Number of parts the item was split into (1 when whole)."""
     symbol_id: str = ""
     """Id shared by all parts of one item (equal to ``id`` when whole)."""
+    occurrence: int = 0
+    """How many earlier chunks of the same file share this kind and qualified name
+    (``#[cfg]`` twins, several ``impl`` blocks of one type): part of the id."""
 
     @property
     def location(self) -> str:
