@@ -32,6 +32,7 @@ _LAZY = {
     "Skipped": "records",
     "SourceError": "errors",
     "SourceFile": "records",
+    "StoreBusyError": "errors",
     "index": "modes",
     "open_index": "search",
 }
@@ -52,6 +53,7 @@ __all__ = [
     "Skipped",
     "SourceError",
     "SourceFile",
+    "StoreBusyError",
     "__version__",
     "index",
     "open_index",
@@ -76,6 +78,7 @@ if TYPE_CHECKING:  # pragma: no cover
         ModelError,
         RcmError,
         SourceError,
+        StoreBusyError,
     )
     from .modes import index
     from .records import Chunk, Hit, IndexStats, Skipped, SourceFile

@@ -45,7 +45,7 @@ import tree_sitter_rust
 
 from rcm_dask.records import Chunk, ChunkKind, SourceFile
 
-CHUNKER_VERSION: str = "1"
+CHUNKER_VERSION: str = "2"
 """Version of the chunk output; bump whenever :func:`chunk_source` or
 :func:`split_chunks` would produce different chunks for the same input."""
 

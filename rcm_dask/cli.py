@@ -290,6 +290,8 @@ def search_cmd(
         config = _config(index_dir=index_dir, model=model, device=device, qdrant_url=qdrant_url)
         with open_index(path=codebase, config=config) as idx:
             hits = idx.search(query, limit=limit, mode=mode, kinds=kinds, path_glob=path_glob)
+            for notice in idx.notices:
+                err.print(f"[yellow]Note:[/] {notice}")
             if as_json:
                 out.print_json(json.dumps([h.to_dict() for h in hits]))
                 return

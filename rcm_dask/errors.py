@@ -9,6 +9,7 @@ The family::
     ├── IndexNotFoundError        search/status on a folder that holds no index
     ├── IndexIdentityError        the index was built with another model / chunker (use --force)
     └── IndexWriteError           a store refused a write; the last commit is intact
+        └── StoreBusyError        another process holds the store (an index run is writing)
 
 The CLI prints the message of an ``RcmError`` and exits 1, without a traceback.
 """
@@ -44,6 +45,10 @@ class IndexWriteError(RcmError):
     """A store refused a write. What was committed before stays intact."""
 
 
+class StoreBusyError(IndexWriteError):
+    """Another process holds a store that only one process may open (the embedded Qdrant)."""
+
+
 __all__ = [
     "ConfigError",
     "IndexIdentityError",
@@ -52,4 +57,5 @@ __all__ = [
     "ModelError",
     "RcmError",
     "SourceError",
+    "StoreBusyError",
 ]

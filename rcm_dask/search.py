@@ -18,7 +18,7 @@ import pathspec
 
 from .config import SEARCH_MODES, IndexConfig, data_home, default_index_dir
 from .embedding import Embedder
-from .errors import ConfigError, IndexIdentityError, IndexNotFoundError
+from .errors import ConfigError, IndexIdentityError, IndexNotFoundError, StoreBusyError
 from .records import Hit
 from .stores import StoreHit
 from .stores.bm25 import Bm25Store
@@ -218,6 +218,8 @@ class SearchIndex:
         self._vectors: VectorStore | None = None
         self._embedder: Embedder | None = embedder
         self._embedder_checked = False
+        self.notices: list[str] = []
+        """What the last search could not do as asked (e.g. vectors busy: BM25 only)."""
 
     @property
     def vectors(self) -> VectorStore:
@@ -301,6 +303,7 @@ class SearchIndex:
             raise ConfigError(f"unknown search mode {mode!r}; choose one of {SEARCH_MODES}")
         if limit < 1:
             raise ConfigError(f"limit must be at least 1, got {limit}")
+        self.notices = []
         query = query.strip()
         if not query:
             return []
@@ -314,10 +317,19 @@ class SearchIndex:
         if mode in ("hybrid", "bm25"):
             lexical = _collapse(self.bm25.search(query, limit=n, kinds=kinds, paths=paths))
         if mode in ("hybrid", "vector"):
-            vec = self.embedder.embed_batch([query])[0]
-            semantic = _collapse(
-                self.vectors.search(vec.tolist(), limit=n, kinds=kinds, paths=paths)
-            )
+            try:
+                vectors = self.vectors
+            except StoreBusyError as e:
+                if mode == "vector":
+                    raise
+                # an index run holds the embedded vector store: keyword results still help
+                self.notices.append(f"{e}; answering with BM25 only")
+                mode = "bm25"
+            else:
+                vec = self.embedder.embed_batch([query])[0]
+                semantic = _collapse(
+                    vectors.search(vec.tolist(), limit=n, kinds=kinds, paths=paths)
+                )
         if mode == "bm25":
             return [_hit(h, h.score, i, None) for i, h in enumerate(lexical[:limit], 1)]
         if mode == "vector":

@@ -235,3 +235,36 @@ def test_qdrant_server_backend(crate: Path, tmp_path: Path, monkeypatch: pytest.
         index(str(crate), IndexConfig(index_dir=str(idx_dir)), embedder=HashEmbedder())
     again = index(str(crate), IndexConfig(index_dir=str(idx_dir)), embedder=HashEmbedder(), force=True)
     assert again.files_indexed == 4 and (idx_dir / "vectors").exists()
+
+
+def test_search_while_an_index_run_holds_the_vectors(crate: Path, tmp_path: Path) -> None:
+    """Another process writing: hybrid answers from BM25 and says so; vector-only refuses clearly."""
+    import subprocess
+    import sys
+
+    from rcm_dask.errors import StoreBusyError
+
+    idx_dir = tmp_path / "idx"
+    _index(crate, idx_dir)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from rcm_dask.stores.vectors import EdgeVectorStore; "
+            f"s = EdgeVectorStore({str(idx_dir / 'vectors')!r}, 64); print('held', flush=True); "
+            "sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with SearchIndex(idx_dir, embedder=HashEmbedder()) as idx:
+            hits = idx.search("parse toml config", limit=3)
+            assert hits[0].qualname == "parse_toml_config" and hits[0].vector_rank is None
+            assert idx.notices and "BM25 only" in idx.notices[0]
+            with pytest.raises(StoreBusyError, match="in use by another process"):
+                idx.search("parse toml config", mode="vector")
+    finally:
+        holder.communicate("", timeout=30)

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import qdrant_edge as qe
 
-from ..errors import IndexIdentityError, IndexWriteError, RcmError
+from ..errors import IndexIdentityError, IndexWriteError, RcmError, StoreBusyError
 from ..records import Chunk
 from . import StoreHit, chunk_payload
 
@@ -201,6 +201,11 @@ class EdgeVectorStore:
                     raise IndexIdentityError(
                         f"the vector shard at {self.path} does not match dimension {dim} "
                         f"with cosine distance ({e}); re-run indexing with --force"
+                    ) from e
+                if "wouldblock" in str(e).lower() or "lock" in str(e).lower():
+                    raise StoreBusyError(
+                        f"the vector shard at {self.path} is in use by another process "
+                        "(an index run?); try again when it has finished"
                     ) from e
                 raise IndexWriteError(
                     f"cannot open the vector shard at {self.path}: {e} (is another "
