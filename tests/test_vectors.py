@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from rcm_dask.errors import IndexIdentityError, IndexWriteError
+from rcm_dask.errors import IndexIdentityError, IndexWriteError, StoreBusyError
 from rcm_dask.records import Chunk
 from rcm_dask.stores import (
     EdgeVectorStore,
@@ -236,7 +236,7 @@ class TestEdgeVectorStore(VectorStoreConformance):
             assert again.count() == len(CHUNKS)
 
     def test_second_open_is_refused(self, store: VectorStore, tmp_path: Path) -> None:
-        with pytest.raises(IndexWriteError, match="cannot open"):
+        with pytest.raises(StoreBusyError, match="in use by another process"):
             EdgeVectorStore(tmp_path / "vectors", DIM)
 
     def test_open_vector_store_without_url(self, tmp_path: Path) -> None:
