@@ -19,8 +19,9 @@ Design notes
   gigabytes of chunks. Nesting of blocks and expressions is unlimited.
 * Calls and type names are collected into the innermost enclosing item and merged into
   the outer one when the inner item closes, so an item's lists cover all of its code.
-  An ``impl`` chunk is a summary (header and member signatures), so it only takes the
-  types of that header and of its members' signatures.
+  ``impl``, ``trait`` and inline ``mod`` chunks are summaries (header, inner docs of a
+  mod, member signatures), as each member is a chunk of its own; they take only the
+  types of that header and of their members' signatures.
 * Item-level macro invocations (``bitflags! { .. }``, ``thread_local! { .. }`` at the
   top of a file or inside an ``impl``/``trait``/``mod`` body) become ``macro`` chunks
   named ``name!``: tree-sitter cannot see the items a macro generates, so their input is
