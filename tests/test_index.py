@@ -268,3 +268,16 @@ def test_search_while_an_index_run_holds_the_vectors(crate: Path, tmp_path: Path
                 idx.search("parse toml config", mode="vector")
     finally:
         holder.communicate("", timeout=30)
+
+
+def test_paths_with_spaces_and_non_ascii(tmp_path: Path) -> None:
+    root = tmp_path / "my crate ü"
+    (root / "src" / "módulo con espacios").mkdir(parents=True)
+    (root / "src" / "módulo con espacios" / "ñandú.rs").write_text("/// Corre.\npub fn correr() {}\n")
+    (root / "src" / "lib.rs").write_text("pub fn raíz() {}\n")
+    stats = _index(root, tmp_path / "idx")
+    assert stats.files_indexed == 2
+    with SearchIndex(tmp_path / "idx", embedder=HashEmbedder()) as idx:
+        (hit,) = idx.search("correr", limit=1, mode="bm25")
+        assert hit.path == "src/módulo con espacios/ñandú.rs"
+        assert hit.qualname == "módulo_con_espacios::ñandú::correr"
