@@ -185,6 +185,7 @@ class _progress:
         self.bar: Progress | None = None
         self.task: Any = None
         self.started = time.perf_counter()
+        self.seen = 0
 
     def __enter__(self) -> Callable[[IndexStats, str], None]:
         if self.enabled:
@@ -206,8 +207,8 @@ class _progress:
         total = stats.files_seen - stats.files_unchanged
         if self.task is None:
             self.task = self.bar.add_task("index", total=max(total, 1), chunks=0, rate="0")
-            self.seen = 0
-        self.seen += 1
+        if path:
+            self.seen += 1
         elapsed = max(time.perf_counter() - self.started, 1e-6)
         self.bar.update(
             self.task,

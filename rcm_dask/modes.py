@@ -34,7 +34,8 @@ from .stores.manifest import INDEX_FORMAT
 from .writer import IndexWriter
 
 ProgressCallback = Callable[[IndexStats, str], None]
-"""Called after each file with the running stats and the file's path."""
+"""Called once when the run starts (path ``""``), then after each file with the running
+stats and the file's path."""
 
 
 @dataclass
@@ -138,6 +139,8 @@ def run_sequential(
     """The sequential mode: read, chunk, embed and write each file in turn."""
     stats = plan.stats
     fs = plan.root.fs
+    if progress is not None:
+        progress(stats, "")  # the run has started: totals are known
     for ref in plan.todo:
         with _timed(stats, "read"):
             source = read_source(
