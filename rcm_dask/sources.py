@@ -25,7 +25,6 @@ import hashlib
 import os
 import posixpath
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -369,11 +368,3 @@ def read_source(
         sha256=hashlib.sha256(data).hexdigest(),
         text=text,
     )
-
-
-def iter_sources(
-    root: SourceRoot, refs: list[FileRef], **read_options: Any
-) -> Iterator[SourceFile | Skipped]:
-    """Read listed files one by one (the sequential mode's reader)."""
-    for ref in refs:
-        yield read_source(root.fs, ref, **read_options)

@@ -260,11 +260,6 @@ class IndexWriter:
         self.commits += 1
         self.write_seconds += time.perf_counter() - start
 
-    @property
-    def pending_files(self) -> list[str]:
-        """Files announced whose chunks have not all arrived."""
-        return sorted(self._remaining)
-
     def close(self, commit: bool = True) -> None:
         """Commit (unless told not to) and release both stores."""
         try:
