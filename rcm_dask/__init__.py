@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Chunk": "records",
+    "ClusterError": "errors",
     "ConfigError": "errors",
     "Embedder": "embedding",
     "Hit": "records",
@@ -39,6 +40,7 @@ _LAZY = {
 
 __all__ = [
     "Chunk",
+    "ClusterError",
     "ConfigError",
     "Embedder",
     "Hit",
@@ -71,6 +73,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .config import IndexConfig
     from .embedding import Embedder
     from .errors import (
+        ClusterError,
         ConfigError,
         IndexIdentityError,
         IndexNotFoundError,

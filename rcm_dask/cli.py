@@ -67,8 +67,7 @@ def model_options(f: F) -> F:
         "--model",
         type=click.Path(exists=True, file_okay=False),
         default=None,
-        help="Local Hugging Face model folder (default: bundled all-MiniLM-L6-v2)."
-        + _env("model"),
+        help="Local Hugging Face model folder (default: bundled all-MiniLM-L6-v2)." + _env("model"),
     )(f)
     return f
 
@@ -111,8 +110,10 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Rebuild the index from scratch.")
 @model_options
 @click.option(
-    "--batch-size", type=click.IntRange(1), default=None, help="Chunks per embedding batch."
-    + _env("batch_size"),
+    "--batch-size",
+    type=click.IntRange(1),
+    default=None,
+    help="Chunks per embedding batch." + _env("batch_size"),
 )
 @click.option(
     "--max-file-size",
@@ -125,9 +126,7 @@ def main() -> None:
     multiple=True,
     help="Extra gitignore-style pattern to skip (repeatable)." + _env("exclude"),
 )
-@click.option(
-    "--no-gitignore", is_flag=True, default=False, help="Do not apply .gitignore files."
-)
+@click.option("--no-gitignore", is_flag=True, default=False, help="Do not apply .gitignore files.")
 @click.option(
     "--include-hidden", is_flag=True, default=False, help="Also index hidden folders and files."
 )
@@ -236,8 +235,11 @@ def _print_summary(stats: IndexStats) -> None:
         out.print(f"    skipped {reason}: {n}" + (f"  e.g. {examples}" if examples else ""))
     out.print(
         f"  chunks: {stats.chunks} written"
-        + (f" ({stats.chunks_with_errors} from code with syntax errors)"
-           if stats.chunks_with_errors else "")
+        + (
+            f" ({stats.chunks_with_errors} from code with syntax errors)"
+            if stats.chunks_with_errors
+            else ""
+        )
         + f", {stats.batches} embedding batches"
     )
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in stats.stage_seconds.items())

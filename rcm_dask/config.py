@@ -17,8 +17,8 @@ from typing import Any
 
 from .errors import ConfigError
 
-MODES = ("sequential",)
-"""Indexing modes this build provides."""
+MODES = ("auto", "sequential", "parallel", "pipeline")
+"""Indexing modes: ``auto`` picks ``sequential`` for small work, else ``pipeline``."""
 
 SEARCH_MODES = ("hybrid", "bm25", "vector")
 """How a query is answered."""
@@ -38,8 +38,21 @@ class IndexConfig:
 
     index_dir: str | None = None
     """Where the index lives; None: a folder per codebase under :func:`data_home`."""
-    mode: str = "sequential"
+    mode: str = "auto"
     """Indexing mode, one of :data:`MODES`."""
+    scheduler: str | None = None
+    """Address of a running Dask scheduler (``tcp://host:8786``); None: a LocalCluster
+    started and stopped by the run."""
+    n_workers: int | None = None
+    """Worker processes of the run's LocalCluster; None: one per core."""
+    partition_bytes: int = 256 * 1024
+    """Source bytes read and chunked per task (files are never split)."""
+    max_inflight_batches: int | None = None
+    """Embedding batches submitted and not yet written, at most (the pipeline's
+    backpressure); None: two per embedding worker thread, at least 4."""
+    small_codebase_bytes: int = 256 * 1024
+    """``auto`` mode indexes sequentially when the files to read total fewer bytes
+    (starting a cluster costs more than it saves)."""
     model: str | None = None
     """Local Hugging Face model directory; None: the bundled all-MiniLM-L6-v2."""
     device: str | None = None
@@ -78,9 +91,19 @@ class IndexConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        for name in ("batch_size", "candidates", "commit_every", "max_file_size"):
+        for name in (
+            "batch_size",
+            "candidates",
+            "commit_every",
+            "max_file_size",
+            "partition_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("n_workers", "max_inflight_batches", "torch_threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
         if self.max_tokens is not None and self.max_tokens < 16:
             raise ConfigError(f"max_tokens must be at least 16, got {self.max_tokens}")
         if self.rrf_k < 0 or self.bm25_weight < 0 or self.vector_weight < 0:

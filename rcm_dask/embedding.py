@@ -32,6 +32,10 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 # a worker finds the weights already loaded by an earlier task.
 _LOADED: dict[tuple[str, str], tuple[Any, Any]] = {}
 _LOAD_LOCK = threading.Lock()
+# Tokenizers too (no weights, but ~0.1 s to build), one per thread: a fast
+# tokenizer called from two threads at once with other truncation settings fails
+# with "Already borrowed".
+_TOKENIZERS = threading.local()
 
 
 def bundled_model_dir() -> Path:
@@ -123,16 +127,6 @@ class Embedder:
         self.device_request = device
         self.torch_threads = torch_threads
         self.fingerprint: str = _fingerprint(self.model_dir)
-        self._tokenizer: Any = None
-
-    # -- pickling: never ship weights or tokenizers ---------------------------------
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_tokenizer"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return f"Embedder({self.name!r}, dim={self.dimension}, max_tokens={self.max_tokens})"
@@ -155,24 +149,24 @@ class Embedder:
     @property
     def tokenizer(self) -> Any:
         """The model's fast tokenizer (loaded on first use; cheap, no weights)."""
-        if self._tokenizer is None:
+        key = str(self.model_dir)
+        cache: dict[str, Any] = _TOKENIZERS.__dict__.setdefault("by_dir", {})
+        tok = cache.get(key)
+        if tok is None:
             from transformers import AutoTokenizer
 
             try:
-                self._tokenizer = AutoTokenizer.from_pretrained(
-                    str(self.model_dir), local_files_only=True
-                )
+                tok = AutoTokenizer.from_pretrained(key, local_files_only=True)
             except (OSError, ValueError) as e:
                 raise ModelError(f"cannot load the tokenizer from {self.model_dir}: {e}") from e
-        return self._tokenizer
+            cache[key] = tok
+        return tok
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens the model sees for each text, special tokens included, untruncated."""
         if not texts:
             return []
-        enc = self.tokenizer(
-            list(texts), add_special_tokens=True, truncation=False, verbose=False
-        )
+        enc = self.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
         return [len(ids) for ids in enc["input_ids"]]
 
     def _model(self) -> Any:

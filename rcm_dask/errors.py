@@ -8,6 +8,7 @@ The family::
     ├── ModelError                the embedding model cannot be found or loaded
     ├── IndexNotFoundError        search/status on a folder that holds no index
     ├── IndexIdentityError        the index was built with another model / chunker (use --force)
+    ├── ClusterError              the Dask cluster cannot be reached or cannot run the work
     └── IndexWriteError           a store refused a write; the last commit is intact
         └── StoreBusyError        another process holds the store (an index run is writing)
 
@@ -27,6 +28,10 @@ class SourceError(RcmError):
 
 class ConfigError(RcmError):
     """An option has an impossible value."""
+
+
+class ClusterError(RcmError):
+    """The Dask cluster cannot be reached, or stopped being able to run the work."""
 
 
 class ModelError(RcmError):

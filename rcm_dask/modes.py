@@ -1,41 +1,79 @@
-"""Indexing modes: how the stages are scheduled. The only module that will build Dask graphs.
+"""Indexing modes: how the stages are scheduled. The only module that builds Dask graphs.
 
-``sequential``: one process, file by file (read, chunk, embed that file's chunks,
-write): the baseline the other modes are measured against, and the debugging mode.
+Three modes, one set of stage functions, the same index:
 
-Every mode shares :func:`plan_run` (discover, open the writer, decide what changed)
-and the stage functions, so they produce the same chunks, ids and index.
+``sequential``
+    One process, file by file (read, chunk, embed that file's chunks, write): the
+    baseline and the debugging mode; no cluster.
+``parallel``
+    Stage after stage on a Dask cluster: every file read and chunked in worker
+    processes, then every cross-file batch embedded, then every batch written.
+    Simple to reason about; holds all chunks and vectors in cluster memory at once.
+``pipeline``
+    The stages overlap on a Dask cluster: while later files are read and chunked,
+    earlier batches are embedded and earlier vectors written. Work in flight is
+    bounded at every stage, so memory stays flat however large the codebase.
+
+The dataflow of the cluster modes::
+
+    fsspec listing (driver) -> Dask bag of file references, grouped by size
+      -> read_chunk_partition (any worker: fsspec read, tree-sitter parse, split)
+      -> exact batch_size-chunk cross-file batches, planned by the driver from
+         per-partition chunk counts (no barrier: a batch starts as soon as its
+         chunks exist)
+      -> embed_segments (workers with the ``GPU`` resource when the cluster has any)
+      -> the index writer: one Dask actor holding Tantivy, Qdrant and the manifest,
+         fed from the driver
+
+The driver never sees file contents; it sees chunk counts and ids, and it hands
+each embedded batch (~0.5 MB for 128 chunks) to the writer actor. Feeding the actor
+from the driver keeps writes off the embedding workers' threads (an actor called
+from inside a task blocks that task's thread).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .chunking import CHUNKER_VERSION, chunk_source, format_for_embedding, split_chunks
 from .config import IndexConfig, default_index_dir
 from .embedding import Embedder
-from .errors import SourceError
+from .errors import ClusterError, ConfigError, IndexWriteError, RcmError, SourceError
 from .records import (
     Chunk,
     EmbeddedBatch,
+    EmbedResult,
     FileRef,
     IndexedFile,
     IndexStats,
+    ParsedPartition,
     Skipped,
     SourceFile,
 )
 from .sources import Discovery, SourceRoot, discover_sources, open_root, read_source
-from .stores.manifest import INDEX_FORMAT
-from .writer import IndexWriter
+from .stores.manifest import INDEX_FORMAT, MANIFEST_FILE, Manifest
+from .writer import IndexWriter, check_identity
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
 
 ProgressCallback = Callable[[IndexStats, str], None]
-"""Called once when the run starts (path ``""``), then after each file with the running
-stats and the file's path."""
+"""Called once when the run starts (path ``""``), then as work completes with the
+running stats and the last file's path (``""`` when a batch was written)."""
+
+IN_PROCESS = "in-process"
+GPU_RESOURCE = "GPU"
+"""The worker resource that marks embedding workers (``dask worker --resources GPU=1``)."""
 
 
 @dataclass
@@ -57,19 +95,28 @@ class RunPlan:
     stats: IndexStats = field(default_factory=IndexStats)
     """Stats being filled in."""
 
+    @property
+    def todo_bytes(self) -> int:
+        """Bytes of the files to read."""
+        return sum(ref.size for ref in self.todo)
+
+
+# --------------------------------------------------------------------------- stage functions
+# Plain functions over records: they run the same in a loop, in a bag partition or a task.
+
 
 def chunk_file(source: SourceFile, embedder: Embedder) -> list[Chunk]:
     """Chunk one file and split chunks longer than the model's budget (no weights needed)."""
     return split_chunks(chunk_source(source), embedder.count_tokens, embedder.max_tokens)
 
 
-def embed_chunks(chunks: list[Chunk], embedder: Embedder) -> EmbeddedBatch:
+def embed_chunks(chunks: Sequence[Chunk], embedder: Embedder) -> EmbeddedBatch:
     """Embed chunks (their :func:`format_for_embedding` texts) into a writer batch."""
     vectors = embedder.embed_batch([format_for_embedding(c) for c in chunks])
     return EmbeddedBatch(chunks=tuple(chunks), vectors=vectors)
 
 
-def indexed_file(source: SourceFile, chunks: list[Chunk]) -> IndexedFile:
+def indexed_file(source: SourceFile, chunks: Sequence[Chunk]) -> IndexedFile:
     """The manifest record of a file and its chunks."""
     return IndexedFile(
         path=source.path,
@@ -78,6 +125,168 @@ def indexed_file(source: SourceFile, chunks: list[Chunk]) -> IndexedFile:
         sha256=source.sha256,
         chunk_ids=tuple(c.id for c in chunks),
     )
+
+
+def read_chunk_partition(
+    refs: Sequence[FileRef],
+    fs: Any,
+    embedder: Embedder,
+    known_sha: dict[str, str] | None = None,
+    *,
+    max_file_size: int = 8 * 1024 * 1024,
+    include_sensitive: bool = False,
+) -> ParsedPartition:
+    """Read and chunk some files: the read+parse stage, run inside a worker process.
+
+    Parameters
+    ----------
+    refs
+        Files to read.
+    fs
+        The root's fsspec filesystem (pickled to the worker, opened there).
+    embedder
+        Gives the token counter and budget for splitting long chunks (no weights).
+    known_sha
+        Content hashes the index holds, by path: a file whose hash matches is
+        reported as unchanged, not chunked.
+    max_file_size, include_sensitive
+        As for :func:`rcm_dask.sources.read_source`.
+
+    Returns
+    -------
+    ParsedPartition
+        New or changed files with their chunks, unchanged files, skipped files.
+    """
+    started = time.time()
+    known_sha = known_sha or {}
+    files: list[IndexedFile] = []
+    chunks: list[Chunk] = []
+    unchanged: list[IndexedFile] = []
+    skipped: list[Skipped] = []
+    read_s = chunk_s = 0.0
+    for ref in refs:
+        t0 = time.perf_counter()
+        source = read_source(
+            fs, ref, max_file_size=max_file_size, include_sensitive=include_sensitive
+        )
+        t1 = time.perf_counter()
+        read_s += t1 - t0
+        if isinstance(source, Skipped):
+            skipped.append(source)
+            continue
+        if known_sha.get(source.path) == source.sha256:
+            unchanged.append(indexed_file(source, ()))
+            continue
+        file_chunks = chunk_file(source, embedder)
+        chunk_s += time.perf_counter() - t1
+        files.append(indexed_file(source, file_chunks))
+        chunks.extend(file_chunks)
+    return ParsedPartition(
+        files=tuple(files),
+        chunks=tuple(chunks),
+        unchanged=tuple(unchanged),
+        skipped=tuple(skipped),
+        read_seconds=read_s,
+        chunk_seconds=chunk_s,
+        started=started,
+        finished=time.time(),
+    )
+
+
+def embed_segments(
+    embedder: Embedder,
+    segments: Sequence[tuple[ParsedPartition, int, int]],
+    threads_by_host: dict[str, int] | None = None,
+) -> EmbedResult:
+    """Embed one cross-file batch: ``chunks[start:stop]`` of each partition, in order.
+
+    Run as a task, it sets torch's thread count inside the task's own thread (the
+    setting is per thread under OpenMP, and the nanny starts workers with
+    ``OMP_NUM_THREADS=1``): the host's cores shared among the embedding slots that
+    ``threads_by_host`` counts on this worker's host.
+    """
+    started = time.time()
+    chunks = [c for part, start, stop in segments for c in part.chunks[start:stop]]
+    worker = _worker_address()
+    threads = embedder.torch_threads or 0
+    if threads_by_host is not None and not embedder.torch_threads:
+        host = _host_of(worker)
+        threads = threads_by_host.get(host) or threads_by_host.get("*") or 1
+        embedder.torch_threads = threads
+    batch = embed_chunks(chunks, embedder)
+    if not str(embedder.device).startswith("cpu"):
+        threads = 0
+    return EmbedResult(batch, worker, started, time.time(), threads)
+
+
+def _worker_address() -> str:
+    """This task's worker address, or ``in-process`` outside a Dask worker."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return IN_PROCESS
+
+
+def _host_of(address: str) -> str:
+    """``tcp://10.0.0.5:40000`` -> ``10.0.0.5``."""
+    rest = address.split("://", 1)[-1]
+    return rest.rsplit(":", 1)[0] if ":" in rest else rest
+
+
+def _read_chunk_groups(
+    groups: Sequence[tuple[Sequence[FileRef], dict[str, str]]],
+    fs: Any,
+    embedder: Embedder,
+    max_file_size: int,
+    include_sensitive: bool,
+) -> ParsedPartition:
+    """Bag partition function: one group of files -> one :class:`ParsedPartition`."""
+    refs = [ref for group, _ in groups for ref in group]
+    known: dict[str, str] = {}
+    for _, shas in groups:
+        known.update(shas)
+    return read_chunk_partition(
+        refs,
+        fs,
+        embedder,
+        known,
+        max_file_size=max_file_size,
+        include_sensitive=include_sensitive,
+    )
+
+
+def _summary(part: ParsedPartition) -> ParsedPartition:
+    """Task: the partition without its chunks (runs where the partition is)."""
+    return part.summary()
+
+
+def group_files(
+    refs: Sequence[FileRef], target_bytes: int, max_files: int = 64
+) -> list[list[FileRef]]:
+    """Cut a listing into groups of about ``target_bytes`` (a big file is a group alone).
+
+    Examples
+    --------
+    >>> refs = [FileRef(f"{i}.rs", f"/r/{i}.rs", size, None) for i, size in enumerate([5, 5, 20, 1])]
+    >>> [[r.path for r in g] for g in group_files(refs, 10)]
+    [['0.rs', '1.rs'], ['2.rs'], ['3.rs']]
+    """
+    groups: list[list[FileRef]] = []
+    size = 0
+    for ref in refs:
+        if not groups or size + ref.size > target_bytes or len(groups[-1]) >= max_files:
+            if groups and not groups[-1]:
+                groups.pop()
+            groups.append([])
+            size = 0
+        groups[-1].append(ref)
+        size += ref.size
+    return [g for g in groups if g]
+
+
+# --------------------------------------------------------------------------- planning
 
 
 def run_identity(root: SourceRoot, embedder: Embedder) -> dict[str, Any]:
@@ -91,11 +300,25 @@ def run_identity(root: SourceRoot, embedder: Embedder) -> dict[str, Any]:
     }
 
 
+def read_known(index_dir: Path) -> dict[str, IndexedFile]:
+    """What an index folder's manifest holds, by path (empty for a new index)."""
+    if not (index_dir / MANIFEST_FILE).exists():
+        return {}
+    manifest = Manifest(index_dir, readonly=True)
+    try:
+        return {f.path: f for f in manifest.files()}
+    finally:
+        manifest.close()
+
+
 def plan_run(
-    root: SourceRoot, config: IndexConfig, writer: IndexWriter, discovery: Discovery
+    root: SourceRoot,
+    config: IndexConfig,
+    index_dir: Path,
+    known: dict[str, IndexedFile],
+    discovery: Discovery,
 ) -> RunPlan:
-    """Compare the listing with the manifest: what to read, what to drop."""
-    known = {f.path: f for f in writer.manifest.files()}
+    """Compare the listing with what the index holds: what to read, what to drop."""
     listed = {f.path for f in discovery.files}
     todo = []
     unchanged = 0
@@ -109,24 +332,76 @@ def plan_run(
     stats = IndexStats(
         mode=config.mode,
         root=root.url,
-        index_dir=str(writer.index_dir),
+        index_dir=str(index_dir),
         files_seen=len(discovery.files),
         files_unchanged=unchanged,
         files_removed=len(removed),
     )
     for skip in discovery.skipped:
         stats.add_skip(skip)
-    return RunPlan(root, writer.index_dir, todo, known, removed, discovery, stats)
+    return RunPlan(root, index_dir, todo, known, removed, discovery, stats)
 
 
-@contextmanager
-def _timed(stats: IndexStats, stage: str) -> Iterator[None]:
-    """Add the block's wall time to a stage's busy seconds."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        stats.add_time(stage, time.perf_counter() - start)
+def choose_mode(config: IndexConfig, plan: RunPlan, has_client: bool) -> str:
+    """The mode a run uses: ``config.mode``, or for ``auto`` the one that fits the work.
+
+    Raises
+    ------
+    ConfigError
+        A cluster mode was asked for on an in-memory filesystem, whose files exist
+        only in this process.
+    """
+    in_memory = "memory" in _protocols(plan.root.fs)
+    mode = config.mode
+    if mode == "auto":
+        if in_memory:
+            return "sequential"
+        big = plan.todo_bytes >= config.small_codebase_bytes
+        return "pipeline" if big or has_client or config.scheduler else "sequential"
+    if mode != "sequential" and in_memory:
+        raise ConfigError(
+            f"mode {mode!r} reads files in worker processes, but {plan.root.url} is an "
+            "in-memory filesystem that only this process sees; use mode='sequential'"
+        )
+    return mode
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    """An fsspec filesystem's protocol names."""
+    proto = getattr(fs, "protocol", ())
+    return (proto,) if isinstance(proto, str) else tuple(proto)
+
+
+def _account_partition(stats: IndexStats, part: ParsedPartition) -> None:
+    """Add one partition's outcome to the run's stats."""
+    stats.files_read += len(part.files) + len(part.unchanged)
+    stats.files_unchanged += len(part.unchanged)
+    for skip in part.skipped:
+        stats.add_skip(skip)
+    stats.chunks_made += part.n_chunks
+    stats.add_time("read", part.read_seconds)
+    stats.add_time("chunk", part.chunk_seconds)
+    if part.finished > part.started:
+        stats.add_span("parse", part.started, part.finished)
+
+
+def _account_embed(stats: IndexStats, res: EmbedResult) -> None:
+    """Add one embedded batch to the run's stats."""
+    n = len(res.batch.chunks)
+    stats.batches += 1
+    stats.chunks_embedded += n
+    stats.chunks_with_errors += sum(c.has_error for c in res.batch.chunks)
+    stats.add_time("embed", res.finished - res.started)
+    stats.add_span("embed", res.started, res.finished)
+    stats.embed_workers[res.worker] = stats.embed_workers.get(res.worker, 0) + 1
+
+
+def _same(old: IndexedFile, new: IndexedFile) -> IndexedFile:
+    """The manifest record of a file whose content did not change (new size/mtime)."""
+    return IndexedFile(new.path, new.size, new.mtime, new.sha256, old.chunk_ids)
+
+
+# --------------------------------------------------------------------------- sequential
 
 
 def run_sequential(
@@ -138,36 +413,35 @@ def run_sequential(
 ) -> IndexStats:
     """The sequential mode: read, chunk, embed and write each file in turn."""
     stats = plan.stats
+    stats.cluster = IN_PROCESS
+    stats.writer_worker = IN_PROCESS
     fs = plan.root.fs
     if progress is not None:
         progress(stats, "")  # the run has started: totals are known
     for ref in plan.todo:
-        with _timed(stats, "read"):
-            source = read_source(
-                fs,
-                ref,
-                max_file_size=config.max_file_size,
-                include_sensitive=config.include_sensitive,
-            )
-        if isinstance(source, Skipped):
-            # a file we cannot read now keeps whatever the index held for it
-            stats.add_skip(source)
-        else:
-            old = plan.known.get(source.path)
-            if old is not None and old.sha256 == source.sha256:
-                writer.touch_files([_same(old, source)])
-                stats.files_unchanged += 1
+        old = plan.known.get(ref.path)
+        part = read_chunk_partition(
+            [ref],
+            fs,
+            embedder,
+            {old.path: old.sha256} if old else None,
+            max_file_size=config.max_file_size,
+            include_sensitive=config.include_sensitive,
+        )
+        _account_partition(stats, part)
+        writer.touch_files([_same(plan.known[f.path], f) for f in part.unchanged])
+        for f in part.files:
+            if part.chunks:
+                res = embed_segments(embedder, [(part, 0, len(part.chunks))])
+                _account_embed(stats, res)
+                batch = res.batch
             else:
-                with _timed(stats, "chunk"):
-                    chunks = chunk_file(source, embedder)
-                with _timed(stats, "embed"):
-                    batch = embed_chunks(chunks, embedder)
-                stats.batches += 1 if chunks else 0
-                with _timed(stats, "write"):
-                    writer.write_file(indexed_file(source, chunks), batch)
-                stats.files_indexed += 1
-                stats.chunks += len(chunks)
-                stats.chunks_with_errors += sum(c.has_error for c in chunks)
+                batch = EmbeddedBatch((), _no_vectors(embedder))
+            start = time.time()
+            with _timed(stats, "write"):
+                stats.chunks += writer.write_file(f, batch)
+            stats.add_span("write", start, time.time())
+            stats.files_indexed += 1
         if progress is not None:
             progress(stats, ref.path)
     with _timed(stats, "write"):
@@ -175,24 +449,450 @@ def run_sequential(
     return stats
 
 
-def _same(old: IndexedFile, source: SourceFile) -> IndexedFile:
-    """The manifest record of a file whose content did not change (new size/mtime)."""
-    return IndexedFile(source.path, source.size, source.mtime, source.sha256, old.chunk_ids)
+def _no_vectors(embedder: Embedder) -> Any:
+    """An empty vector array of the embedder's width."""
+    import numpy as np
+
+    return np.zeros((0, embedder.dimension), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- clusters
+
+
+@contextmanager
+def dask_client(
+    config: IndexConfig, client: Client | None = None, *, dashboard: bool = False
+) -> Iterator[tuple[Client, str]]:
+    """The client a cluster run uses, and a label saying which cluster it is.
+
+    ``client`` (a user's own) is used as it is and left open; ``config.scheduler``
+    connects to a running scheduler; otherwise a LocalCluster of worker processes is
+    started on 127.0.0.1 and stopped afterwards (its dashboard only with
+    ``dashboard``, bound to 127.0.0.1).
+
+    Raises
+    ------
+    ClusterError
+        The scheduler cannot be reached or the cluster cannot start.
+    """
+    if client is not None:
+        yield client, f"client of {client.scheduler.address}"
+        return
+    from distributed import Client, LocalCluster
+
+    if config.scheduler:
+        try:
+            own = Client(config.scheduler, timeout=30)
+        except (OSError, TimeoutError) as e:
+            raise ClusterError(f"cannot reach the Dask scheduler at {config.scheduler}: {e}") from e
+        try:
+            yield own, f"scheduler {own.scheduler.address}"
+        finally:
+            own.close()
+        return
+    n_workers = config.n_workers or _usable_cores()
+    try:
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0" if dashboard else None,
+            silence_logs=logging.ERROR,
+        )
+    except Exception as e:
+        hint = ""
+        main = sys.modules.get("__main__")
+        if getattr(main, "__file__", None) and "__main__" not in str(getattr(main, "__spec__", "")):
+            hint = (
+                ". Worker processes import your script again: call rcm_dask.index() under "
+                "`if __name__ == \"__main__\":`"
+            )
+        raise ClusterError(f"cannot start a local Dask cluster: {e}{hint}") from e
+    try:
+        own = Client(cluster)
+        try:
+            yield own, f"LocalCluster({n_workers} worker processes)"
+        finally:
+            own.close()
+    finally:
+        cluster.close()
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+@dataclass
+class _Cluster:
+    """What the run needs to know about the cluster's workers."""
+
+    workers: dict[str, dict[str, Any]]
+    """Scheduler's worker info by address."""
+    embed_workers: list[str]
+    """Addresses that run embedding (those with the GPU resource, if any has it)."""
+    resources: dict[str, float] | None
+    """Resource restriction of embedding tasks."""
+    threads_by_host: dict[str, int]
+    """Torch threads per embedding task, by host."""
+    slots: int
+    """Embedding tasks that can run at once."""
+
+    @classmethod
+    def inspect(cls, client: Client, torch_threads: int | None) -> _Cluster:
+        """Look at the cluster's workers and decide where embedding runs."""
+        workers = dict(client.scheduler_info(n_workers=-1)["workers"])
+        if not workers:
+            raise ClusterError(f"the Dask cluster at {client.scheduler.address} has no workers")
+        gpu = [a for a, w in workers.items() if (w.get("resources") or {}).get(GPU_RESOURCE)]
+        embed = gpu or list(workers)
+        per_host: dict[str, int] = {}
+        for addr in embed:
+            per_host[_host_of(addr)] = per_host.get(_host_of(addr), 0) + int(
+                workers[addr].get("nthreads") or 1
+            )
+        cores = _usable_cores()
+        threads = {
+            host: torch_threads or max(1, cores // slots) for host, slots in per_host.items()
+        }
+        # a remote host's cores are unknown here: one thread per slot there is safe
+        threads["*"] = torch_threads or 1
+        return cls(
+            workers=workers,
+            embed_workers=embed,
+            resources={GPU_RESOURCE: 1} if gpu else None,
+            threads_by_host=threads,
+            slots=sum(per_host.values()),
+        )
+
+    def writer_worker(self) -> str:
+        """Where the writer actor lives: a worker on this host (the index folder is
+        here), preferably one that does not embed."""
+        here = {"127.0.0.1", "localhost", socket.gethostname()}
+        try:
+            here.add(socket.gethostbyname(socket.gethostname()))
+        except OSError:
+            pass
+        local = [a for a in self.workers if _host_of(a) in here]
+        pool = local or list(self.workers)
+        plain = [a for a in pool if a not in self.embed_workers]
+        return min(plain or pool)
+
+
+# --------------------------------------------------------------------------- cluster modes
+
+
+class _DaskRun:
+    """One run of the ``parallel`` or ``pipeline`` mode on a Dask client."""
+
+    def __init__(
+        self,
+        plan: RunPlan,
+        config: IndexConfig,
+        embedder: Embedder,
+        client: Client,
+        identity: dict[str, Any],
+        force: bool,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.plan = plan
+        self.config = config
+        self.embedder = embedder
+        self.client = client
+        self.identity = identity
+        self.force = force
+        self.progress = progress
+        self.stats = plan.stats
+        self.cluster = _Cluster.inspect(client, config.torch_threads)
+        self.batch_size = config.batch_size
+        self.max_batches = config.max_inflight_batches or max(4, 2 * self.cluster.slots)
+        self.max_parse = max(2, len(self.cluster.workers))
+        self.futures: set[Future] = set()
+        self.writer: Any = None
+        self.writer_future: Future | None = None
+
+    # -- building the graph ----------------------------------------------------------
+    def build_partitions(self) -> list[Any]:
+        """The read+chunk stage as a Dask bag over the listing: one delayed per group."""
+        import dask.bag as db
+
+        groups = group_files(self.plan.todo, self.config.partition_bytes)
+        known = self.plan.known
+        elements = [
+            (g, {r.path: known[r.path].sha256 for r in g if r.path in known}) for g in groups
+        ]
+        bag = db.from_sequence(elements, partition_size=1).map_partitions(
+            _read_chunk_groups,
+            self.plan.root.fs,
+            self.embedder,
+            self.config.max_file_size,
+            self.config.include_sensitive,
+        )
+        return list(bag.to_delayed())
+
+    def submit_parse(self, part: Any) -> tuple[Future, Future]:
+        """Start one read+chunk partition; returns (partition, summary) futures."""
+        fut = self.client.compute(part)
+        summary = self.client.submit(_summary, fut, pure=False)
+        self.futures.update((fut, summary))
+        return fut, summary
+
+    def submit_embed(self, segments: list[tuple[Future, int, int]]) -> Future:
+        """Start one embedding batch; annotated at submission so that the GPU
+        restriction survives (graph optimisation drops ``dask.annotate``, dask#7036)."""
+        fut = self.client.submit(
+            embed_segments,
+            self.embedder,
+            segments,
+            self.cluster.threads_by_host,
+            resources=self.cluster.resources,
+            pure=False,
+        )
+        self.futures.add(fut)
+        return fut
+
+    # -- the writer actor ------------------------------------------------------------
+    def start_writer(self) -> None:
+        """Create the one index writer, as an actor on :meth:`_Cluster.writer_worker`."""
+        address = self.cluster.writer_worker()
+        self.writer_future = self.client.submit(
+            IndexWriter,
+            str(self.plan.index_dir),
+            self.identity,
+            qdrant_url=self.config.qdrant_url,
+            qdrant_api_key=self.config.qdrant_api_key,
+            force=self.force,
+            commit_every=self.config.commit_every,
+            actor=True,
+            workers=[address],
+            allow_other_workers=False,
+            pure=False,
+        )
+        self.writer = self.writer_future.result()
+        self.stats.writer_worker = address
+
+    def call_writer(self, method: str, *args: Any) -> Any:
+        """Call the writer actor and wait; its worker's death is an :class:`IndexWriteError`."""
+        try:
+            return getattr(self.writer, method)(*args).result()
+        except RcmError:
+            raise
+        except Exception as e:
+            if "Actor" in str(e) or type(e).__name__ in ("CommClosedError", "KilledWorker"):
+                raise IndexWriteError(
+                    f"the index writer on {self.stats.writer_worker} was lost ({e}); the "
+                    f"index at {self.plan.index_dir} stays at its last commit - re-run to "
+                    "finish"
+                ) from e
+            raise
+
+    # -- driving -----------------------------------------------------------------------
+    def run(self, pipelined: bool) -> IndexStats:
+        """Run the whole dataflow; on any error cancel everything in flight and re-raise."""
+        try:
+            self.start_writer()
+            parts = self.build_partitions()
+            if pipelined:
+                self._pipeline(parts)
+            else:
+                self._stage_by_stage(parts)
+            self.call_writer("remove_files", self.plan.removed)
+            self.call_writer("commit")
+            report = self.call_writer("report")
+            self.stats.chunks_written = report["chunks_written"]
+            self.stats.commits = report["commits"]
+            self.stats.add_time("write", report["write_seconds"])
+            for start, end in report["spans"]:
+                self.stats.add_span("write", start, end)
+            self.call_writer("close", False)
+            self.writer = None
+        finally:
+            self._cancel()
+        return self.stats
+
+    def _cancel(self) -> None:
+        """Cancel every task still in flight and drop the writer (no commit)."""
+        pending = [f for f in self.futures if not f.done()]
+        if pending:
+            self.client.cancel(pending, force=True)
+        self.futures.clear()
+        if self.writer is not None:
+            try:
+                self.writer.close(False).result(timeout=60)
+            except Exception:  # the writer may be what failed; its last commit stands
+                pass
+            self.writer = None
+        if self.writer_future is not None:
+            self.writer_future.release()
+            self.writer_future = None
+
+    def _on_summary(self, summary: ParsedPartition) -> None:
+        """A partition is chunked: tell the writer which files to expect, count it."""
+        _account_partition(self.stats, summary)
+        touched = [_same(self.plan.known[f.path], f) for f in summary.unchanged]
+        if touched:
+            self.call_writer("touch_files", touched)
+        if summary.files:
+            self.call_writer("expect_files", list(summary.files))
+        self.stats.files_indexed += len(summary.files)
+        if self.progress is not None:
+            last = (summary.files or summary.unchanged or summary.skipped or (None,))[-1]
+            self.progress(self.stats, getattr(last, "path", ""))
+
+    def _on_embedded(self, fut: Future) -> None:
+        """A batch is embedded: hand it to the writer."""
+        res: EmbedResult = fut.result()
+        self.futures.discard(fut)
+        _account_embed(self.stats, res)
+        written = self.call_writer("write_batch", res.batch)
+        self.stats.chunks += written
+        if self.progress is not None:
+            self.progress(self.stats, "")
+
+    def _take_batch(
+        self, pending: deque[list[Any]], final: bool
+    ) -> list[tuple[Future, int, int]] | None:
+        """Cut the next batch from partitions with unassigned chunks (``[future, next, n]``)."""
+        available = sum(n - start for _, start, n in pending)
+        if available == 0 or (available < self.batch_size and not final):
+            return None
+        want = self.batch_size
+        segments: list[tuple[Future, int, int]] = []
+        while want and pending:
+            entry = pending[0]
+            fut, start, n = entry
+            take = min(want, n - start)
+            segments.append((fut, start, start + take))
+            want -= take
+            entry[1] = start + take
+            if entry[1] == n:
+                pending.popleft()
+        return segments
+
+    def _wait(self, futures: set[Future]) -> set[Future]:
+        """Wait until one of ``futures`` finishes; check the cluster every few seconds."""
+        from distributed import wait
+
+        while True:
+            try:
+                done, _ = wait(list(futures), timeout=5, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                done = set()
+            if done:
+                return set(done)
+            self._check_cluster()
+
+    def _check_cluster(self) -> None:
+        """Fail, rather than wait for ever, when no worker can run embedding any more."""
+        workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        if self.cluster.resources and not any(
+            (w.get("resources") or {}).get(GPU_RESOURCE) for w in workers.values()
+        ):
+            raise ClusterError(
+                f"no worker offers the {GPU_RESOURCE} resource any more; embedding cannot go "
+                f"on. The index at {self.plan.index_dir} stays at its last commit."
+            )
+        if not workers:
+            raise ClusterError("the Dask cluster lost all its workers")
+
+    def _pipeline(self, parts: list[Any]) -> None:
+        """Overlapping stages with bounded work in flight at each."""
+        todo = deque(parts)
+        parsing: dict[Future, Future] = {}  # summary future -> partition future
+        embedding: set[Future] = set()
+        pending: deque[list[Any]] = deque()  # [partition future, next chunk, chunks]
+        max_pending = self.batch_size * self.max_batches
+        if self.progress is not None:
+            self.progress(self.stats, "")
+        while True:
+            unassigned = sum(n - start for _, start, n in pending)
+            while todo and len(parsing) < self.max_parse and unassigned < max_pending:
+                fut, summary = self.submit_parse(todo.popleft())
+                parsing[summary] = fut
+            while len(embedding) < self.max_batches:
+                segments = self._take_batch(pending, final=not todo and not parsing)
+                if segments is None:
+                    break
+                embedding.add(self.submit_embed(segments))
+            if not parsing and not embedding:
+                if todo:
+                    continue
+                break
+            for fut in self._wait(set(parsing) | embedding):
+                if fut in parsing:
+                    part = parsing.pop(fut)
+                    summary = fut.result()
+                    self.futures.discard(fut)
+                    self._on_summary(summary)
+                    if summary.n_chunks:
+                        pending.append([part, 0, summary.n_chunks])
+                    self.futures.discard(part)  # embedding tasks hold it from here
+                else:
+                    embedding.discard(fut)
+                    self._on_embedded(fut)
+
+    def _stage_by_stage(self, parts: list[Any]) -> None:
+        """Read+chunk everything, then embed everything, then write everything."""
+        if self.progress is not None:
+            self.progress(self.stats, "")
+        started = [self.submit_parse(p) for p in parts]
+        waiting = {s for _, s in started}
+        while waiting:
+            done = self._wait(waiting)
+            for fut in done:
+                if fut.status == "error":
+                    fut.result()
+            waiting -= done
+        pending: deque[list[Any]] = deque()
+        for part, summary_fut in started:
+            summary = summary_fut.result()
+            self._on_summary(summary)
+            if summary.n_chunks:
+                pending.append([part, 0, summary.n_chunks])
+        batches = []
+        while (segments := self._take_batch(pending, final=True)) is not None:
+            batches.append(self.submit_embed(segments))
+        waiting = set(batches)
+        while waiting:  # all of them, failing on the first error
+            done = self._wait(waiting)
+            for fut in done:
+                if fut.status == "error":
+                    fut.result()
+            waiting -= done
+        for part, summary_fut in started:
+            self.futures.discard(part)
+            self.futures.discard(summary_fut)
+        started.clear()
+        for fut in batches:
+            self._on_embedded(fut)
+
+
+# --------------------------------------------------------------------------- entry point
 
 
 def index(
     path: str,
     config: IndexConfig | None = None,
     *,
+    mode: str | None = None,
+    client: Client | None = None,
     force: bool = False,
     progress: ProgressCallback | None = None,
     embedder: Embedder | None = None,
+    dashboard: bool = False,
+    performance_report: str | os.PathLike[str] | None = None,
+    **overrides: Any,
 ) -> IndexStats:
     """Index a Rust codebase (local path or fsspec URL) and return what the run did.
 
     A re-run reads only files whose size or modification time changed, re-indexes
     those whose content changed, and removes files that left the codebase. Files
-    that cannot be read keep what the index already held for them.
+    that cannot be read keep what the index already held for them. When nothing
+    changed, no cluster is started and no model is loaded.
 
     Parameters
     ----------
@@ -200,18 +900,31 @@ def index(
         Folder of the codebase: ``./crate``, ``file:///abs``, ``memory://x``, ``s3://b/p``.
     config
         Settings; default from ``RCM_*`` variables.
+    mode
+        ``sequential``, ``parallel``, ``pipeline`` or ``auto`` (default: ``config.mode``).
+    client
+        A ``dask.distributed.Client`` to run on; default: ``config.scheduler``, else a
+        LocalCluster started and stopped by the run.
     force
         Rebuild the index from scratch (also when built with another model).
     progress
-        Called after each file with the running stats and the file's path.
+        Called as work completes with the running stats and a file path.
     embedder
-        A ready :class:`~rcm_dask.embedding.Embedder` (or any object with its
-        interface); default: one built from ``config``.
+        A ready :class:`~rcm_dask.embedding.Embedder` (or any picklable object with
+        its interface); default: one built from ``config``.
+    dashboard
+        Serve the run's LocalCluster dashboard on 127.0.0.1 (its link is in
+        ``stats.dashboard_link`` from the first progress call on).
+    performance_report
+        Write Dask's performance report of the run to this HTML file.
+    **overrides
+        Any :class:`~rcm_dask.config.IndexConfig` field (``batch_size=64``...).
 
     Returns
     -------
     IndexStats
-        Files indexed / unchanged / removed / skipped by reason, chunks, seconds.
+        Files indexed / unchanged / removed / skipped by reason, chunks, per-stage
+        busy seconds, spans and overlaps, where embedding and writing ran.
 
     Raises
     ------
@@ -219,20 +932,30 @@ def index(
         The path is missing, not a folder, or holds no ``.rs`` files.
     IndexIdentityError
         The index was built with another model or chunker; use ``force=True``.
+    ClusterError
+        The Dask cluster cannot run the work.
 
     Examples
     --------
     >>> import rcm_dask
-    >>> stats = rcm_dask.index("library/alloc")            # doctest: +SKIP
-    >>> stats.files_indexed, stats.chunks                   # doctest: +SKIP
-    (106, 2319)
+    >>> stats = rcm_dask.index("library/alloc", mode="pipeline")   # doctest: +SKIP
+    >>> stats.files_indexed, stats.chunks                          # doctest: +SKIP
+    (106, 7982)
     """
     config = config or IndexConfig.from_env()
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if mode is not None:
+        changes["mode"] = mode
+    if changes:
+        try:
+            config = config.replace(**changes)
+        except TypeError as e:
+            raise ConfigError(str(e)) from e
     started = time.perf_counter()
     root = open_root(path)
     discover_start = time.perf_counter()
     discovery = discover_sources(
-            root,
+        root,
         respect_gitignore=config.respect_gitignore,
         include_hidden=config.include_hidden,
         include_sensitive=config.include_sensitive,
@@ -256,20 +979,73 @@ def index(
     )
     index_dir = (
         Path(config.index_dir).expanduser() if config.index_dir else default_index_dir(root.url)
-    )
-    with IndexWriter(
-        index_dir,
-        run_identity(root, embedder),
-        qdrant_url=config.qdrant_url,
-        qdrant_api_key=config.qdrant_api_key,
-        force=force,
-        commit_every=config.commit_every,
-    ) as writer:
-        plan = plan_run(root, config, writer, discovery)
-        plan.stats.add_time("discover", discover_seconds)
-        stats = run_sequential(plan, config, embedder, writer, progress)
+    ).absolute()
+    identity = run_identity(root, embedder)
+    check_identity(index_dir, identity, config.qdrant_url, force)
+    known = {} if force else read_known(index_dir)
+    plan = plan_run(root, config, index_dir, known, discovery)
+    plan.stats.add_time("discover", discover_seconds)
+    chosen = choose_mode(config, plan, client is not None)
+    plan.stats.mode = chosen
+    if chosen == "sequential" or not plan.todo:
+        if performance_report:
+            raise ConfigError("--performance-report needs a cluster mode (parallel or pipeline)")
+        with IndexWriter(
+            index_dir,
+            identity,
+            qdrant_url=config.qdrant_url,
+            qdrant_api_key=config.qdrant_api_key,
+            force=force,
+            commit_every=config.commit_every,
+        ) as writer:
+            stats = run_sequential(plan, config, embedder, writer, progress)
+            with _timed(stats, "write"):
+                writer.commit()
+            stats.chunks_written = writer.chunks_written
+            stats.commits = writer.commits
+            stats.seconds = time.perf_counter() - started
+            writer.manifest.set_meta("last_run", stats.to_dict())
+    else:
+        with ExitStack() as stack:
+            dask_client_, label = stack.enter_context(
+                dask_client(config, client, dashboard=dashboard)
+            )
+            plan.stats.cluster = label
+            plan.stats.dashboard_link = _dashboard_link(dask_client_) if dashboard else ""
+            if performance_report:
+                from distributed import performance_report as perf
+
+                stack.enter_context(perf(filename=str(performance_report)))
+            run = _DaskRun(plan, config, embedder, dask_client_, identity, force, progress)
+            stats = run.run(pipelined=chosen == "pipeline")
         stats.seconds = time.perf_counter() - started
-        writer.commit()
-        writer.manifest.set_meta("last_run", stats.to_dict())
+        _save_last_run(index_dir, stats)
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def _dashboard_link(client: Client) -> str:
+    """The client's dashboard link, or "" when its cluster serves none."""
+    try:
+        return str(client.dashboard_link or "")
+    except Exception:  # no dashboard (bokeh missing or disabled)
+        return ""
+
+
+def _save_last_run(index_dir: Path, stats: IndexStats) -> None:
+    """Keep the run's stats in the manifest, for ``status``."""
+    manifest = Manifest(index_dir)
+    try:
+        manifest.set_meta("last_run", stats.to_dict())
+    finally:
+        manifest.close()
+
+
+@contextmanager
+def _timed(stats: IndexStats, stage: str) -> Iterator[None]:
+    """Add the block's wall time to a stage's busy seconds."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        stats.add_time(stage, time.perf_counter() - start)

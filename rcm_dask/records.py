@@ -227,7 +227,28 @@ class IndexStats:
     seconds: float = 0.0
     """Wall-clock seconds of the run."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    """Busy seconds per stage (read, chunk, embed, write)."""
+    """Busy seconds per stage (discover, read, chunk, embed, write), summed over workers."""
+    files_read: int = 0
+    """Files read and decoded (changed or new; unchanged content included)."""
+    chunks_made: int = 0
+    """Chunks the chunker produced (parts counted separately)."""
+    chunks_embedded: int = 0
+    """Chunks embedded."""
+    chunks_written: int = 0
+    """Chunks applied to both stores."""
+    stage_spans: dict[str, list[list[float]]] = field(default_factory=dict)
+    """Per stage, the wall-clock intervals ``[start, end]`` (epoch seconds) in which at
+    least one task of the stage was running, merged."""
+    cluster: str = ""
+    """Where the run ran: ``in-process``, ``LocalCluster(2 workers)`` or a scheduler address."""
+    dashboard_link: str = ""
+    """The Dask dashboard of the run's cluster, when it has one."""
+    embed_workers: dict[str, int] = field(default_factory=dict)
+    """Embedding batches run per worker address (``in-process`` for sequential)."""
+    writer_worker: str = ""
+    """Worker that held the index writer (``in-process`` when the driver held it)."""
+    commits: int = 0
+    """Commits of both stores and the manifest during the run."""
 
     def add_skip(self, skip: Skipped, keep: int = 5) -> None:
         """Count one skipped file."""
@@ -239,6 +260,30 @@ class IndexStats:
     def add_time(self, stage: str, seconds: float) -> None:
         """Add busy seconds to a stage."""
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+
+    def add_span(self, stage: str, start: float, end: float) -> None:
+        """Record that a stage was busy from ``start`` to ``end`` (epoch seconds)."""
+        spans = self.stage_spans.setdefault(stage, [])
+        spans.append([start, end])
+        if len(spans) > 64:
+            self.stage_spans[stage] = merge_spans(spans)
+
+    def busy_span(self, stage: str) -> float:
+        """Wall-clock seconds in which the stage had at least one task running."""
+        return sum(e - s for s, e in merge_spans(self.stage_spans.get(stage, [])))
+
+    def overlap(self, a: str, b: str) -> float:
+        """Wall-clock seconds in which stages ``a`` and ``b`` both ran."""
+        return overlap_seconds(
+            merge_spans(self.stage_spans.get(a, [])), merge_spans(self.stage_spans.get(b, []))
+        )
+
+    @property
+    def overlaps(self) -> dict[str, float]:
+        """Seconds in which two stages ran at once: ``parse+embed`` (read and chunk
+        tasks with embedding tasks), ``embed+write`` and ``parse+write``."""
+        pairs = (("parse", "embed"), ("embed", "write"), ("parse", "write"))
+        return {f"{a}+{b}": round(self.overlap(a, b), 3) for a, b in pairs}
 
     @property
     def files_skipped(self) -> int:
@@ -253,9 +298,53 @@ class IndexStats:
     def to_dict(self) -> dict[str, object]:
         """Plain dict for JSON output."""
         out: dict[str, object] = {n: getattr(self, n) for n in self.__dataclass_fields__}
+        out["stage_spans"] = {k: merge_spans(v) for k, v in self.stage_spans.items()}
+        out["stage_wall_seconds"] = {
+            k: round(self.busy_span(k), 3) for k in sorted(self.stage_spans)
+        }
+        out["stage_overlap_seconds"] = self.overlaps
         out["files_skipped"] = self.files_skipped
         out["chunks_per_second"] = round(self.chunks_per_second, 2)
         return out
+
+
+def merge_spans(spans: list[list[float]]) -> list[list[float]]:
+    """Sorted union of ``[start, end]`` intervals.
+
+    Examples
+    --------
+    >>> merge_spans([[3, 4], [0, 1], [0.5, 2]])
+    [[0, 2], [3, 4]]
+    """
+    out: list[list[float]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return out
+
+
+def overlap_seconds(a: list[list[float]], b: list[list[float]]) -> float:
+    """Length of the intersection of two merged interval lists.
+
+    Examples
+    --------
+    >>> overlap_seconds([[0, 2], [3, 4]], [[1, 3.5]])
+    1.5
+    """
+    total = 0.0
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo = max(a[i][0], b[j][0])
+        hi = min(a[i][1], b[j][1])
+        if hi > lo:
+            total += hi - lo
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,3 +361,59 @@ class IndexedFile:
     """Content hash when indexed."""
     chunk_ids: tuple[str, ...]
     """Ids of every chunk (and part) the file produced, in order."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ParsedPartition:
+    """What reading and chunking one partition of files produced (in a worker process)."""
+
+    files: tuple[IndexedFile, ...]
+    """Files read whose content is new or changed, with the ids of all their chunks."""
+    chunks: tuple[Chunk, ...]
+    """Their chunks, file after file, in chunk order."""
+    unchanged: tuple[IndexedFile, ...] = ()
+    """Files whose size or mtime moved but whose content hash did not."""
+    skipped: tuple[Skipped, ...] = ()
+    """Files that could not be indexed now, with their reason."""
+    read_seconds: float = 0.0
+    """Busy seconds reading."""
+    chunk_seconds: float = 0.0
+    """Busy seconds parsing, chunking and splitting."""
+    started: float = 0.0
+    """Epoch seconds when the task started."""
+    finished: float = 0.0
+    """Epoch seconds when the task finished."""
+
+    def summary(self) -> ParsedPartition:
+        """The same record without its chunks: what the driver needs to plan batches."""
+        return ParsedPartition(
+            self.files,
+            (),
+            self.unchanged,
+            self.skipped,
+            self.read_seconds,
+            self.chunk_seconds,
+            self.started,
+            self.finished,
+        )
+
+    @property
+    def n_chunks(self) -> int:
+        """Chunks of the partition (also right on a :meth:`summary`)."""
+        return sum(len(f.chunk_ids) for f in self.files)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EmbedResult:
+    """One embedded batch with where and when it ran."""
+
+    batch: EmbeddedBatch
+    """The chunks and their vectors."""
+    worker: str
+    """Address of the worker that embedded it (``in-process`` outside Dask)."""
+    started: float
+    """Epoch seconds when embedding started."""
+    finished: float
+    """Epoch seconds when embedding finished."""
+    threads: int
+    """Torch threads the task used (0 on a GPU)."""

@@ -86,7 +86,9 @@ def snippet_of(code: str, signature: str = "", lines: int = SNIPPET_LINES) -> st
         indent = min((len(r) - len(r.lstrip()) for r in rest), default=0)
         first_indent = len(rows[0]) - len(rows[0].lstrip())
         if first_indent == 0 and indent:
-            rows = [rows[0]] + [r[indent:] if r[:indent].isspace() else r.lstrip() for r in rows[1:]]
+            rows = [rows[0]] + [
+                r[indent:] if r[:indent].isspace() else r.lstrip() for r in rows[1:]
+            ]
     start = None
     for i, row in enumerate(rows):
         s = row.lstrip()
@@ -334,6 +336,7 @@ class SearchIndex:
             return [_hit(h, h.score, i, None) for i, h in enumerate(lexical[:limit], 1)]
         if mode == "vector":
             return [_hit(h, h.score, None, i) for i, h in enumerate(semantic[:limit], 1)]
+
         def key(h: StoreHit) -> str:
             return str(h.payload.get("symbol_id") or h.id)
 

@@ -199,7 +199,12 @@ def discover_sources(
                 local and bool(entry.get("islink")) and os.path.isdir(full)
             )
             reason = _skip_reason(
-                rel, name, is_dir, include_hidden, ignores, extra,
+                rel,
+                name,
+                is_dir,
+                include_hidden,
+                ignores,
+                extra,
                 None if include_sensitive else sensitive,
             )
             if is_dir:
@@ -207,7 +212,9 @@ def discover_sources(
                     found.skipped.append(Skipped(rel + "/", reason[0], reason[1]))
                     continue
                 if local and entry.get("islink"):
-                    found.skipped.append(Skipped(rel + "/", "ignored", _link_detail(full, real_root)))
+                    found.skipped.append(
+                        Skipped(rel + "/", "ignored", _link_detail(full, real_root))
+                    )
                     continue
                 subfolders.append(full)
                 continue
@@ -237,7 +244,9 @@ def _link_detail(full: str, real_root: str) -> str:
     target = os.path.realpath(full)
     if target == real_root or target.startswith(real_root + os.sep):
         rel = os.path.relpath(target, real_root)
-        return f"symlink to {rel}, inside the root: indexed at its own path (no loops, no duplicates)"
+        return (
+            f"symlink to {rel}, inside the root: indexed at its own path (no loops, no duplicates)"
+        )
     return f"symlink to {target}, outside the root"
 
 

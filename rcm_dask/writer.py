@@ -15,6 +15,7 @@ manifest never claims what the stores lack.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -43,6 +44,44 @@ def collection_name(index_dir: str | Path) -> str:
     """Qdrant collection used for an index folder on a Qdrant server."""
     name = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(index_dir).resolve().name)
     return f"rcm_{name}"
+
+
+def check_identity(
+    index_dir: Path, identity: dict[str, Any], qdrant_url: str | None, force: bool
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Complete a run's identity with its vector backend and check it against the folder's.
+
+    Returns
+    -------
+    (identity, stored)
+        The completed identity, and the one the folder holds (None for a new index).
+
+    Raises
+    ------
+    IndexIdentityError
+        The folder holds an index built differently and ``force`` is false.
+    """
+    identity = dict(identity)
+    identity["vector_backend"] = "qdrant-server" if qdrant_url else "qdrant-edge"
+    identity["qdrant_url"] = qdrant_url or ""
+    identity["collection"] = collection_name(index_dir) if qdrant_url else ""
+    stored = read_identity(index_dir)
+    if stored is not None and not force:
+        diffs = identity_mismatch(stored, identity)
+        if diffs:
+            raise IndexIdentityError(
+                f"the index at {index_dir} was built differently ("
+                + "; ".join(diffs)
+                + "). Re-run with --force to rebuild it, or use another --index-dir."
+            )
+        if stored.get("qdrant_url", "") != identity["qdrant_url"]:
+            raise IndexIdentityError(
+                f"the index at {index_dir} keeps its vectors in "
+                f"{stored.get('qdrant_url') or 'the embedded Qdrant shard'}, not "
+                f"{qdrant_url or 'the embedded Qdrant shard'}. Re-run with --force to "
+                "rebuild it there."
+            )
+    return identity, stored
 
 
 def open_vectors_for(
@@ -96,26 +135,7 @@ class IndexWriter:
         self.index_dir = Path(index_dir)
         self.commit_every = commit_every
         self.index_dir.mkdir(parents=True, exist_ok=True)
-        identity = dict(identity)
-        identity["vector_backend"] = "qdrant-server" if qdrant_url else "qdrant-edge"
-        identity["qdrant_url"] = qdrant_url or ""
-        identity["collection"] = collection_name(self.index_dir) if qdrant_url else ""
-        stored = read_identity(self.index_dir)
-        if stored is not None and not force:
-            diffs = identity_mismatch(stored, identity)
-            if diffs:
-                raise IndexIdentityError(
-                    f"the index at {self.index_dir} was built differently ("
-                    + "; ".join(diffs)
-                    + "). Re-run with --force to rebuild it, or use another --index-dir."
-                )
-            if stored.get("qdrant_url", "") != identity["qdrant_url"]:
-                raise IndexIdentityError(
-                    f"the index at {self.index_dir} keeps its vectors in "
-                    f"{stored.get('qdrant_url') or 'the embedded Qdrant shard'}, not "
-                    f"{qdrant_url or 'the embedded Qdrant shard'}. Re-run with --force to "
-                    "rebuild it there."
-                )
+        identity, stored = check_identity(self.index_dir, identity, qdrant_url, force)
         self._qdrant_api_key = qdrant_api_key
         if force:
             self._wipe(stored)
@@ -140,6 +160,7 @@ class IndexWriter:
         self.chunks_written = 0
         self.commits = 0
         self.write_seconds = 0.0
+        self.spans: list[list[float]] = []
 
     def _wipe(self, stored: dict[str, Any] | None) -> None:
         """Delete every store of the folder (``--force``)."""
@@ -208,10 +229,30 @@ class IndexWriter:
         n = len(batch.chunks)
         self.chunks_written += n
         self._since_commit += n
-        self.write_seconds += time.perf_counter() - start
         if self._since_commit >= self.commit_every:
             self.commit()
+        self._record(start)
         return n
+
+    def _record(self, start: float) -> None:
+        """Count busy time since ``start`` (perf_counter) and keep its wall-clock span."""
+        now = time.perf_counter()
+        self.write_seconds += now - start
+        wall = time.time()
+        if self.spans and wall - (now - start) <= self.spans[-1][1] + 0.001:
+            self.spans[-1][1] = wall
+        else:
+            self.spans.append([wall - (now - start), wall])
+
+    def report(self) -> dict[str, Any]:
+        """What the writer did so far: chunks written, commits, busy seconds, busy spans."""
+        return {
+            "chunks_written": self.chunks_written,
+            "commits": self.commits,
+            "write_seconds": self.write_seconds,
+            "spans": [list(s) for s in self.spans],
+            "pid": os.getpid(),
+        }
 
     def write_file(self, file: IndexedFile, batch: EmbeddedBatch) -> int:
         """Replace one file's chunks with ``batch`` (the sequential mode's call)."""
@@ -258,7 +299,7 @@ class IndexWriter:
         self._removals = []
         self._since_commit = 0
         self.commits += 1
-        self.write_seconds += time.perf_counter() - start
+        self._record(start)
 
     def close(self, commit: bool = True) -> None:
         """Commit (unless told not to) and release both stores."""

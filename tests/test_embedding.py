@@ -53,7 +53,7 @@ def test_pickles_without_weights(real_embedder: Embedder) -> None:
     data = pickle.dumps(real_embedder)
     assert len(data) < 4096
     clone = pickle.loads(data)
-    assert clone._tokenizer is None
+    assert set(vars(clone)) == set(vars(real_embedder))  # plain settings only
     np.testing.assert_allclose(clone.embed_batch(TEXTS[:2]), real_embedder.embed_batch(TEXTS[:2]), atol=1e-6)
 
 

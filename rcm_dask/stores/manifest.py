@@ -48,7 +48,9 @@ class Manifest:
         if readonly:
             self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
         else:
-            self._db = sqlite3.connect(self.path, timeout=30)
+            # the index writer may be built in one thread and called from another (a
+            # Dask actor); it is never used by two threads at once
+            self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
             self._db.commit()
@@ -100,9 +102,7 @@ class Manifest:
     def set_meta(self, key: str, value: object) -> None:
         """Store one JSON value under ``key``."""
         with self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value))
-            )
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def get_meta(self, key: str, default: object = None) -> object:
         """The JSON value under ``key``, or ``default``."""
