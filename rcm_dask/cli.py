@@ -104,7 +104,32 @@ def main() -> None:
     "--mode",
     type=click.Choice(MODES),
     default=None,
-    help="How stages are scheduled (default: sequential)." + _env("mode"),
+    help="How stages are scheduled: sequential (one process, file by file), parallel "
+    "(stage after stage on a Dask cluster), pipeline (overlapping stages, bounded memory); "
+    "default auto: sequential for small work, else pipeline." + _env("mode"),
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    default=None,
+    help="Run on this Dask scheduler (tcp://host:8786) instead of a LocalCluster."
+    + _env("scheduler"),
+)
+@click.option(
+    "--workers",
+    "n_workers",
+    type=click.IntRange(1),
+    default=None,
+    help="Worker processes of the LocalCluster (default: one per core)." + _env("n_workers"),
+)
+@click.option(
+    "--dashboard", is_flag=True, help="Serve the Dask dashboard on 127.0.0.1 and print its link."
+)
+@click.option(
+    "--performance-report",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write Dask's performance report of the run to this HTML file.",
 )
 @index_dir_option
 @click.option("--force", is_flag=True, help="Rebuild the index from scratch.")
@@ -113,7 +138,13 @@ def main() -> None:
     "--batch-size",
     type=click.IntRange(1),
     default=None,
-    help="Chunks per embedding batch." + _env("batch_size"),
+    help="Chunks per embedding batch (default 128)." + _env("batch_size"),
+)
+@click.option(
+    "--cpu-batch-size",
+    type=click.IntRange(1),
+    default=None,
+    help="Rows per forward pass when embedding on a CPU (default 16)." + _env("cpu_batch_size"),
 )
 @click.option(
     "--max-file-size",
@@ -134,12 +165,17 @@ def main() -> None:
 def index_cmd(
     path: str,
     mode: str | None,
+    scheduler: str | None,
+    n_workers: int | None,
+    dashboard: bool,
+    performance_report: str | None,
     index_dir: str | None,
     force: bool,
     model: str | None,
     device: str | None,
     qdrant_url: str | None,
     batch_size: int | None,
+    cpu_batch_size: int | None,
     max_file_size: int | None,
     exclude: tuple[str, ...],
     no_gitignore: bool,
@@ -156,18 +192,28 @@ def index_cmd(
 
         config = _config(
             mode=mode,
+            scheduler=scheduler,
+            n_workers=n_workers,
             index_dir=index_dir,
             model=model,
             device=device,
             qdrant_url=qdrant_url,
             batch_size=batch_size,
+            cpu_batch_size=cpu_batch_size,
             max_file_size=max_file_size,
             exclude=exclude or None,
             respect_gitignore=False if no_gitignore else None,
             include_hidden=True if include_hidden else None,
         )
-        with _progress(enabled=not as_json) as on_file:
-            stats = index(path, config, force=force, progress=on_file)
+        with _progress(enabled=not as_json, dashboard=dashboard) as on_file:
+            stats = index(
+                path,
+                config,
+                force=force,
+                progress=on_file,
+                dashboard=dashboard,
+                performance_report=performance_report,
+            )
         if as_json:
             out.print_json(json.dumps(stats.to_dict()))
         else:
@@ -179,12 +225,12 @@ def index_cmd(
 class _progress:
     """A rich progress bar over files when stderr is a terminal; silent otherwise."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, dashboard: bool = False) -> None:
         self.enabled = enabled and err.is_terminal
+        self.dashboard = dashboard
         self.bar: Progress | None = None
         self.task: Any = None
         self.started = time.perf_counter()
-        self.seen = 0
 
     def __enter__(self) -> Callable[[IndexStats, str], None]:
         if self.enabled:
@@ -192,7 +238,10 @@ class _progress:
                 TextColumn("[bold]indexing"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("files  {task.fields[chunks]} chunks  {task.fields[rate]} chunks/s"),
+                TextColumn(
+                    "files  {task.fields[chunks]} chunks written  {task.fields[rate]} chunks/s"
+                    "  {task.fields[stages]}"
+                ),
                 TimeElapsedColumn(),
                 console=err,
                 transient=True,
@@ -201,20 +250,24 @@ class _progress:
         return self.update
 
     def update(self, stats: IndexStats, path: str) -> None:
+        if self.dashboard and stats.dashboard_link:
+            # printed once, before the bar, so that it stays on screen
+            err.print(f"Dask dashboard: {stats.dashboard_link}")
+            self.dashboard = False
         if self.bar is None:
             return
-        total = stats.files_seen - stats.files_unchanged
         if self.task is None:
-            self.task = self.bar.add_task("index", total=max(total, 1), chunks=0, rate="0")
-        if path:
-            self.seen += 1
+            self.task = self.bar.add_task(
+                "index", total=max(stats.files_todo, 1), chunks=0, rate="0", stages=""
+            )
         elapsed = max(time.perf_counter() - self.started, 1e-6)
         self.bar.update(
             self.task,
-            completed=self.seen,
-            total=max(total, self.seen),
+            completed=stats.files_done,
+            total=max(stats.files_todo, stats.files_done, 1),
             chunks=stats.chunks,
             rate=f"{stats.chunks / elapsed:.1f}",
+            stages=f"(chunked {stats.chunks_made}, embedded {stats.chunks_embedded})",
         )
 
     def __exit__(self, *exc: object) -> None:
@@ -242,11 +295,28 @@ def _print_summary(stats: IndexStats) -> None:
         )
         + f", {stats.batches} embedding batches"
     )
-    stages = ", ".join(f"{k} {v:.1f}s" for k, v in stats.stage_seconds.items())
+    out.print(f"  time: {stats.seconds:.1f}s, {stats.chunks_per_second:.1f} chunks/s")
+    if stats.stage_seconds:
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in stats.stage_seconds.items())
+        out.print(f"  busy seconds by stage (all workers): {stages}")
+    overlaps = {k: v for k, v in stats.overlaps.items() if v > 0}
+    if overlaps:
+        out.print("  stages overlapped: " + ", ".join(f"{k} {v:.1f}s" for k, v in overlaps.items()))
     out.print(
-        f"  time: {stats.seconds:.1f}s, {stats.chunks_per_second:.1f} chunks/s"
-        + (f" ({stages})" if stages else "")
+        f"  ran on: {stats.cluster}"
+        + (
+            f"; writer on {stats.writer_worker}"
+            if stats.writer_worker not in ("", stats.cluster)
+            else ""
+        )
     )
+    if len(stats.embed_workers) > 1 or (
+        stats.embed_workers and next(iter(stats.embed_workers)) != "in-process"
+    ):
+        out.print(
+            "  embedding batches by worker: "
+            + ", ".join(f"{w} {n}" for w, n in sorted(stats.embed_workers.items()))
+        )
 
 
 @main.command("search")

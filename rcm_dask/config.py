@@ -58,7 +58,10 @@ class IndexConfig:
     device: str | None = None
     """Torch device (``cpu``, ``cuda``, ``cuda:1``); None: CUDA when present, else CPU."""
     batch_size: int = 128
-    """Chunks per embedding batch."""
+    """Chunks per embedding batch (one task; cross-file in the cluster modes), and
+    rows per forward pass on a GPU."""
+    cpu_batch_size: int = 16
+    """Rows per forward pass when embedding on a CPU (smaller passes pad less)."""
     max_tokens: int | None = None
     """Token budget per embedded text; None: the model's own maximum (256 for MiniLM)."""
     torch_threads: int | None = None

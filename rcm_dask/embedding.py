@@ -76,7 +76,13 @@ class Embedder:
     device
         ``cpu``, ``cuda``, ``cuda:1``...; None: CUDA when available.
     batch_size
-        Texts per forward pass (default 128).
+        Texts per forward pass on a GPU (default 128).
+    cpu_batch_size
+        Texts per forward pass on a CPU (default 16). On a CPU, padding and the
+        attention matrix of wide batches cost more than the per-pass overhead they
+        save: measured here (2 cores, all-MiniLM-L6-v2, length-sorted 128-text
+        batches of rust-src chunks), 33 texts/s in passes of 128, 48 in passes of 32,
+        59 in passes of 16 or 8.
     max_tokens
         Token budget per text, special tokens included; None: the model's own
         maximum (``max_seq_length`` of ``sentence_bert_config.json``, else the
@@ -102,6 +108,7 @@ class Embedder:
         *,
         device: str | None = None,
         batch_size: int = 128,
+        cpu_batch_size: int = 16,
         max_tokens: int | None = None,
         torch_threads: int | None = None,
     ) -> None:
@@ -124,6 +131,7 @@ class Embedder:
         ) or self.model_dir.name
         self.max_tokens: int = max_tokens or _model_max_tokens(self.model_dir, config)
         self.batch_size = batch_size
+        self.cpu_batch_size = cpu_batch_size
         self.device_request = device
         self.torch_threads = torch_threads
         self.fingerprint: str = _fingerprint(self.model_dir)
@@ -204,8 +212,9 @@ class Embedder:
     def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts; rows are L2-normalised float32 vectors in the order given.
 
-        Texts are sorted by token length and cut into batches of ``batch_size``
-        so that each forward pass pads little. A text longer than ``max_tokens``
+        Texts are sorted by token length and cut into forward passes of
+        ``batch_size`` rows on a GPU, ``cpu_batch_size`` on a CPU, so that each
+        pass pads little. A text longer than ``max_tokens``
         is truncated here: callers split long chunks first (see
         :func:`rcm_dask.chunking.split_chunks`) so that nothing is lost.
 
@@ -243,8 +252,11 @@ class Embedder:
         out = np.empty((len(ids), self.dimension), dtype=np.float32)
         device = torch.device(self.device)
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start : start + self.batch_size]
+            step = self.batch_size
+            if device.type == "cpu":
+                step = max(1, min(step, self.cpu_batch_size))
+            for start in range(0, len(order), step):
+                rows = order[start : start + step]
                 width = max(len(ids[i]) for i in rows)
                 input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
                 mask = np.zeros((len(rows), width), dtype=np.int64)

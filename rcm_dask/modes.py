@@ -38,6 +38,7 @@ import os
 import socket
 import sys
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -208,13 +209,13 @@ def embed_segments(
     started = time.time()
     chunks = [c for part, start, stop in segments for c in part.chunks[start:stop]]
     worker = _worker_address()
-    threads = embedder.torch_threads or 0
-    if threads_by_host is not None and not embedder.torch_threads:
-        host = _host_of(worker)
-        threads = threads_by_host.get(host) or threads_by_host.get("*") or 1
+    # any object with the Embedder interface works; only a real one has threads
+    threads = getattr(embedder, "torch_threads", None) or 0
+    if threads_by_host is not None and not threads and hasattr(embedder, "torch_threads"):
+        threads = threads_by_host.get(_host_of(worker)) or threads_by_host.get("*") or 1
         embedder.torch_threads = threads
     batch = embed_chunks(chunks, embedder)
-    if not str(embedder.device).startswith("cpu"):
+    if not str(getattr(embedder, "device", "cpu")).startswith("cpu"):
         threads = 0
     return EmbedResult(batch, worker, started, time.time(), threads)
 
@@ -334,6 +335,7 @@ def plan_run(
         root=root.url,
         index_dir=str(index_dir),
         files_seen=len(discovery.files),
+        files_todo=len(todo),
         files_unchanged=unchanged,
         files_removed=len(removed),
     )
@@ -375,6 +377,7 @@ def _protocols(fs: Any) -> tuple[str, ...]:
 def _account_partition(stats: IndexStats, part: ParsedPartition) -> None:
     """Add one partition's outcome to the run's stats."""
     stats.files_read += len(part.files) + len(part.unchanged)
+    stats.files_done += len(part.files) + len(part.unchanged) + len(part.skipped)
     stats.files_unchanged += len(part.unchanged)
     for skip in part.skipped:
         stats.add_skip(skip)
@@ -482,7 +485,7 @@ def dask_client(
 
     if config.scheduler:
         try:
-            own = Client(config.scheduler, timeout=30)
+            own = Client(config.scheduler, timeout=10)
         except (OSError, TimeoutError) as e:
             raise ClusterError(f"cannot reach the Dask scheduler at {config.scheduler}: {e}") from e
         try:
@@ -498,6 +501,9 @@ def dask_client(
             processes=True,
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0" if dashboard else None,
+            # the scheduler's HTTP server (health, metrics) runs even without the
+            # dashboard, on :8787 by default: a random loopback port never collides
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             silence_logs=logging.ERROR,
         )
     except Exception as e:
@@ -506,7 +512,7 @@ def dask_client(
         if getattr(main, "__file__", None) and "__main__" not in str(getattr(main, "__spec__", "")):
             hint = (
                 ". Worker processes import your script again: call rcm_dask.index() under "
-                "`if __name__ == \"__main__\":`"
+                '`if __name__ == "__main__":`'
             )
         raise ClusterError(f"cannot start a local Dask cluster: {e}{hint}") from e
     try:
@@ -612,6 +618,9 @@ class _DaskRun:
         self.max_batches = config.max_inflight_batches or max(4, 2 * self.cluster.slots)
         self.max_parse = max(2, len(self.cluster.workers))
         self.futures: set[Future] = set()
+        # every future of the run that is still referenced anywhere (a traceback's
+        # frames included): what an error must cancel so that no task is orphaned
+        self.alive: weakref.WeakSet[Future] = weakref.WeakSet()
         self.writer: Any = None
         self.writer_future: Future | None = None
 
@@ -639,6 +648,7 @@ class _DaskRun:
         fut = self.client.compute(part)
         summary = self.client.submit(_summary, fut, pure=False)
         self.futures.update((fut, summary))
+        self.alive.update((fut, summary))
         return fut, summary
 
     def submit_embed(self, segments: list[tuple[Future, int, int]]) -> Future:
@@ -653,6 +663,7 @@ class _DaskRun:
             pure=False,
         )
         self.futures.add(fut)
+        self.alive.add(fut)
         return fut
 
     # -- the writer actor ------------------------------------------------------------
@@ -715,10 +726,10 @@ class _DaskRun:
         return self.stats
 
     def _cancel(self) -> None:
-        """Cancel every task still in flight and drop the writer (no commit)."""
-        pending = [f for f in self.futures if not f.done()]
-        if pending:
-            self.client.cancel(pending, force=True)
+        """Cancel every task of the run still referenced and drop the writer (no commit)."""
+        leftover = list(self.alive)
+        if leftover:
+            self.client.cancel(leftover, force=True)
         self.futures.clear()
         if self.writer is not None:
             try:
@@ -727,7 +738,9 @@ class _DaskRun:
                 pass
             self.writer = None
         if self.writer_future is not None:
-            self.writer_future.release()
+            # cancel, not just release: the Actor object keeps a Future of its own for
+            # the same key, which would keep the actor alive until garbage collection
+            self.client.cancel([self.writer_future], force=True)
             self.writer_future = None
 
     def _on_summary(self, summary: ParsedPartition) -> None:
@@ -974,6 +987,7 @@ def index(
         config.model,
         device=config.device,
         batch_size=config.batch_size,
+        cpu_batch_size=config.cpu_batch_size,
         max_tokens=config.max_tokens,
         torch_threads=config.torch_threads,
     )

@@ -228,6 +228,10 @@ class IndexStats:
     """Wall-clock seconds of the run."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
     """Busy seconds per stage (discover, read, chunk, embed, write), summed over workers."""
+    files_todo: int = 0
+    """Files this run has to read (new, or changed by size or mtime)."""
+    files_done: int = 0
+    """Files of :attr:`files_todo` dealt with so far: read, found unchanged, or skipped."""
     files_read: int = 0
     """Files read and decoded (changed or new; unchanged content included)."""
     chunks_made: int = 0

@@ -104,10 +104,14 @@ def snippet_of(code: str, signature: str = "", lines: int = SNIPPET_LINES) -> st
 
 
 def _collapse(hits: Sequence[StoreHit]) -> list[StoreHit]:
-    """Keep the best part of each symbol (parts of a long item share a symbol_id)."""
+    """Keep the best part of each symbol (parts of a long item share a symbol_id).
+
+    Equal scores are ordered by id, so that results do not depend on the order in
+    which chunks were written (which differs between indexing modes).
+    """
     seen: set[str] = set()
     out = []
-    for h in hits:
+    for h in sorted(hits, key=lambda h: (-round(h.score, 5), h.id)):
         key = str(h.payload.get("symbol_id") or h.id)
         if key not in seen:
             seen.add(key)

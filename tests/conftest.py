@@ -61,7 +61,9 @@ def hash_embedder() -> HashEmbedder:
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """Every test gets its own default index location; RCM_* from the caller's shell are ignored."""
     home = tmp_path_factory.mktemp("rcm_home")
     for key in list(os.environ):
@@ -97,3 +99,50 @@ def real_embedder():  # type: ignore[no-untyped-def]
     from rcm_dask.embedding import Embedder
 
     return Embedder(torch_threads=2).load()
+
+
+class FailingEmbedder(HashEmbedder):
+    """Fails on any batch holding a chunk whose text contains ``marker``."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        if any(self.marker in t for t in texts):
+            raise RuntimeError(f"embedding failed on purpose at {self.marker!r}")
+        return super().embed_batch(texts)
+
+
+class SlowEmbedder(HashEmbedder):
+    """Takes ``delay`` seconds per batch, so that a run lasts long enough to interfere with."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        import time
+
+        time.sleep(self.delay)
+        return super().embed_batch(texts)
+
+
+@pytest.fixture(scope="session")
+def dask_client():  # type: ignore[no-untyped-def]
+    """A real LocalCluster of 2 single-threaded worker processes, shared by the session."""
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        silence_logs=logging.ERROR,
+    )
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()

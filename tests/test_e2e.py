@@ -43,19 +43,43 @@ def test_slice_indexes_every_item(alloc_index) -> None:  # type: ignore[no-untyp
 @pytest.mark.parametrize(
     ("query", "mode", "expected", "within"),
     [
-        ("push an item onto a binary heap", "hybrid", "collections::binary_heap::BinaryHeap::push", 1),
-        ("push an item onto a binary heap", "vector", "collections::binary_heap::BinaryHeap::push", 3),
-        ("remove the first element from a doubly linked list", "hybrid",
-         "collections::linked_list::LinkedList::pop_front", 5),
+        (
+            "push an item onto a binary heap",
+            "hybrid",
+            "collections::binary_heap::BinaryHeap::push",
+            1,
+        ),
+        (
+            "push an item onto a binary heap",
+            "vector",
+            "collections::binary_heap::BinaryHeap::push",
+            3,
+        ),
+        (
+            "remove the first element from a doubly linked list",
+            "hybrid",
+            "collections::linked_list::LinkedList::pop_front",
+            5,
+        ),
         ("clone on write smart pointer", "hybrid", "borrow::Cow", 3),
         ("into_sorted_vec", "bm25", "collections::binary_heap::BinaryHeap::into_sorted_vec", 1),
-        ("BinaryHeap::into_sorted_vec", "hybrid",
-         "collections::binary_heap::BinaryHeap::into_sorted_vec", 1),
-        ("split a linked list in two at an index", "hybrid",
-         "collections::linked_list::LinkedList::split_off", 3),
+        (
+            "BinaryHeap::into_sorted_vec",
+            "hybrid",
+            "collections::binary_heap::BinaryHeap::into_sorted_vec",
+            1,
+        ),
+        (
+            "split a linked list in two at an index",
+            "hybrid",
+            "collections::linked_list::LinkedList::split_off",
+            3,
+        ),
     ],
 )
-def test_queries_find_the_expected_symbol(alloc_index, real_embedder, query, mode, expected, within) -> None:  # type: ignore[no-untyped-def]
+def test_queries_find_the_expected_symbol(
+    alloc_index, real_embedder, query, mode, expected, within
+) -> None:  # type: ignore[no-untyped-def]
     _, idx_dir, _ = alloc_index
     with SearchIndex(idx_dir, embedder=real_embedder) as idx:
         hits = idx.search(query, limit=10, mode=mode)

@@ -16,7 +16,8 @@ TEXTS = [
     "/// Returns the number of elements in the vector.\npub fn len(&self) -> usize { self.len }",
     "impl<T: Ord> Extend<T> for BinaryHeap<T> { fn extend<I: IntoIterator<Item = T>>(&mut self, iter: I) {} }",
     "x",
-    "let value = compute(a, b) * 2; " * 60,  # beyond 256 tokens: truncated like sentence-transformers
+    "let value = compute(a, b) * 2; "
+    * 60,  # beyond 256 tokens: truncated like sentence-transformers
 ]
 
 
@@ -54,7 +55,9 @@ def test_pickles_without_weights(real_embedder: Embedder) -> None:
     assert len(data) < 4096
     clone = pickle.loads(data)
     assert set(vars(clone)) == set(vars(real_embedder))  # plain settings only
-    np.testing.assert_allclose(clone.embed_batch(TEXTS[:2]), real_embedder.embed_batch(TEXTS[:2]), atol=1e-6)
+    np.testing.assert_allclose(
+        clone.embed_batch(TEXTS[:2]), real_embedder.embed_batch(TEXTS[:2]), atol=1e-6
+    )
 
 
 def test_any_local_model_folder(tmp_path: Path) -> None:

@@ -207,7 +207,9 @@ def test_search_without_index_is_a_clear_error(tmp_path: Path) -> None:
         SearchIndex(tmp_path)
 
 
-def test_qdrant_server_backend(crate: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_qdrant_server_backend(
+    crate: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """--qdrant-url goes through qdrant-client; here its on-disk local mode stands in for a server."""
     import qdrant_client
 
@@ -233,7 +235,9 @@ def test_qdrant_server_backend(crate: Path, tmp_path: Path, monkeypatch: pytest.
     # the vectors live on the server: an embedded-store run must not silently start afresh
     with pytest.raises(IndexIdentityError, match="--force"):
         index(str(crate), IndexConfig(index_dir=str(idx_dir)), embedder=HashEmbedder())
-    again = index(str(crate), IndexConfig(index_dir=str(idx_dir)), embedder=HashEmbedder(), force=True)
+    again = index(
+        str(crate), IndexConfig(index_dir=str(idx_dir)), embedder=HashEmbedder(), force=True
+    )
     assert again.files_indexed == 4 and (idx_dir / "vectors").exists()
 
 
@@ -273,7 +277,9 @@ def test_search_while_an_index_run_holds_the_vectors(crate: Path, tmp_path: Path
 def test_paths_with_spaces_and_non_ascii(tmp_path: Path) -> None:
     root = tmp_path / "my crate ü"
     (root / "src" / "módulo con espacios").mkdir(parents=True)
-    (root / "src" / "módulo con espacios" / "ñandú.rs").write_text("/// Corre.\npub fn correr() {}\n")
+    (root / "src" / "módulo con espacios" / "ñandú.rs").write_text(
+        "/// Corre.\npub fn correr() {}\n"
+    )
     (root / "src" / "lib.rs").write_text("pub fn raíz() {}\n")
     stats = _index(root, tmp_path / "idx")
     assert stats.files_indexed == 2

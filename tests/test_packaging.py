@@ -67,7 +67,9 @@ def _readme_invocations() -> list[list[str]]:
                 part = part.strip()
                 if part.startswith("rcm-dask "):
                     # placeholders like [--limit N] are usage synopses: drop the brackets
-                    calls.append(shlex.split(part.replace("[", " ").replace("]", " ").replace("|", " ")))
+                    calls.append(
+                        shlex.split(part.replace("[", " ").replace("]", " ").replace("|", " "))
+                    )
     return calls
 
 

@@ -144,8 +144,8 @@ def _read(tmp_path: Path, data: bytes, **kw: object) -> SourceFile | Skipped:
         (b"fn a() {}\xff\xfe\n", "not-utf8"),
         (b"fn a() {}\x00\x01\x02", "binary"),
         (b"x" * 2000, "too-large"),
-        (b"const K: &str = \"-----BEGIN RSA PRIVATE KEY-----\";", "sensitive"),
-        (b"const K: &str = \"AKIAIOSFODNN7EXAMPLE\";", "sensitive"),
+        (b'const K: &str = "-----BEGIN RSA PRIVATE KEY-----";', "sensitive"),
+        (b'const K: &str = "AKIAIOSFODNN7EXAMPLE";', "sensitive"),
     ],
 )
 def test_read_skips_with_reason(tmp_path: Path, data: bytes, reason: str) -> None:
