@@ -143,6 +143,45 @@ def test_cli_index_search_status(tmp_path: Path) -> None:
     assert str(crate) in listing.stdout
 
 
+def test_cli_pipeline_with_dashboard_and_performance_report(tmp_path: Path) -> None:
+    """`--mode pipeline` on its own LocalCluster, real model, Dask's report and dashboard."""
+    env = {**os.environ, "RCM_HOME": str(tmp_path / "home")}
+    crate = tmp_path / "mini_crate"
+    shutil.copytree(DATA / "mini_crate", crate)
+    report = tmp_path / "report.html"
+    run = _cli(
+        "index",
+        str(crate),
+        "--mode",
+        "pipeline",
+        "--workers",
+        "2",
+        "--batch-size",
+        "8",
+        "--dashboard",
+        "--performance-report",
+        str(report),
+        "--json",
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    stats = json.loads(run.stdout)
+    assert stats["mode"] == "pipeline" and stats["files_indexed"] == 4
+    assert stats["cluster"] == "LocalCluster(2 worker processes)"
+    assert stats["chunks"] == stats["chunks_embedded"] == stats["chunks_written"] > 8
+    assert stats["batches"] == -(-stats["chunks"] // 8)
+    assert stats["dashboard_link"].startswith("http://127.0.0.1:")
+    assert set(stats["stage_overlap_seconds"]) == {"parse+embed", "embed+write", "parse+write"}
+    assert "Dask Performance Report" in report.read_text()
+
+    found = _cli("search", "reconnect with exponential backoff", "--json", "-n", "1", env=env)
+    assert json.loads(found.stdout)[0]["qualname"] == "net::ConnectionPool::acquire"
+
+    text = _cli("index", str(crate), "--mode", "pipeline", "--force", "--dashboard", env=env)
+    assert text.returncode == 0, text.stderr
+    assert "pipeline mode" in text.stdout and "embedding batches by worker" in text.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [

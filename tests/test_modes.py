@@ -73,6 +73,14 @@ def _snapshot(index_dir: Path) -> dict[str, Any]:
     return {"docs": docs, "vectors": vectors, "files": files, "searches": searches}
 
 
+def _assert_converged(root: Path, idx: Path, fresh: Path) -> None:
+    """The index at ``idx`` holds exactly what a fresh sequential index of ``root`` holds."""
+    index(str(root), _config(fresh), mode="sequential", embedder=HashEmbedder())
+    a, b = _snapshot(idx), _snapshot(fresh)
+    assert a["files"] == b["files"] and a["docs"] == b["docs"]
+    assert set(a["vectors"]) == set(b["vectors"])
+
+
 @pytest.fixture(scope="module")
 def indexes(
     corpus: Path, dask_client: Any, tmp_path_factory: pytest.TempPathFactory
@@ -187,11 +195,7 @@ def test_incremental_rerun_in_pipeline_matches_fresh_index(
         str(root), _config(idx), mode="pipeline", client=dask_client, embedder=HashEmbedder()
     )
     assert stats.files_indexed == 2 and stats.files_removed == 1
-    fresh = tmp_path / "fresh"
-    index(str(root), _config(fresh), mode="sequential", embedder=HashEmbedder())
-    a, b = _snapshot(idx), _snapshot(fresh)
-    assert a["files"] == b["files"] and a["docs"] == b["docs"]
-    assert set(a["vectors"]) == set(b["vectors"])
+    _assert_converged(root, idx, tmp_path / "fresh")
 
 
 # --------------------------------------------------------------------------- failures
@@ -288,11 +292,7 @@ def test_writer_worker_death_fails_cleanly(corpus: Path, tmp_path: Path) -> None
     assert held <= set(committed["docs"]) and held <= set(committed["vectors"])
     stats = index(str(corpus), _config(idx), mode="sequential", embedder=HashEmbedder())
     assert stats.files_unchanged >= len(committed["files"]) - 1
-    fresh = tmp_path / "fresh"
-    index(str(corpus), _config(fresh), mode="sequential", embedder=HashEmbedder())
-    a, b = _snapshot(idx), _snapshot(fresh)
-    assert a["files"] == b["files"] and a["docs"] == b["docs"]
-    assert set(a["vectors"]) == set(b["vectors"])
+    _assert_converged(corpus, idx, tmp_path / "fresh")
 
 
 def test_memory_filesystem_needs_sequential(tmp_path: Path) -> None:

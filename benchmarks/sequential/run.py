@@ -63,7 +63,8 @@ def main() -> None:
         "root": str(root),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "versions": {
-            m: __import__(m).__version__ for m in ("torch", "transformers", "tantivy", "dask")
+            m: __import__(m).__version__
+            for m in ("torch", "transformers", "tantivy", "dask")
             if hasattr(__import__(m), "__version__")
         },
         "files_seen": stats.files_seen,

@@ -1,0 +1,231 @@
+"""The three indexing modes side by side, against the embedding limit, on one rust-src tree.
+
+Each run is a fresh ``rcm-dask index --force`` in its own process; its peak memory is the
+largest sum of RSS over that process and all its children (scheduler, nannies, workers),
+sampled every 0.2 s. ``embed-only`` is the limit: the same chunk texts through the same
+embedder in a plain loop of 128-chunk cross-file batches, chunking not timed.
+Runs are interleaved (mode after mode, then again) so that a noisy neighbour hurts all
+modes alike; the report quotes medians.
+
+Usage:
+  python benchmarks/modes/run.py                    # library/alloc, 3 repeats (~30 min on 2 cores)
+  python benchmarks/modes/run.py --size library     # all of library/ (hours on 2 cores)
+  python benchmarks/modes/run.py --root DIR --repeats 1 --modes pipeline,embed-only
+Writes benchmarks/modes/last_run.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+MODES = ("sequential", "parallel", "pipeline", "embed-only")
+SIZES = {
+    "alloc": "library/alloc",
+    "collections": "library/alloc/src/collections",
+    "library": "library",
+}
+
+
+def rust_src() -> Path:
+    """The rust-src root (installed by ../shared/corpus/fetch.sh)."""
+    found = sorted(Path("/usr/src").glob("rustc-*/library"))
+    if found:
+        return found[0].parent
+    fetch = HERE.parents[1].parent / "shared" / "corpus" / "fetch.sh"
+    out = subprocess.run(["bash", str(fetch)], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def measure(cmd: list[str]) -> tuple[dict[str, Any], float, float]:
+    """Run a command; return its JSON stdout, wall seconds and peak tree RSS in MB."""
+    import psutil
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        parent = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                procs = [parent, *parent.children(recursive=True)]
+            except psutil.Error:
+                break
+            total = 0
+            for p in procs:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            peak = max(peak, total)
+            done.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    done.set()
+    sampler.join()
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
+    return json.loads(out), wall, peak / 2**20
+
+
+def embed_only(root: str) -> None:
+    """Child process: chunk everything (untimed), then time the plain embedding loop."""
+    from rcm_dask.chunking import format_for_embedding
+    from rcm_dask.config import IndexConfig
+    from rcm_dask.embedding import Embedder
+    from rcm_dask.modes import read_chunk_partition
+    from rcm_dask.sources import discover_sources, open_root
+
+    config = IndexConfig.from_env()
+    src = open_root(root)
+    emb = Embedder(
+        config.model,
+        batch_size=config.batch_size,
+        cpu_batch_size=config.cpu_batch_size,
+        torch_threads=config.torch_threads,
+    )
+    part = read_chunk_partition(discover_sources(src).files, src.fs, emb)
+    texts = [format_for_embedding(c) for c in part.chunks]
+    emb.load()
+    start = time.perf_counter()
+    for i in range(0, len(texts), config.batch_size):
+        emb.embed_batch(texts[i : i + config.batch_size])
+    seconds = time.perf_counter() - start
+    json.dump({"chunks": len(texts), "embed_seconds": seconds}, sys.stdout)
+
+
+def run_once(mode: str, root: Path, tmp: Path) -> dict[str, Any]:
+    """One measured run of one mode."""
+    if mode == "embed-only":
+        data, wall, peak = measure([sys.executable, __file__, "--embed-only-child", str(root)])
+        return {
+            "mode": mode,
+            "wall_s": data["embed_seconds"],
+            "process_s": wall,
+            "chunks": data["chunks"],
+            "peak_mb": peak,
+        }
+    cmd = [
+        sys.executable,
+        "-m",
+        "rcm_dask",
+        "index",
+        str(root),
+        "--mode",
+        mode,
+        "--force",
+        "--index-dir",
+        str(tmp / mode),
+        "--json",
+    ]
+    stats, wall, peak = measure(cmd)
+    return {
+        "mode": mode,
+        "wall_s": wall,
+        "chunks": stats["chunks"],
+        "files": stats["files_indexed"],
+        "peak_mb": peak,
+        "batches": stats["batches"],
+        "stage_seconds": stats["stage_seconds"],
+        "stage_wall_seconds": stats["stage_wall_seconds"],
+        "overlap_seconds": stats["stage_overlap_seconds"],
+        "cluster": stats["cluster"],
+        "embed_workers": stats["embed_workers"],
+    }
+
+
+def table(results: dict[str, list[dict[str, Any]]]) -> str:
+    """Medians per mode as Markdown, with the ratios the targets are about."""
+    med = {m: statistics.median(r["wall_s"] for r in runs) for m, runs in results.items()}
+    lines = [
+        "| mode | wall s (median) | runs | chunks | chunks/s | peak MB (median, all processes) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode, runs in results.items():
+        chunks = runs[0]["chunks"]
+        walls = ", ".join(f"{r['wall_s']:.0f}" for r in runs)
+        peak = statistics.median(r["peak_mb"] for r in runs)
+        lines.append(
+            f"| {mode} | {med[mode]:.1f} | {walls} | {chunks:,} | {chunks / med[mode]:.1f} | {peak:,.0f} |"
+        )
+    if "sequential" in med and "pipeline" in med:
+        lines.append(
+            f"\npipeline speed-up over sequential: {med['sequential'] / med['pipeline']:.2f}x"
+        )
+    if "embed-only" in med and "pipeline" in med:
+        lines.append(f"pipeline wall / embed-only: {med['pipeline'] / med['embed-only']:.3f}")
+    if "embed-only" in med and "parallel" in med:
+        lines.append(f"parallel wall / embed-only: {med['parallel'] / med['embed-only']:.3f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size", choices=sorted(SIZES), default="alloc")
+    parser.add_argument("--root", help="index this folder instead of a rust-src slice")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--out", default=str(HERE / "last_run.json"))
+    parser.add_argument("--embed-only-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.embed_only_child:
+        embed_only(args.embed_only_child)
+        return
+    root = Path(args.root) if args.root else rust_src() / SIZES[args.size]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    with tempfile.TemporaryDirectory(prefix="rcm-modes-") as tmp:
+        for rep in range(args.repeats):
+            for mode in modes:
+                r = run_once(mode, root, Path(tmp))
+                results[mode].append(r)
+                print(
+                    f"[{rep + 1}/{args.repeats}] {mode}: {r['wall_s']:.1f} s, "
+                    f"{r['chunks'] / r['wall_s']:.1f} chunks/s, peak {r['peak_mb']:.0f} MB",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    import torch
+    import transformers
+
+    import dask
+    import rcm_dask
+
+    figures = {
+        "root": str(root),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "versions": {
+            "rcm_dask": rcm_dask.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "dask": dask.__version__,
+        },
+        "settings": {k: v for k, v in os.environ.items() if k.startswith("RCM_")},
+        "results": results,
+        "table": table(results),
+    }
+    Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+    print(figures["table"])
+
+
+if __name__ == "__main__":
+    main()
