@@ -161,12 +161,17 @@ class Embedder:
         cache: dict[str, Any] = _TOKENIZERS.__dict__.setdefault("by_dir", {})
         tok = cache.get(key)
         if tok is None:
-            from transformers import AutoTokenizer
+            # transformers' lazy imports are not thread-safe: two worker threads importing
+            # at once can fail with "cannot import name 'AutoTokenizer'"
+            with _LOAD_LOCK:
+                from transformers import AutoTokenizer
 
-            try:
-                tok = AutoTokenizer.from_pretrained(key, local_files_only=True)
-            except (OSError, ValueError) as e:
-                raise ModelError(f"cannot load the tokenizer from {self.model_dir}: {e}") from e
+                try:
+                    tok = AutoTokenizer.from_pretrained(key, local_files_only=True)
+                except (OSError, ValueError) as e:
+                    raise ModelError(
+                        f"cannot load the tokenizer from {self.model_dir}: {e}"
+                    ) from e
             cache[key] = tok
         return tok
 
