@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +103,26 @@ def test_cuda_matches_cpu(real_embedder: Embedder) -> None:
         pytest.skip("no CUDA device")
     gpu = Embedder(device="cuda")
     np.testing.assert_allclose(gpu.embed_batch(TEXTS), real_embedder.embed_batch(TEXTS), atol=1e-3)
+
+
+_TUNE = "from rcm_dask.embedding import tune_allocator; print(tune_allocator(), tune_allocator())"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        # a Dask nanny sets the trim threshold, which freezes glibc's mmap threshold
+        ({"MALLOC_TRIM_THRESHOLD_": "65536"}, "True False"),
+        # nothing set: glibc adapts by itself, leave it
+        ({}, "False False"),
+        # the user chose an mmap threshold: respect it
+        ({"MALLOC_TRIM_THRESHOLD_": "65536", "MALLOC_MMAP_THRESHOLD_": "131072"}, "False False"),
+    ],
+)
+def test_tune_allocator_only_where_dask_froze_it(env: dict[str, str], expected: str) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run(
+        [sys.executable, "-c", _TUNE], env={**clean, **env}, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == expected
