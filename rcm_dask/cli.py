@@ -25,7 +25,7 @@ from rich.progress import (
 
 from . import __version__
 from .config import MODES, IndexConfig, env_name
-from .errors import RcmError
+from .errors import IndexInterrupted, RcmError
 from .records import IndexStats
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,11 +84,16 @@ def _run(action: Callable[[], None]) -> None:
     except RcmError as e:
         err.print(f"[bold red]Error:[/] {e}")
         sys.exit(1)
-    except KeyboardInterrupt:
-        err.print(
-            "[yellow]Interrupted.[/] What was committed before stays in the index; "
-            "run the same command again to finish."
+    except KeyboardInterrupt as e:
+        message = (
+            str(e)
+            if isinstance(e, IndexInterrupted)
+            else (
+                "Interrupted. What was committed before stays in the index; "
+                "run the same command again to finish."
+            )
         )
+        err.print(f"[yellow]{message}[/]")
         sys.exit(130)
 
 
@@ -133,6 +138,16 @@ def main() -> None:
 )
 @index_dir_option
 @click.option("--force", is_flag=True, help="Rebuild the index from scratch.")
+@click.option(
+    "--wait",
+    type=float,
+    is_flag=False,
+    flag_value=-1.0,
+    default=None,
+    metavar="[SECONDS]",
+    help="If another run is writing this index, wait for it (as long as it takes, or up to "
+    "SECONDS) instead of failing at once." + _env("wait"),
+)
 @model_options
 @click.option(
     "--batch-size",
@@ -171,6 +186,7 @@ def index_cmd(
     performance_report: str | None,
     index_dir: str | None,
     force: bool,
+    wait: float | None,
     model: str | None,
     device: str | None,
     qdrant_url: str | None,
@@ -204,7 +220,14 @@ def index_cmd(
             exclude=exclude or None,
             respect_gitignore=False if no_gitignore else None,
             include_hidden=True if include_hidden else None,
+            wait=wait,
         )
+
+        def on_wait(holder: dict[str, Any] | None) -> None:
+            from .stores.lock import describe_holder
+
+            err.print(f"Waiting: this index is being written by {describe_holder(holder)}...")
+
         with _progress(enabled=not as_json, dashboard=dashboard) as on_file:
             stats = index(
                 path,
@@ -213,6 +236,7 @@ def index_cmd(
                 progress=on_file,
                 dashboard=dashboard,
                 performance_report=performance_report,
+                on_wait=on_wait,
             )
         if as_json:
             out.print_json(json.dumps(stats.to_dict()))
@@ -283,6 +307,11 @@ def _print_summary(stats: IndexStats) -> None:
         f"{stats.files_removed} removed, {stats.files_skipped} skipped "
         f"(of {stats.files_seen} .rs files found)"
     )
+    if stats.files_recovered:
+        out.print(
+            f"  recovered: {stats.files_recovered} files left half-written by an interrupted "
+            "run were redone"
+        )
     for reason, n in sorted(stats.skipped.items()):
         examples = "; ".join(stats.skipped_examples.get(reason, [])[:3])
         out.print(f"    skipped {reason}: {n}" + (f"  e.g. {examples}" if examples else ""))
@@ -422,6 +451,13 @@ def status_cmd(codebase: str | None, index_dir: str | None, as_json: bool) -> No
         if st["updated"]:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(st["updated"])))
             out.print(f"updated: {when}")
+        if st.get("writer"):
+            out.print(f"writing: an index run is writing it now ({st['writer']})")
+        if st.get("pending"):
+            out.print(
+                f"pending: {st['pending']} files half-written by an interrupted run "
+                "(the next index run redoes them)"
+            )
 
     _run(body)
 

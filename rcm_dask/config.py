@@ -82,6 +82,12 @@ class IndexConfig:
     """Extra gitignore-style patterns to skip."""
     commit_every: int = 4096
     """Commit both stores after this many chunks, so a crash loses at most that much."""
+    commit_seconds: float = 60.0
+    """Also commit when this many seconds have passed since the last commit (a crash
+    loses at most about this much work on a slow machine); 0: by chunk count only."""
+    wait: float = 0.0
+    """Seconds to wait for another index run on the same index to finish; 0: fail at
+    once naming it; negative: wait as long as it takes."""
     candidates: int = 100
     """Candidates taken from each store before fusion."""
     rrf_k: int = 60

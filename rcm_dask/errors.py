@@ -9,8 +9,12 @@ The family::
     ├── IndexNotFoundError        search/status on a folder that holds no index
     ├── IndexIdentityError        the index was built with another model / chunker (use --force)
     ├── ClusterError              the Dask cluster cannot be reached or cannot run the work
+    ├── IndexLockedError          another index run holds the index (pid, host, since when)
     └── IndexWriteError           a store refused a write; the last commit is intact
         └── StoreBusyError        another process holds the store (an index run is writing)
+
+Ctrl-C during an index run raises :class:`IndexInterrupted`, a ``KeyboardInterrupt``
+whose message says what the index kept.
 
 The CLI prints the message of an ``RcmError`` and exits 1, without a traceback.
 """
@@ -46,6 +50,10 @@ class IndexIdentityError(RcmError):
     """The index on disk was built with a different model, dimension or chunker."""
 
 
+class IndexLockedError(RcmError):
+    """Another index run holds the index folder's lock; the message says who."""
+
+
 class IndexWriteError(RcmError):
     """A store refused a write. What was committed before stays intact."""
 
@@ -54,9 +62,28 @@ class StoreBusyError(IndexWriteError):
     """Another process holds a store that only one process may open (the embedded Qdrant)."""
 
 
+class IndexInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped an index run after it committed what it had written whole.
+
+    Still a ``KeyboardInterrupt`` (so ``except Exception`` does not swallow it); its
+    message says what the index holds now and that re-running finishes the job.
+    """
+
+    def __init__(self, message: str, files: int = 0, chunks: int = 0, pending: int = 0) -> None:
+        super().__init__(message)
+        self.files = files
+        """Files the index holds after the interrupt."""
+        self.chunks = chunks
+        """Chunks the index holds after the interrupt."""
+        self.pending = pending
+        """Files left half-written; the next run redoes them."""
+
+
 __all__ = [
     "ConfigError",
     "IndexIdentityError",
+    "IndexInterrupted",
+    "IndexLockedError",
     "IndexNotFoundError",
     "IndexWriteError",
     "ModelError",

@@ -49,7 +49,14 @@ from typing import TYPE_CHECKING, Any
 from .chunking import CHUNKER_VERSION, chunk_source, format_for_embedding, split_chunks
 from .config import IndexConfig, default_index_dir
 from .embedding import Embedder
-from .errors import ClusterError, ConfigError, IndexWriteError, RcmError, SourceError
+from .errors import (
+    ClusterError,
+    ConfigError,
+    IndexInterrupted,
+    IndexWriteError,
+    RcmError,
+    SourceError,
+)
 from .records import (
     Chunk,
     EmbeddedBatch,
@@ -62,6 +69,7 @@ from .records import (
     SourceFile,
 )
 from .sources import Discovery, SourceRoot, discover_sources, open_root, read_source
+from .stores.lock import IndexLock
 from .stores.manifest import INDEX_FORMAT, MANIFEST_FILE, Manifest
 from .writer import IndexWriter, check_identity
 
@@ -303,15 +311,33 @@ def run_identity(root: SourceRoot, embedder: Embedder) -> dict[str, Any]:
     }
 
 
-def read_known(index_dir: Path) -> dict[str, IndexedFile]:
-    """What an index folder's manifest holds, by path (empty for a new index)."""
+RACY_SECONDS = 2.0
+"""A file modified this close to when it was recorded may have changed again within the
+filesystem's timestamp resolution (2 s on FAT, 1 s on ext3/HFS+): its hash decides."""
+
+
+def read_known(index_dir: Path) -> tuple[dict[str, IndexedFile], set[str]]:
+    """What an index folder's manifest holds, by path, and its pending paths (paths a
+    crashed run had begun to change); both empty for a new index."""
     if not (index_dir / MANIFEST_FILE).exists():
-        return {}
+        return {}, set()
     manifest = Manifest(index_dir, readonly=True)
     try:
-        return {f.path: f for f in manifest.files()}
+        return {f.path: f for f in manifest.files()}, set(manifest.pending())
     finally:
         manifest.close()
+
+
+def is_unchanged(old: IndexedFile, ref: FileRef) -> bool:
+    """Whether a listed file can be skipped on its size and mtime alone.
+
+    Not when the filesystem gives no mtime, nor when the recorded mtime is within
+    :data:`RACY_SECONDS` of the moment it was recorded: such files are re-read and
+    their hash decides (an unchanged hash costs a read, not an embedding).
+    """
+    if old.size != ref.size or ref.mtime is None or old.mtime != ref.mtime:
+        return False
+    return old.indexed_at is None or ref.mtime < old.indexed_at - RACY_SECONDS
 
 
 def plan_run(
@@ -320,18 +346,25 @@ def plan_run(
     index_dir: Path,
     known: dict[str, IndexedFile],
     discovery: Discovery,
+    pending: set[str] | frozenset[str] = frozenset(),
 ) -> RunPlan:
-    """Compare the listing with what the index holds: what to read, what to drop."""
+    """Compare the listing with what the index holds: what to read, what to drop.
+
+    ``pending`` paths were being changed by a run that did not finish: whatever the
+    stores hold for them is not what the manifest says, so they are read and
+    re-indexed in full (or removed, if they are gone) whatever their size and mtime.
+    """
+    trusted = {p: f for p, f in known.items() if p not in pending}
     listed = {f.path for f in discovery.files}
     todo = []
     unchanged = 0
     for ref in discovery.files:
-        old = known.get(ref.path)
-        if old is not None and old.size == ref.size and old.mtime == ref.mtime:
+        old = trusted.get(ref.path)
+        if old is not None and is_unchanged(old, ref):
             unchanged += 1
             continue
         todo.append(ref)
-    removed = sorted(set(known) - listed)
+    removed = sorted((set(known) | set(pending)) - listed)
     stats = IndexStats(
         mode=config.mode,
         root=root.url,
@@ -340,10 +373,11 @@ def plan_run(
         files_todo=len(todo),
         files_unchanged=unchanged,
         files_removed=len(removed),
+        files_recovered=len(pending),
     )
     for skip in discovery.skipped:
         stats.add_skip(skip)
-    return RunPlan(root, index_dir, todo, known, removed, discovery, stats)
+    return RunPlan(root, index_dir, todo, trusted, removed, discovery, stats)
 
 
 def choose_mode(config: IndexConfig, plan: RunPlan, has_client: bool) -> str:
@@ -707,6 +741,7 @@ class _DaskRun:
             qdrant_api_key=self.config.qdrant_api_key,
             force=self.force,
             commit_every=self.config.commit_every,
+            commit_seconds=self.config.commit_seconds,
             actor=True,
             workers=[address],
             allow_other_workers=False,
@@ -763,14 +798,15 @@ class _DaskRun:
         return self.stats
 
     def _cancel(self) -> None:
-        """Cancel every task of the run still referenced and drop the writer (no commit)."""
+        """Cancel every task of the run still referenced; the writer commits what it
+        wrote whole (safe at any point: see :mod:`rcm_dask.writer`) and closes."""
         leftover = list(self.alive)
         if leftover:
             self.client.cancel(leftover, force=True)
         self.futures.clear()
         if self.writer is not None:
             try:
-                self.writer.close(False).result(timeout=60)
+                self.writer.close(True).result(timeout=60)
             except Exception:  # the writer may be what failed; its last commit stands
                 pass
             self.writer = None
@@ -934,6 +970,7 @@ def index(
     embedder: Embedder | None = None,
     dashboard: bool = False,
     performance_report: str | os.PathLike[str] | None = None,
+    on_wait: Callable[[dict[str, Any] | None], None] | None = None,
     **overrides: Any,
 ) -> IndexStats:
     """Index a Rust codebase (local path or fsspec URL) and return what the run did.
@@ -942,6 +979,12 @@ def index(
     those whose content changed, and removes files that left the codebase. Files
     that cannot be read keep what the index already held for them. When nothing
     changed, no cluster is started and no model is loaded.
+
+    The run holds the index folder's lock throughout, commits both stores every
+    ``commit_every`` chunks or ``commit_seconds``, and on an error or Ctrl-C commits
+    what it wrote whole before re-raising: a run stopped at any point (even killed)
+    leaves an index that searches, and the next run converges to what a clean run
+    would have built.
 
     Parameters
     ----------
@@ -966,6 +1009,9 @@ def index(
         ``stats.dashboard_link`` from the first progress call on).
     performance_report
         Write Dask's performance report of the run to this HTML file.
+    on_wait
+        Called once, with the holder's note (pid, host, since, command), when another
+        run holds the index and ``wait`` (a config field) lets this one queue.
     **overrides
         Any :class:`~rcm_dask.config.IndexConfig` field (``batch_size=64``...).
 
@@ -981,6 +1027,8 @@ def index(
         The path is missing, not a folder, or holds no ``.rs`` files.
     IndexIdentityError
         The index was built with another model or chunker; use ``force=True``.
+    IndexLockedError
+        Another run is writing this index (and ``wait`` ran out).
     ClusterError
         The Dask cluster cannot run the work.
 
@@ -1031,46 +1079,122 @@ def index(
         Path(config.index_dir).expanduser() if config.index_dir else default_index_dir(root.url)
     ).absolute()
     identity = run_identity(root, embedder)
-    check_identity(index_dir, identity, config.qdrant_url, force)
-    known = {} if force else read_known(index_dir)
-    plan = plan_run(root, config, index_dir, known, discovery)
-    plan.stats.add_time("discover", discover_seconds)
-    chosen = choose_mode(config, plan, client is not None)
-    plan.stats.mode = chosen
-    if chosen == "sequential" or not plan.todo:
-        if performance_report:
-            raise ConfigError("--performance-report needs a cluster mode (parallel or pipeline)")
-        with IndexWriter(
+    try:
+        stats = _index_locked(
+            root,
+            config,
+            discovery,
+            discover_seconds,
+            embedder,
             index_dir,
             identity,
-            qdrant_url=config.qdrant_url,
-            qdrant_api_key=config.qdrant_api_key,
-            force=force,
-            commit_every=config.commit_every,
-        ) as writer:
-            stats = run_sequential(plan, config, embedder, writer, progress)
-            with _timed(stats, "write"):
-                writer.commit()
-            stats.chunks_written = writer.chunks_written
-            stats.commits = writer.commits
-            stats.seconds = time.perf_counter() - started
-            writer.manifest.set_meta("last_run", stats.to_dict())
-    else:
-        with ExitStack() as stack:
-            dask_client_, label = stack.enter_context(
-                dask_client(config, client, dashboard=dashboard)
-            )
-            plan.stats.cluster = label
-            plan.stats.dashboard_link = _dashboard_link(dask_client_) if dashboard else ""
-            if performance_report:
-                from distributed import performance_report as perf
-
-                stack.enter_context(perf(filename=str(performance_report)))
-            run = _DaskRun(plan, config, embedder, dask_client_, identity, force, progress)
-            stats = run.run(pipelined=chosen == "pipeline")
-        stats.seconds = time.perf_counter() - started
-        _save_last_run(index_dir, stats)
+            client,
+            force,
+            progress,
+            dashboard,
+            performance_report,
+            on_wait,
+            started,
+        )
+    except KeyboardInterrupt as e:
+        if isinstance(e, IndexInterrupted):
+            raise
+        raise _interrupted(index_dir) from e
     stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def _interrupted(index_dir: Path) -> IndexInterrupted:
+    """What Ctrl-C left: the committed counts, read back from the manifest."""
+    files = chunks = pending = 0
+    if (index_dir / MANIFEST_FILE).exists():
+        try:
+            manifest = Manifest(index_dir, readonly=True)
+            try:
+                files, chunks = manifest.counts()
+                pending = len(manifest.pending())
+            finally:
+                manifest.close()
+        except Exception:  # the counts are a courtesy; the interrupt is what matters
+            pass
+    rest = f"; {pending} files were half-written and will be redone" if pending else ""
+    return IndexInterrupted(
+        f"Interrupted. The index at {index_dir} keeps {files} files ({chunks} chunks) "
+        f"committed{rest}. Run the same command again to finish: only what is missing "
+        "is read.",
+        files,
+        chunks,
+        pending,
+    )
+
+
+def _index_locked(
+    root: SourceRoot,
+    config: IndexConfig,
+    discovery: Discovery,
+    discover_seconds: float,
+    embedder: Embedder,
+    index_dir: Path,
+    identity: dict[str, Any],
+    client: Client | None,
+    force: bool,
+    progress: ProgressCallback | None,
+    dashboard: bool,
+    performance_report: str | os.PathLike[str] | None,
+    on_wait: Callable[[dict[str, Any] | None], None] | None,
+    started: float,
+) -> IndexStats:
+    """The part of :func:`index` that runs under the index lock."""
+    # One run per index: taken before anything is read from or written to the folder
+    with IndexLock(index_dir, wait=config.wait, on_wait=on_wait):
+        check_identity(index_dir, identity, config.qdrant_url, force)
+        known, pending = ({}, set()) if force else read_known(index_dir)
+        plan = plan_run(root, config, index_dir, known, discovery, pending)
+        plan.stats.add_time("discover", discover_seconds)
+        chosen = choose_mode(config, plan, client is not None)
+        plan.stats.mode = chosen
+        if not (plan.todo or plan.removed or force):
+            # Nothing changed: no writer, no cluster, no model.
+            stats = plan.stats
+            stats.cluster = IN_PROCESS
+            stats.seconds = time.perf_counter() - started
+            _save_last_run(index_dir, stats)
+        elif chosen == "sequential" or not plan.todo:
+            if performance_report:
+                raise ConfigError(
+                    "--performance-report needs a cluster mode (parallel or pipeline)"
+                )
+            with IndexWriter(
+                index_dir,
+                identity,
+                qdrant_url=config.qdrant_url,
+                qdrant_api_key=config.qdrant_api_key,
+                force=force,
+                commit_every=config.commit_every,
+                commit_seconds=config.commit_seconds,
+            ) as writer:
+                stats = run_sequential(plan, config, embedder, writer, progress)
+                with _timed(stats, "write"):
+                    writer.commit()
+                stats.chunks_written = writer.chunks_written
+                stats.commits = writer.commits
+                stats.seconds = time.perf_counter() - started
+                writer.manifest.set_meta("last_run", stats.to_dict())
+        else:
+            with ExitStack() as stack:
+                dask_client_, label = stack.enter_context(
+                    dask_client(config, client, dashboard=dashboard)
+                )
+                plan.stats.cluster = label
+                plan.stats.dashboard_link = _dashboard_link(dask_client_) if dashboard else ""
+                if performance_report:
+                    from distributed import performance_report as perf
+
+                    stack.enter_context(perf(filename=str(performance_report)))
+                run = _DaskRun(plan, config, embedder, dask_client_, identity, force, progress)
+                stats = run.run(pipelined=chosen == "pipeline")
+            stats.seconds = time.perf_counter() - started
+            _save_last_run(index_dir, stats)
     return stats
 
 

@@ -214,6 +214,8 @@ class IndexStats:
     """Files skipped because the index already holds them unchanged."""
     files_removed: int = 0
     """Files that left the codebase and whose chunks were removed."""
+    files_recovered: int = 0
+    """Files an earlier run left half-written (it crashed or was stopped), redone now."""
     skipped: dict[str, int] = field(default_factory=dict)
     """Skipped files counted by reason."""
     skipped_examples: dict[str, list[str]] = field(default_factory=dict)
@@ -365,6 +367,11 @@ class IndexedFile:
     """Content hash when indexed."""
     chunk_ids: tuple[str, ...]
     """Ids of every chunk (and part) the file produced, in order."""
+    indexed_at: float | None = field(default=None, compare=False)
+    """Epoch seconds when the manifest recorded it (None before it is recorded).
+
+    A file whose mtime is this close to ``indexed_at`` may have changed again within
+    the filesystem's timestamp resolution, so a re-run checks its hash."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -22,6 +22,7 @@ from .errors import ConfigError, IndexIdentityError, IndexNotFoundError, StoreBu
 from .records import Hit
 from .stores import StoreHit
 from .stores.bm25 import Bm25Store
+from .stores.lock import describe_holder, is_locked, read_holder
 from .stores.manifest import Manifest, read_identity
 from .stores.vectors import VectorStore
 from .writer import BM25_DIR, open_vectors_for
@@ -365,8 +366,10 @@ class SearchIndex:
             files, chunks = manifest.counts()
             updated = manifest.get_meta("updated")
             last_run = manifest.get_meta("last_run")
+            pending = len(manifest.pending())
         finally:
             manifest.close()
+        writer = describe_holder(read_holder(self.index_dir)) if is_locked(self.index_dir) else ""
         return {
             "index_dir": str(self.index_dir),
             "root": self.identity.get("root"),
@@ -377,6 +380,8 @@ class SearchIndex:
             "updated_ago_s": round(time.time() - float(str(updated)), 1) if updated else None,
             "identity": self.identity,
             "last_run": last_run,
+            "pending": pending,
+            "writer": writer,
         }
 
     def close(self) -> None:

@@ -10,7 +10,12 @@ Index folder layout::
 
 Order of a commit: Tantivy, then Qdrant, then the manifest (one SQLite transaction).
 A file enters the manifest only once all of its chunks are in both stores, so the
-manifest never claims what the stores lack.
+manifest never claims what the stores lack. Before a file's chunks change in either
+store, its path is committed to the manifest's ``pending`` table; the next run
+re-indexes every pending path, so a crash at any point converges (see
+:mod:`rcm_dask.stores.manifest`). Stores without a manifest beside them are
+unaccounted for (a crash during ``--force`` or before the first commit) and are
+cleared before writing.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .errors import IndexIdentityError, IndexWriteError
+from .errors import IndexIdentityError, IndexWriteError, StoreBusyError
 from .records import EmbeddedBatch, IndexedFile
 from .stores.bm25 import Bm25Store
 from .stores.manifest import (
@@ -113,6 +118,11 @@ class IndexWriter:
         Throw away whatever the folder holds and start afresh.
     commit_every
         Commit once this many chunks have been written since the last commit.
+    commit_seconds
+        Also commit when this many seconds have passed since the last commit and
+        something was written (0: never by time).
+    busy_wait
+        Seconds to wait for a searcher to release the embedded vector shard.
 
     Raises
     ------
@@ -131,26 +141,35 @@ class IndexWriter:
         qdrant_api_key: str | None = None,
         force: bool = False,
         commit_every: int = 4096,
+        commit_seconds: float = 0.0,
+        busy_wait: float = 30.0,
     ) -> None:
         self.index_dir = Path(index_dir)
         self.commit_every = commit_every
+        self.commit_seconds = commit_seconds
+        self._last_commit = time.monotonic()
         self.index_dir.mkdir(parents=True, exist_ok=True)
         identity, stored = check_identity(self.index_dir, identity, qdrant_url, force)
         self._qdrant_api_key = qdrant_api_key
-        if force:
+        if force or (stored is not None and not (self.index_dir / MANIFEST_FILE).exists()):
             self._wipe(stored)
         identity["created"] = (
             stored.get("created") if stored and not force else None
         ) or time.time()
         write_identity(self.index_dir, identity)
         self.identity = identity
-        self.bm25 = Bm25Store.open(self.index_dir / BM25_DIR, writable=True)
+        self.manifest = Manifest(self.index_dir)
         try:
-            self.vectors = open_vectors_for(self.index_dir, identity, qdrant_api_key)
+            self.bm25 = Bm25Store.open(self.index_dir / BM25_DIR, writable=True)
+        except Exception:
+            self.manifest.close()
+            raise
+        try:
+            self.vectors = self._open_vectors(busy_wait)
         except Exception:
             self.bm25.close()
+            self.manifest.close()
             raise
-        self.manifest = Manifest(self.index_dir)
         self._expected: dict[str, IndexedFile] = {}
         self._remaining: dict[str, int] = {}
         self._replaced: set[str] = set()
@@ -162,12 +181,27 @@ class IndexWriter:
         self.write_seconds = 0.0
         self.spans: list[list[float]] = []
 
+    def _open_vectors(self, busy_wait: float) -> VectorStore:
+        """Open the vector store, waiting up to ``busy_wait`` s for a searcher to let go."""
+        deadline = time.monotonic() + busy_wait
+        while True:
+            try:
+                return open_vectors_for(self.index_dir, self.identity, self._qdrant_api_key)
+            except StoreBusyError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+
     def _wipe(self, stored: dict[str, Any] | None) -> None:
-        """Delete every store of the folder (``--force``)."""
-        for name in (BM25_DIR, VECTORS_DIR):
-            shutil.rmtree(self.index_dir / name, ignore_errors=True)
+        """Delete every store of the folder (``--force``, or stores nothing accounts for).
+
+        The manifest goes first: once it is gone nothing claims the stores' content,
+        so a crash half-way through leaves stores that the next run clears again.
+        """
         for suffix in ("", "-wal", "-shm"):
             (self.index_dir / (MANIFEST_FILE + suffix)).unlink(missing_ok=True)
+        for name in (BM25_DIR, VECTORS_DIR):
+            shutil.rmtree(self.index_dir / name, ignore_errors=True)
         if stored and stored.get("qdrant_url"):
             from qdrant_client import QdrantClient
 
@@ -229,7 +263,9 @@ class IndexWriter:
         n = len(batch.chunks)
         self.chunks_written += n
         self._since_commit += n
-        if self._since_commit >= self.commit_every:
+        if self._since_commit >= self.commit_every or (
+            self.commit_seconds > 0 and time.monotonic() - self._last_commit >= self.commit_seconds
+        ):
             self.commit()
         self._record(start)
         return n
@@ -272,8 +308,10 @@ class IndexWriter:
         self._since_commit += 1
 
     def _replace(self, paths: list[str]) -> None:
-        """Delete the old chunks of files about to be (re)written."""
+        """Delete the old chunks of files about to be (re)written, noting them as pending
+        first (durably), so that a crash from here on makes the next run redo them."""
         try:
+            self.manifest.mark_pending(paths)
             self.bm25.delete_paths(paths)
             self.vectors.delete_paths(paths)
         except Exception as e:
@@ -298,6 +336,7 @@ class IndexWriter:
         self._complete = []
         self._removals = []
         self._since_commit = 0
+        self._last_commit = time.monotonic()
         self.commits += 1
         self._record(start)
 
@@ -307,9 +346,11 @@ class IndexWriter:
             if commit:
                 self.commit()
         finally:
-            self.manifest.close()
-            self.vectors.close()
-            self.bm25.close()
+            try:
+                self.vectors.close()
+            finally:
+                self.bm25.close()
+                self.manifest.close()
 
     def __enter__(self) -> IndexWriter:
         return self
@@ -320,6 +361,17 @@ class IndexWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # On an error, what was committed stays; the half-written rest is not committed
-        # to the manifest, so the next run redoes those files.
-        self.close(commit=exc_type is None)
+        if exc_type is None:
+            self.close()
+            return
+        # An error or Ctrl-C: keep every file written whole so far (a commit is safe at
+        # any point: files half-written stay pending and the next run redoes them). A
+        # failure here must not hide the error that got us here.
+        try:
+            self.commit()
+        except Exception:
+            pass
+        try:
+            self.close(commit=False)
+        except Exception:
+            pass

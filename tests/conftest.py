@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,3 +147,61 @@ def dask_client():  # type: ignore[no-untyped-def]
     yield client
     client.close()
     cluster.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real but tiny local Hugging Face model folder (1 layer, 32 dims, random weights)
+    with the bundled tokenizer: the real embedding path at a fraction of the cost, for
+    tests that run whole index processes many times."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from rcm_dask.embedding import bundled_model_dir
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    src = bundled_model_dir()
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    BertModel(config).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (src / name).exists():
+            shutil.copy(src / name, out / name)
+    (out / "sentence_bert_config.json").write_text('{"max_seq_length": 128}')
+    return out
+
+
+def index_state(index_dir: Path) -> dict[str, object]:
+    """What an index folder holds, store by store: chunk ids (duplicates kept) of BM25
+    and of the vectors, the manifest's ids per path, and its pending paths."""
+    from rcm_dask.search import SearchIndex
+    from rcm_dask.stores.manifest import Manifest
+
+    with SearchIndex(index_dir, embedder=HashEmbedder()) as idx:
+        bm25 = sorted(p["id"] for p in idx.bm25.iter_payloads())
+        vectors = sorted(pid for pid, _, _ in idx.vectors.iter_points())
+    m = Manifest(index_dir, readonly=True)
+    try:
+        files = {f.path: sorted(f.chunk_ids) for f in m.files()}
+        pending = m.pending()
+    finally:
+        m.close()
+    return {"bm25": bm25, "vectors": vectors, "files": files, "pending": pending}
+
+
+def assert_converged(index_dir: Path, clean_dir: Path) -> None:
+    """The index holds exactly what a clean full run built: same ids in BM25, vectors and
+    manifest, no duplicates, no orphans, nothing pending."""
+    got, want = index_state(index_dir), index_state(clean_dir)
+    assert got["pending"] == []
+    assert got["files"] == want["files"]
+    ids = sorted(i for ids in want["files"].values() for i in ids)  # type: ignore[attr-defined]
+    assert got["bm25"] == ids, "BM25 holds duplicates or orphans"
+    assert got["vectors"] == ids, "the vector store holds duplicates or orphans"

@@ -1,10 +1,14 @@
 """The manifest: what the index holds, per file, in one SQLite file (``manifest.sqlite``).
 
 It is written last, after both stores have committed the matching changes, in one
-transaction: a file listed here is fully present in both stores. A crash between a
-store commit and the manifest update leaves store content the manifest does not
-know; the next run re-indexes those files (delete by path, then add), which
-converges.
+transaction: a file listed here is fully present in both stores.
+
+Before the writer touches a file's chunks in either store, it records the path in
+the ``pending`` table and commits that (a write-ahead note of intent). The commit
+that records the file's new state clears it. So after a crash at any point, every
+path whose store content may differ from what ``files`` says is in ``pending``, and
+the next run re-indexes or removes exactly those (delete by path, then add): the
+index converges to what a clean run would hold, with no duplicates and no orphans.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ CREATE TABLE IF NOT EXISTS files (
     indexed_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pending (path TEXT PRIMARY KEY, since REAL NOT NULL);
 """
 
 
@@ -52,6 +57,10 @@ class Manifest:
             # Dask actor); it is never used by two threads at once
             self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL survives any crash or kill of the process (only a power
+            # cut can drop the last transactions) and does not fsync each one: the
+            # sequential mode marks files pending one transaction per file.
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             self._db.commit()
 
@@ -62,16 +71,38 @@ class Manifest:
     def get(self, path: str) -> IndexedFile | None:
         """The record of one file, or None."""
         row = self._db.execute(
-            "SELECT path, size, mtime, sha256, chunk_ids FROM files WHERE path = ?", (path,)
+            "SELECT path, size, mtime, sha256, chunk_ids, indexed_at FROM files WHERE path = ?",
+            (path,),
         ).fetchone()
         return _row(row) if row else None
 
     def files(self) -> Iterator[IndexedFile]:
         """Every file record, sorted by path."""
         for row in self._db.execute(
-            "SELECT path, size, mtime, sha256, chunk_ids FROM files ORDER BY path"
+            "SELECT path, size, mtime, sha256, chunk_ids, indexed_at FROM files ORDER BY path"
         ):
             yield _row(row)
+
+    def pending(self) -> list[str]:
+        """Paths whose chunks a run began to change and no commit has recorded since."""
+        if not self._has_pending_table():
+            return []
+        return [r[0] for r in self._db.execute("SELECT path FROM pending ORDER BY path")]
+
+    def _has_pending_table(self) -> bool:
+        """Whether the table exists (a read-only open of an older manifest may lack it)."""
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pending'"
+        ).fetchone()
+        return row is not None
+
+    def mark_pending(self, paths: Iterable[str]) -> None:
+        """Record, durably, that these paths' chunks are about to change in the stores."""
+        now = time.time()
+        with self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO pending VALUES (?, ?)", [(p, now) for p in paths]
+            )
 
     def paths(self) -> list[str]:
         """Every indexed path, sorted."""
@@ -87,8 +118,11 @@ class Manifest:
         return files, chunks
 
     def apply(self, upserts: Iterable[IndexedFile], removals: Sequence[str] = ()) -> None:
-        """Record written files and forget removed ones, in one transaction."""
+        """Record written files and forget removed ones, in one transaction; both leave
+        ``pending``, since the stores now hold exactly what this records."""
         now = time.time()
+        upserts = list(upserts)
+        done = [(p,) for p in removals] + [(f.path,) for f in upserts]
         with self._db:
             self._db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in removals])
             self._db.executemany(
@@ -98,6 +132,7 @@ class Manifest:
                     for f in upserts
                 ],
             )
+            self._db.executemany("DELETE FROM pending WHERE path = ?", done)
 
     def set_meta(self, key: str, value: object) -> None:
         """Store one JSON value under ``key``."""
@@ -114,12 +149,18 @@ class Manifest:
         with self._db:
             self._db.execute("DELETE FROM files")
             self._db.execute("DELETE FROM meta")
+            self._db.execute("DELETE FROM pending")
 
 
-def _row(row: tuple[str, int, float | None, str, str]) -> IndexedFile:
+def _row(row: tuple[str, int, float | None, str, str, float]) -> IndexedFile:
     """A database row as a record."""
     return IndexedFile(
-        path=row[0], size=row[1], mtime=row[2], sha256=row[3], chunk_ids=tuple(json.loads(row[4]))
+        path=row[0],
+        size=row[1],
+        mtime=row[2],
+        sha256=row[3],
+        chunk_ids=tuple(json.loads(row[4])),
+        indexed_at=row[5],
     )
 
 

@@ -1,0 +1,171 @@
+"""One index run per index folder at a time: an OS file lock plus a note of who holds it.
+
+The lock is ``<index_dir>/index.lock``, taken with ``filelock`` (``flock`` on POSIX,
+``LockFileEx`` on Windows). The operating system drops it when its process dies,
+however it dies, so a lock left by a killed run is simply free: there is no stale
+lock to detect or break by hand. Beside it, ``lock.json`` says who holds the lock
+(pid, host, since when, what command), written once the lock is taken; a second run
+reads it to say who is in its way. A ``lock.json`` whose writer no longer holds the
+lock is stale, and the next holder overwrites it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from ..errors import IndexLockedError
+
+LOCK_FILE = "index.lock"
+HOLDER_FILE = "lock.json"
+
+
+def read_holder(index_dir: str | Path) -> dict[str, Any] | None:
+    """Who last took the index lock (pid, host, since, command), or None."""
+    try:
+        value = json.loads((Path(index_dir) / HOLDER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def describe_holder(holder: dict[str, Any] | None) -> str:
+    """``pid 4242 on host build-1 since 2026-11-24 10:02:13 (rcm-dask index .)``."""
+    if not holder:
+        return "another process"
+    since = holder.get("since")
+    when = (
+        _dt.datetime.fromtimestamp(float(since)).strftime("%Y-%m-%d %H:%M:%S")
+        if isinstance(since, (int, float))
+        else "?"
+    )
+    text = f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} since {when}"
+    if holder.get("command"):
+        text += f" ({holder['command']})"
+    return text
+
+
+class IndexLock:
+    """The write lock of one index folder, held for the length of an index run.
+
+    Parameters
+    ----------
+    index_dir
+        The index folder (created if missing).
+    wait
+        Seconds to wait for a running holder to finish: 0 (the default) fails at
+        once, a negative number or ``inf`` waits as long as it takes.
+    on_wait
+        Called once, with the holder's note, when the lock is busy and we wait.
+
+    Raises
+    ------
+    IndexLockedError
+        From :meth:`acquire`: another process holds the lock (and ``wait`` ran out).
+
+    Examples
+    --------
+    >>> with IndexLock(tmp / "index"):           # doctest: +SKIP
+    ...     ...                                  # write the index
+    """
+
+    def __init__(
+        self,
+        index_dir: str | Path,
+        *,
+        wait: float = 0.0,
+        on_wait: Callable[[dict[str, Any] | None], None] | None = None,
+    ) -> None:
+        self.index_dir = Path(index_dir)
+        self.wait = wait
+        self.on_wait = on_wait
+        self._lock: FileLock | None = None
+
+    def acquire(self) -> IndexLock:
+        """Take the lock (waiting as configured) and record who holds it; returns self."""
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        # thread_local=False: a Dask client's threads may release what the caller took
+        lock = FileLock(str(self.index_dir / LOCK_FILE), thread_local=False, is_singleton=False)
+        try:
+            # a short grace: `rcm-dask status` probes the lock for an instant
+            lock.acquire(timeout=0.5, poll_interval=0.05)
+        except Timeout:
+            holder = read_holder(self.index_dir)
+            if self.wait == 0:
+                raise self._busy(holder, waited=None) from None
+            if self.on_wait is not None:
+                self.on_wait(holder)
+            timeout = -1.0 if self.wait < 0 or self.wait == float("inf") else self.wait
+            try:
+                lock.acquire(timeout=timeout, poll_interval=0.2)
+            except Timeout:
+                raise self._busy(read_holder(self.index_dir), waited=self.wait) from None
+        self._lock = lock
+        note = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.time(),
+            "command": " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]])[:300],
+        }
+        tmp = self.index_dir / (HOLDER_FILE + ".tmp")
+        tmp.write_text(json.dumps(note) + "\n", encoding="utf-8")
+        tmp.replace(self.index_dir / HOLDER_FILE)
+        return self
+
+    def _busy(self, holder: dict[str, Any] | None, waited: float | None) -> IndexLockedError:
+        """The error for a lock someone else holds."""
+        after = f" (waited {waited:g} s)" if waited is not None else ""
+        return IndexLockedError(
+            f"the index at {self.index_dir} is being written by {describe_holder(holder)}"
+            f"{after}. Wait for that run to finish, or pass --wait to queue behind it."
+        )
+
+    def release(self) -> None:
+        """Drop the lock and its holder note; idempotent."""
+        if self._lock is None:
+            return
+        try:
+            (self.index_dir / HOLDER_FILE).unlink(missing_ok=True)
+        finally:
+            self._lock.release()
+            self._lock = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock now."""
+        return self._lock is not None
+
+    def __enter__(self) -> IndexLock:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+def is_locked(index_dir: str | Path) -> bool:
+    """Whether an index run holds the folder's lock right now (for ``status``)."""
+    path = Path(index_dir) / LOCK_FILE
+    if not path.exists():
+        return False
+    probe = FileLock(str(path), thread_local=False, is_singleton=False)
+    try:
+        probe.acquire(timeout=0)
+    except Timeout:
+        return True
+    probe.release()
+    return False
