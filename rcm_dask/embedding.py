@@ -32,6 +32,11 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 # a worker finds the weights already loaded by an earlier task.
 _LOADED: dict[tuple[str, str], tuple[Any, Any]] = {}
 _LOAD_LOCK = threading.Lock()
+
+CHARS_PER_TOKEN_BOUND = 128
+"""Characters per token beyond which text cannot reach the model: a word-piece
+covers at most ~100 characters, so a text cut at ``max_tokens`` times this keeps
+every token the model would see (barring pathological runs of whitespace)."""
 # Tokenizers too (no weights, but ~0.1 s to build), one per thread: a fast
 # tokenizer called from two threads at once with other truncation settings fails
 # with "Already borrowed".
@@ -244,8 +249,11 @@ class Embedder:
                 torch.set_num_threads(threads)
         model = self._model()
         tok = self.tokenizer
+        # The model sees max_tokens tokens at most; cutting far past that first spares
+        # tokenizing megabytes of a generated table only to drop them.
+        limit = self.max_tokens * CHARS_PER_TOKEN_BOUND
         enc = tok(
-            list(texts),
+            [t if len(t) <= limit else t[:limit] for t in texts],
             add_special_tokens=True,
             truncation=True,
             max_length=self.max_tokens,

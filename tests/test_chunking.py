@@ -904,6 +904,20 @@ def test_split_with_word_counter(max_tokens: int) -> None:
     assert len(counter.calls) <= 4
 
 
+def test_split_of_a_huge_item_stops_at_max_split_chars() -> None:
+    """A 2 MB generated table: a bounded number of parts, the last one carrying the rest
+    (whole for BM25)."""
+    from rcm_dask.chunking import MAX_SPLIT_CHARS
+
+    source = make_source('pub const TABLE: &str = "' + "ab " * 700_000 + '";\n')
+    whole = chunk_source(source)
+    parts = split_chunks(whole, word_counter, 50)
+    assert 1 < len(parts) < MAX_SPLIT_CHARS // 50
+    counts = word_counter([format_for_embedding(p) for p in parts])
+    assert max(counts[:-1]) <= 50 and counts[-1] > 50
+    check_parts(source, whole, parts)
+
+
 def test_split_single_long_line_with_word_counter() -> None:
     line = '    let s = "' + " ".join(f"w{i}" for i in range(1500)) + '";\n'
     source = make_source("fn one_line() {\n" + line + "}\n")

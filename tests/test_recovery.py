@@ -1,0 +1,353 @@
+"""Real processes stopped the hard way: kill -9 at seeded random points, Ctrl-C, a killed
+worker, and two processes on one index (the lock, and search during a run).
+
+Index runs are real ``python -m rcm_dask index`` processes with a tiny real model
+(``tiny_model``), so each run costs seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rcm_dask import IndexConfig, index
+from rcm_dask.errors import IndexLockedError
+from rcm_dask.search import SearchIndex
+from rcm_dask.stores.lock import HOLDER_FILE, IndexLock, is_locked
+
+from .conftest import HashEmbedder, assert_converged, index_state
+
+pytestmark = pytest.mark.slow
+
+SLICE = "library/alloc/src/collections"
+
+
+def _env(tiny_model: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RCM_")}
+    env.update(RCM_MODEL=str(tiny_model), RCM_TORCH_THREADS="1", **extra)
+    return env
+
+
+def _cmd(root: Path, index_dir: Path, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "rcm_dask",
+        "index",
+        str(root),
+        "--index-dir",
+        str(index_dir),
+        *args,
+    ]
+
+
+def _full(root: Path, index_dir: Path, env: dict[str, str], *args: str) -> dict[str, Any]:
+    """A run to completion; returns its --json stats."""
+    out = subprocess.run(
+        _cmd(root, index_dir, "--json", *args), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return dict(json.loads(out.stdout))
+
+
+def _wait_for_commit(index_dir: Path, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    """Until the run has committed at least one file to the manifest."""
+    from rcm_dask.stores.manifest import Manifest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before its first commit"
+        if (index_dir / "manifest.sqlite").exists():
+            m = Manifest(index_dir, readonly=True)
+            try:
+                if m.counts()[0] > 0:
+                    return
+            except Exception:  # created but its tables not yet committed
+                pass
+            finally:
+                m.close()
+        time.sleep(0.1)
+    raise AssertionError("no commit within the timeout")
+
+
+@pytest.fixture(scope="module")
+def corpus(rust_src: Path) -> Path:
+    return rust_src / SLICE
+
+
+@pytest.fixture(scope="module")
+def clean_index(
+    corpus: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, float]:
+    """The index a clean sequential run builds, and that run's wall seconds."""
+    out = tmp_path_factory.mktemp("clean") / "idx"
+    start = time.monotonic()
+    _full(corpus, out, _env(tiny_model, RCM_COMMIT_EVERY="64"), "--mode", "sequential")
+    return out, time.monotonic() - start
+
+
+@pytest.mark.parametrize(("mode", "seed"), [("sequential", 11), ("pipeline", 12)])
+def test_kill_9_at_random_points_converges(
+    corpus: Path,
+    tiny_model: Path,
+    clean_index: tuple[Path, float],
+    tmp_path: Path,
+    mode: str,
+    seed: int,
+) -> None:
+    """kill -9 of the whole run (driver and any cluster) at 3 seeded random moments;
+    after each the index opens and searches; a last run converges to the clean index."""
+    clean, wall = clean_index
+    idx = tmp_path / "idx"
+    env = _env(tiny_model, RCM_COMMIT_EVERY="64", RCM_N_WORKERS="2")
+    rng = random.Random(seed)
+    for _ in range(3):
+        proc = subprocess.Popen(
+            _cmd(corpus, idx, "--mode", mode),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            if (idx / "manifest.sqlite").exists():
+                time.sleep(rng.uniform(0.5, 0.9 * wall))
+            else:
+                _wait_for_commit(idx, proc)
+                time.sleep(rng.uniform(0.0, 0.5 * wall))
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+        with SearchIndex(idx, embedder=HashEmbedder()) as s:
+            assert s.status()["files"] >= 1
+            assert s.search("push", mode="bm25", limit=3)
+    stats = _full(corpus, idx, env, "--mode", mode)
+    assert stats["files_indexed"] + stats["files_unchanged"] == stats["files_seen"]
+    assert_converged(idx, clean)
+
+
+def test_ctrl_c_stops_promptly_and_keeps_what_was_committed(
+    corpus: Path, tiny_model: Path, clean_index: tuple[Path, float], tmp_path: Path
+) -> None:
+    """SIGINT to the whole process group (what a terminal sends): exit 130 within
+    seconds, a message with the kept counts; the next run finishes the job."""
+    clean, _ = clean_index
+    idx = tmp_path / "idx"
+    env = _env(tiny_model, RCM_COMMIT_EVERY="64", RCM_N_WORKERS="2")
+    proc = subprocess.Popen(
+        _cmd(corpus, idx, "--mode", "pipeline"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    _wait_for_commit(idx, proc)
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    stopped = time.monotonic() - sent
+    assert proc.returncode == 130, stderr[-2000:]
+    assert stopped < 30
+    assert "Interrupted. The index at" in stderr and "Run the same command again" in stderr
+    kept = index_state(idx)
+    assert kept["files"], "what was committed before Ctrl-C is kept"
+    assert not is_locked(idx)
+    stats = _full(corpus, idx, env, "--mode", "pipeline")
+    assert stats["files_unchanged"] >= len(kept["files"]) - len(kept["pending"])  # type: ignore[arg-type]
+    assert_converged(idx, clean)
+
+
+def test_killed_worker_is_replaced_and_the_index_is_complete(
+    corpus: Path, clean_index: tuple[Path, float], tmp_path: Path, tiny_model: Path
+) -> None:
+    """kill -9 of a (non-writer) worker of the run's own LocalCluster mid-run: Dask
+    reruns its tasks elsewhere and the run finishes with the whole index."""
+    import psutil
+
+    clean, _ = clean_index
+    idx = tmp_path / "idx"
+    env = _env(tiny_model, RCM_COMMIT_EVERY="64", RCM_N_WORKERS="2")
+    proc = subprocess.Popen(
+        _cmd(corpus, idx, "--mode", "pipeline", "--json"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    _wait_for_commit(idx, proc)
+    holder = psutil.Process(proc.pid)
+    workers = [
+        p
+        for p in holder.children(recursive=True)
+        if any("spawn_main" in part for part in p.cmdline())
+        and p.parent()
+        and p.parent().pid != proc.pid
+    ]
+    # the writer's worker holds the vector shard's files open; kill another one
+    shard = str(idx / "vectors")
+    others = [w for w in workers if not any(f.path.startswith(shard) for f in w.open_files())]
+    if others:
+        others[0].kill()
+    out, err = proc.communicate(timeout=600)
+    if proc.returncode != 0:  # the killed worker took a task that cannot be redone here
+        assert "Error" in err
+        _full(corpus, idx, env, "--mode", "pipeline")
+    assert_converged(idx, clean)
+
+
+# ------------------------------------------------------------------ two processes, one index
+
+
+def _hold_lock(index_dir: Path) -> subprocess.Popen[str]:
+    """Another process that takes the index lock and keeps it until its stdin closes."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from rcm_dask.stores.lock import IndexLock; "
+            f"l = IndexLock({str(index_dir)!r}).acquire(); print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def _small(tmp_path: Path) -> Path:
+    root = tmp_path / "crate"
+    (root / "src").mkdir(parents=True, exist_ok=True)
+    (root / "src" / "lib.rs").write_text("/// Adds.\npub fn add(a: u32, b: u32) -> u32 { a + b }\n")
+    return root
+
+
+def test_second_run_fails_at_once_naming_the_holder(tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    holder = _hold_lock(idx)
+    try:
+        start = time.monotonic()
+        with pytest.raises(IndexLockedError, match=rf"pid {holder.pid} on host .* since .*--wait"):
+            index(str(_small(tmp_path)), IndexConfig(index_dir=str(idx)), embedder=HashEmbedder())
+        assert time.monotonic() - start < 5
+        with pytest.raises(IndexLockedError, match=r"waited 1 s"):
+            index(
+                str(_small(tmp_path)),
+                IndexConfig(index_dir=str(idx), wait=1.0),
+                embedder=HashEmbedder(),
+            )
+        assert is_locked(idx)
+    finally:
+        holder.communicate("", timeout=30)
+    assert not is_locked(idx)
+
+
+def test_wait_queues_behind_the_holder(tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    holder = _hold_lock(idx)
+    seen: list[Any] = []
+    threading.Timer(1.5, lambda: holder.communicate("", timeout=30)).start()
+    stats = index(
+        str(_small(tmp_path)),
+        IndexConfig(index_dir=str(idx), wait=-1),
+        embedder=HashEmbedder(),
+        on_wait=seen.append,
+    )
+    assert stats.files_indexed == 1
+    assert len(seen) == 1 and seen[0]["pid"] == holder.pid
+
+
+def test_lock_of_a_killed_run_is_taken_over(tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    holder = _hold_lock(idx)
+    holder.kill()
+    holder.communicate(timeout=30)
+    assert json.loads((idx / HOLDER_FILE).read_text())["pid"] == holder.pid  # its note is left
+    stats = index(str(_small(tmp_path)), IndexConfig(index_dir=str(idx)), embedder=HashEmbedder())
+    assert stats.files_indexed == 1
+    assert not (idx / HOLDER_FILE).exists()
+
+
+def test_cli_reports_the_lock_and_waits(tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    root = _small(tmp_path)
+    holder = _hold_lock(idx)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "rcm_dask", "index", str(root), "--index-dir", str(idx)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 1 and f"pid {holder.pid}" in out.stderr and "--wait" in out.stderr
+        waiting = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rcm_dask",
+                "index",
+                str(root),
+                "--index-dir",
+                str(idx),
+                "--wait",
+                "--json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(3)
+        assert waiting.poll() is None
+    finally:
+        holder.communicate("", timeout=30)
+    _, err = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0 and "Waiting: this index is being written by" in err
+
+
+def test_search_during_a_run_answers_from_committed_state(
+    corpus: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    """Searches from this process while another process re-indexes: every answer is a
+    list of hits (BM25 from the last commit, vectors when free, with a notice when not);
+    nothing raises."""
+    import shutil
+
+    idx = tmp_path / "idx"
+    work = tmp_path / "corpus"
+    shutil.copytree(corpus, work)
+    env = _env(tiny_model, RCM_COMMIT_EVERY="32")
+    _full(work, idx, env, "--mode", "sequential")
+    for p in list(work.rglob("*.rs"))[::2]:
+        p.write_text(p.read_text() + "\n// edited\n")
+    proc = subprocess.Popen(
+        _cmd(work, idx, "--mode", "sequential"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    answers = notices = 0
+    config = IndexConfig(model=str(tiny_model))
+    while proc.poll() is None:
+        with SearchIndex(idx, config) as s:
+            hits = s.search("push an element onto the heap", limit=5)
+            assert hits
+            answers += 1
+            notices += bool(s.notices)
+    assert proc.wait() == 0
+    assert answers >= 3
+    assert notices >= 1  # the run held the vector shard at least once: BM25 only, said so
