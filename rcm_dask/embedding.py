@@ -174,9 +174,7 @@ class Embedder:
                 try:
                     tok = AutoTokenizer.from_pretrained(key, local_files_only=True)
                 except (OSError, ValueError) as e:
-                    raise ModelError(
-                        f"cannot load the tokenizer from {self.model_dir}: {e}"
-                    ) from e
+                    raise ModelError(f"cannot load the tokenizer from {self.model_dir}: {e}") from e
             cache[key] = tok
         return tok
 

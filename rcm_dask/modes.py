@@ -545,6 +545,7 @@ def dask_client(
             # dashboard, on :8787 by default: a random loopback port never collides
             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             silence_logs=logging.ERROR,
+            preload=[__name__],  # runs dask_setup() below in each worker process
         )
     except Exception as e:
         hint = ""
@@ -563,6 +564,20 @@ def dask_client(
             own.close()
     finally:
         cluster.close()
+
+
+def dask_setup(worker: Any) -> None:
+    """Preload of the run's own LocalCluster workers: they ignore Ctrl-C.
+
+    A terminal sends SIGINT to the whole process group; the driver handles it (cancels
+    the tasks, lets the writer commit, stops the cluster), and workers that died of it
+    first would lose the writer's last commit and print tracebacks.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def local_workers(cores: int) -> int:

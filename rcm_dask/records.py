@@ -271,8 +271,12 @@ class IndexStats:
         """Record that a stage was busy from ``start`` to ``end`` (epoch seconds)."""
         spans = self.stage_spans.setdefault(stage, [])
         spans.append([start, end])
-        if len(spans) > 64:
-            self.stage_spans[stage] = merge_spans(spans)
+        n = len(spans)
+        if n >= 128 and n & (n - 1) == 0:  # merge at 128, 256, 512...: amortised O(n log n)
+            merged = merge_spans(spans)
+            if len(merged) > MAX_SPANS:
+                merged = coarsen_spans(merged, MAX_SPANS // 2)
+            self.stage_spans[stage] = merged
 
     def busy_span(self, stage: str) -> float:
         """Wall-clock seconds in which the stage had at least one task running."""
@@ -312,6 +316,32 @@ class IndexStats:
         out["files_skipped"] = self.files_skipped
         out["chunks_per_second"] = round(self.chunks_per_second, 2)
         return out
+
+
+MAX_SPANS = 1024
+"""Spans kept per stage: beyond this, the shortest gaps between spans are closed (a
+run over 50,000 files would otherwise carry 50,000 spans per stage)."""
+
+
+def coarsen_spans(spans: list[list[float]], target: int) -> list[list[float]]:
+    """Close the shortest gaps of sorted, disjoint spans until ``target`` remain.
+
+    Examples
+    --------
+    >>> coarsen_spans([[0, 1], [1.1, 2], [5, 6]], 2)
+    [[0, 2], [5, 6]]
+    """
+    if len(spans) <= target:
+        return [list(s) for s in spans]
+    gaps = sorted(range(len(spans) - 1), key=lambda i: spans[i + 1][0] - spans[i][1])
+    closed = set(gaps[: len(spans) - target])
+    out = [list(spans[0])]
+    for i in range(1, len(spans)):
+        if i - 1 in closed:
+            out[-1][1] = spans[i][1]
+        else:
+            out.append(list(spans[i]))
+    return out
 
 
 def merge_spans(spans: list[list[float]]) -> list[list[float]]:

@@ -230,8 +230,17 @@ class SearchIndex:
 
     @property
     def vectors(self) -> VectorStore:
-        """The vector store (opened on first vector query)."""
+        """The vector store (opened on first vector query).
+
+        The embedded Qdrant engine admits one process at a time: while an index run
+        holds the index it is not opened at all (:class:`StoreBusyError`), so that a
+        busy searcher never starves the run of it."""
         if self._vectors is None:
+            if not self.identity.get("qdrant_url") and is_locked(self.index_dir):
+                raise StoreBusyError(
+                    f"the vector store of {self.index_dir} is in use by an index run "
+                    f"({describe_holder(read_holder(self.index_dir))})"
+                )
             self._vectors = open_vectors_for(
                 self.index_dir, self.identity, self.config.qdrant_api_key
             )

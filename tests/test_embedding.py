@@ -123,6 +123,10 @@ _TUNE = "from rcm_dask.embedding import tune_allocator; print(tune_allocator(), 
 def test_tune_allocator_only_where_dask_froze_it(env: dict[str, str], expected: str) -> None:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     out = subprocess.run(
-        [sys.executable, "-c", _TUNE], env={**clean, **env}, capture_output=True, text=True, check=True
+        [sys.executable, "-c", _TUNE],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.strip() == expected
