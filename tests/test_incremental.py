@@ -52,8 +52,31 @@ def crate(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(params=["qdrant-edge", "qdrant-server"])
+def vector_backend(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str | None:
+    """The embedded engine (None), or a Qdrant server URL served by qdrant-client's
+    on-disk local mode (the same client code as a real server)."""
+    if request.param == "qdrant-edge":
+        return None
+    import qdrant_client
+
+    real = qdrant_client.QdrantClient
+
+    def local_client(url: str | None = None, api_key: str | None = None, **_: object) -> Any:
+        return real(path=str(tmp_path / "qdrant-local"))
+
+    monkeypatch.setattr(qdrant_client, "QdrantClient", local_client)
+    return "http://127.0.0.1:6333"
+
+
 def _run(root: Path, index_dir: Path, emb: HashEmbedder | None = None, **kw: Any) -> Any:
-    config = IndexConfig(index_dir=str(index_dir), commit_every=kw.pop("commit_every", 4096))
+    config = IndexConfig(
+        index_dir=str(index_dir),
+        commit_every=kw.pop("commit_every", 4096),
+        qdrant_url=kw.pop("qdrant_url", None),
+    )
     return index(str(root), config, embedder=emb or HashEmbedder(), **kw)
 
 
@@ -150,23 +173,30 @@ def test_same_size_rewrite_within_the_timestamp_resolution(crate: Path, tmp_path
     ],
 )
 def test_failure_at_any_write_step_converges(
-    crate: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+    crate: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+    vector_backend: str | None,
 ) -> None:
-    """A write fails part-way through a re-index of changed files; the next run converges."""
+    """A write fails part-way through a re-index of changed files; the next run
+    converges. Both vector backends."""
     _age(crate)
     idx = tmp_path / "idx"
-    _run(crate, idx, commit_every=8)
+    url = vector_backend
+    _run(crate, idx, commit_every=8, qdrant_url=url)
     for i in range(12):
         (crate / "src" / f"gen_{i}.rs").write_text(
             f"pub fn changed_{i}() {{}}\npub fn more_{i}() {{}}\n"
         )
     (crate / "src" / "gen_11.rs").unlink()
-    from rcm_dask.stores.vectors import EdgeVectorStore
+    from rcm_dask.stores.vectors import EdgeVectorStore, QdrantClientVectorStore
 
+    store_cls = QdrantClientVectorStore if url else EdgeVectorStore
     target = {
         "bm25-add": (Bm25Store, "add_batch"),
-        "vectors-upsert": (EdgeVectorStore, "upsert_batch"),
-        "vectors-commit": (EdgeVectorStore, "commit"),
+        "vectors-upsert": (store_cls, "upsert_batch"),
+        "vectors-commit": (store_cls, "commit"),
         "manifest-apply": (Manifest, "apply"),
     }[where]
     real = getattr(*target)
@@ -180,11 +210,11 @@ def test_failure_at_any_write_step_converges(
 
     monkeypatch.setattr(*target, flaky)
     with pytest.raises((IndexWriteError, OSError)):
-        _run(crate, idx, commit_every=8)
+        _run(crate, idx, commit_every=8, qdrant_url=url)
     monkeypatch.setattr(*target, real)
     # the index still opens and searches after the failure
     assert index_state(idx)["bm25"]
-    _run(crate, idx, commit_every=8)
+    _run(crate, idx, commit_every=8, qdrant_url=url)
     clean = tmp_path / "clean"
     _run(crate, clean)
     assert_converged(idx, clean)

@@ -50,6 +50,24 @@ SIZES = {
 }
 
 
+def tiny_model(out: Path) -> Path:
+    """A random 1-layer, 32-dim BERT with the bundled tokenizer (the tests build the same)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from rcm_dask.embedding import bundled_model_dir
+
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
+    BertModel(cfg).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (bundled_model_dir() / name).exists():
+            shutil.copy(bundled_model_dir() / name, out / name)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -63,6 +81,13 @@ def main() -> None:
         "--mode", default="pipeline", help="mode of the initial build (re-runs use auto)"
     )
     ap.add_argument("--out", type=Path, default=HERE / "last_run.json")
+    ap.add_argument(
+        "--tiny-model",
+        action="store_true",
+        help="embed with a random 1-layer, 32-dim model (bundled tokenizer) instead of the "
+        "default: for the bookkeeping figures (no-change, touch, delete) on big trees, which "
+        "do not depend on the model",
+    )
     args = ap.parse_args()
 
     import rcm_dask
@@ -72,7 +97,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rcm-incr-"))
     tree = work / "tree"
     shutil.copytree(source, tree, symlinks=True)
-    rerun = IndexConfig.from_env(index_dir=str(work / "index"))
+    model = str(tiny_model(work / "tiny-model")) if args.tiny_model else None
+    rerun = IndexConfig.from_env(index_dir=str(work / "index"), model=model)
     config = rerun.replace(mode=args.mode)
     results: dict[str, Any] = {"runs": {}}
 
@@ -133,6 +159,7 @@ def main() -> None:
         "--index-dir",
         str(work / "index"),
         "--json",
+        *(["--model", model] if model else []),
     ]
     cli_seconds = []
     for _ in range(args.repeats):
@@ -171,6 +198,7 @@ def main() -> None:
         "rcm_dask": rcm_dask.__version__,
     }
     results["source"] = str(source)
+    results["model"] = "tiny random 1-layer BERT (--tiny-model)" if model else "default"
     results["settings"] = {k: v for k, v in os.environ.items() if k.startswith("RCM_")}
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)
