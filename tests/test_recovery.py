@@ -126,13 +126,17 @@ def test_kill_9_at_random_points_converges(
     mode: str,
     seed: int,
 ) -> None:
-    """kill -9 of the whole run (driver and any cluster) at 3 seeded random moments;
-    after each the index opens and searches; a last run converges to the clean index."""
+    """kill -9 at 3 seeded random moments (first of the driver alone, then of the
+    driver with its cluster); after each the index opens and searches; a last run
+    converges to the clean index."""
     clean, wall = clean_index
     idx = tmp_path / "idx"
     env = _env(tiny_model, RCM_COMMIT_EVERY="64", RCM_N_WORKERS="2")
     rng = random.Random(seed)
-    for _ in range(3):
+    import psutil
+
+    kills = 0
+    for attempt in range(3):
         proc = _start(_cmd(corpus, idx, "--mode", mode), env, capture=False)
         try:
             if (idx / "manifest.sqlite").exists():
@@ -142,11 +146,21 @@ def test_kill_9_at_random_points_converges(
                 time.sleep(rng.uniform(0.0, 0.5 * wall))
         finally:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+                kills += 1
+                if attempt == 0:
+                    # the driver alone: its cluster's processes must not outlive it
+                    # (they would hold the stores and block the next run)
+                    children = psutil.Process(proc.pid).children(recursive=True)
+                    os.kill(proc.pid, signal.SIGKILL)
+                    _, alive = psutil.wait_procs(children, timeout=30)
+                    assert not alive, f"orphaned after the driver died: {alive}"
+                else:
+                    os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=60)
         with SearchIndex(idx, embedder=HashEmbedder()) as s:
             assert s.status()["files"] >= 1
             assert s.search("push", mode="bm25", limit=3)
+    assert kills >= 1
     stats = _full(corpus, idx, env, "--mode", mode)
     assert stats["files_indexed"] + stats["files_unchanged"] == stats["files_seen"]
     assert_converged(idx, clean)
