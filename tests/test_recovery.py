@@ -173,7 +173,15 @@ def test_ctrl_c_stops_promptly_and_keeps_what_was_committed(
     seconds, a message with the kept counts; the next run finishes the job."""
     clean, _ = clean_index
     idx = tmp_path / "idx"
-    env = _env(tiny_model, RCM_COMMIT_EVERY="64", RCM_N_WORKERS="2")
+    # small batches and one-row forward passes: a run long enough to be interrupted
+    # (the vectors' ids and the chunks do not depend on either)
+    env = _env(
+        tiny_model,
+        RCM_COMMIT_EVERY="16",
+        RCM_N_WORKERS="2",
+        RCM_BATCH_SIZE="16",
+        RCM_CPU_BATCH_SIZE="1",
+    )
     proc = _start(_cmd(corpus, idx, "--mode", "pipeline"), env)
     _wait_for_commit(idx, proc)
     sent = time.monotonic()
@@ -187,8 +195,9 @@ def test_ctrl_c_stops_promptly_and_keeps_what_was_committed(
     assert "Traceback" not in stderr
     kept = index_state(idx)
     assert kept["files"], "what was committed before Ctrl-C is kept"
+    assert len(kept["files"]) < len(index_state(clean)["files"]), "interrupted mid-run"  # type: ignore[arg-type]
     assert not is_locked(idx)
-    stats = _full(corpus, idx, env, "--mode", "pipeline")
+    stats = _full(corpus, idx, _env(tiny_model, RCM_N_WORKERS="2"), "--mode", "pipeline")
     assert stats["files_unchanged"] >= len(kept["files"]) - len(kept["pending"])  # type: ignore[arg-type]
     assert_converged(idx, clean)
 
