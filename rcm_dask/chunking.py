@@ -44,6 +44,7 @@ from typing import TypeAlias
 import tree_sitter
 import tree_sitter_rust
 
+from rcm_dask.embedding import CHARS_PER_TOKEN_BOUND
 from rcm_dask.records import Chunk, ChunkKind, SourceFile
 
 CHUNKER_VERSION: str = "2"
@@ -1225,9 +1226,8 @@ def split_chunks(
     if not chunks:
         return []
     # Texts too long to possibly fit are over budget without counting (megabytes of a
-    # generated table would take seconds to tokenize); 128 characters per token is
-    # more than any word-piece covers.
-    limit = max_tokens * 128
+    # generated table would take seconds to tokenize).
+    limit = max_tokens * CHARS_PER_TOKEN_BOUND
     texts = [format_for_embedding(c) for c in chunks]
     sizes = _count(count_tokens, [t if len(t) <= limit else "" for t in texts])
     sizes = [max_tokens + 1 if len(t) > limit else n for t, n in zip(texts, sizes)]

@@ -1094,74 +1094,8 @@ def index(
         Path(config.index_dir).expanduser() if config.index_dir else default_index_dir(root.url)
     ).absolute()
     identity = run_identity(root, embedder)
-    try:
-        stats = _index_locked(
-            root,
-            config,
-            discovery,
-            discover_seconds,
-            embedder,
-            index_dir,
-            identity,
-            client,
-            force,
-            progress,
-            dashboard,
-            performance_report,
-            on_wait,
-            started,
-        )
-    except KeyboardInterrupt as e:
-        if isinstance(e, IndexInterrupted):
-            raise
-        raise _interrupted(index_dir) from e
-    stats.seconds = time.perf_counter() - started
-    return stats
-
-
-def _interrupted(index_dir: Path) -> IndexInterrupted:
-    """What Ctrl-C left: the committed counts, read back from the manifest."""
-    files = chunks = pending = 0
-    if (index_dir / MANIFEST_FILE).exists():
-        try:
-            manifest = Manifest(index_dir, readonly=True)
-            try:
-                files, chunks = manifest.counts()
-                pending = len(manifest.pending())
-            finally:
-                manifest.close()
-        except Exception:  # the counts are a courtesy; the interrupt is what matters
-            pass
-    rest = f"; {pending} files were half-written and will be redone" if pending else ""
-    return IndexInterrupted(
-        f"Interrupted. The index at {index_dir} keeps {files} files ({chunks} chunks) "
-        f"committed{rest}. Run the same command again to finish: only what is missing "
-        "is read.",
-        files,
-        chunks,
-        pending,
-    )
-
-
-def _index_locked(
-    root: SourceRoot,
-    config: IndexConfig,
-    discovery: Discovery,
-    discover_seconds: float,
-    embedder: Embedder,
-    index_dir: Path,
-    identity: dict[str, Any],
-    client: Client | None,
-    force: bool,
-    progress: ProgressCallback | None,
-    dashboard: bool,
-    performance_report: str | os.PathLike[str] | None,
-    on_wait: Callable[[dict[str, Any] | None], None] | None,
-    started: float,
-) -> IndexStats:
-    """The part of :func:`index` that runs under the index lock."""
     # One run per index: taken before anything is read from or written to the folder
-    with IndexLock(index_dir, wait=config.wait, on_wait=on_wait):
+    with _reporting_interrupt(index_dir), IndexLock(index_dir, wait=config.wait, on_wait=on_wait):
         check_identity(index_dir, identity, config.qdrant_url, force)
         known, pending = ({}, set()) if force else read_known(index_dir)
         plan = plan_run(root, config, index_dir, known, discovery, pending)
@@ -1210,7 +1144,43 @@ def _index_locked(
                 stats = run.run(pipelined=chosen == "pipeline")
             stats.seconds = time.perf_counter() - started
             _save_last_run(index_dir, stats)
+    stats.seconds = time.perf_counter() - started
     return stats
+
+
+@contextmanager
+def _reporting_interrupt(index_dir: Path) -> Iterator[None]:
+    """Turn Ctrl-C into :class:`IndexInterrupted`, saying what the index kept."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        if isinstance(e, IndexInterrupted):
+            raise
+        raise _interrupted(index_dir) from e
+
+
+def _interrupted(index_dir: Path) -> IndexInterrupted:
+    """What Ctrl-C left: the committed counts, read back from the manifest."""
+    files = chunks = pending = 0
+    if (index_dir / MANIFEST_FILE).exists():
+        try:
+            manifest = Manifest(index_dir, readonly=True)
+            try:
+                files, chunks = manifest.counts()
+                pending = len(manifest.pending())
+            finally:
+                manifest.close()
+        except Exception:  # the counts are a courtesy; the interrupt is what matters
+            pass
+    rest = f"; {pending} files were half-written and will be redone" if pending else ""
+    return IndexInterrupted(
+        f"Interrupted. The index at {index_dir} keeps {files} files ({chunks} chunks) "
+        f"committed{rest}. Run the same command again to finish: only what is missing "
+        "is read.",
+        files,
+        chunks,
+        pending,
+    )
 
 
 def _dashboard_link(client: Client) -> str:
