@@ -462,5 +462,33 @@ def status_cmd(codebase: str | None, index_dir: str | None, as_json: bool) -> No
     _run(body)
 
 
+@main.command("mcp")
+@click.option(
+    "--http",
+    is_flag=True,
+    help="Serve streamable HTTP on 127.0.0.1 (at /mcp) instead of stdio.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    envvar="RCM_MCP_PORT",
+    help="Port for --http; 0 picks a free one (printed on stderr). [env: RCM_MCP_PORT]",
+)
+def mcp_cmd(http: bool, port: int) -> None:
+    """Serve the index, search and code-navigation tools to AI coding agents over MCP.
+
+    By default speaks MCP on stdin/stdout, as MCP clients expect of a server they start.
+    """
+
+    def body() -> None:
+        from .mcp_server import serve
+
+        serve("http" if http else "stdio", port=port)
+
+    _run(body)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
