@@ -1,9 +1,12 @@
 """rcm_dask: index Rust codebases and search them by keyword and by meaning.
 
 >>> import rcm_dask
->>> stats = rcm_dask.index("path/to/crate")                        # doctest: +SKIP
+>>> print(rcm_dask.plan_dry_run("path/to/crate"))                  # doctest: +SKIP
+>>> stats = rcm_dask.index("path/to/crate", progress=True)         # doctest: +SKIP
 >>> for hit in rcm_dask.search("push onto a binary heap", path="path/to/crate"):  # doctest: +SKIP
-...     print(hit.path, hit.start_line, hit.qualname)
+...     print(hit)                                    # path:line  kind qualname  score
+>>> with rcm_dask.open_index("path/to/crate") as idx:              # doctest: +SKIP
+...     idx.find_definition("BinaryHeap::push")
 
 Heavy modules (torch, tantivy, qdrant) load on first use, so ``import rcm_dask``
 and ``rcm-dask --help`` stay fast.
@@ -20,10 +23,13 @@ _LAZY = {
     "Chunk": "records",
     "ClusterError": "errors",
     "ConfigError": "errors",
+    "DryRun": "dryrun",
     "Embedder": "embedding",
     "Hit": "records",
+    "Index": "search",
     "IndexConfig": "config",
     "IndexIdentityError": "errors",
+    "IndexInfo": "search",
     "IndexInterrupted": "errors",
     "IndexLockedError": "errors",
     "IndexNotFoundError": "errors",
@@ -38,16 +44,20 @@ _LAZY = {
     "StoreBusyError": "errors",
     "index": "modes",
     "open_index": "search",
+    "plan_dry_run": "dryrun",
 }
 
 __all__ = [
     "Chunk",
     "ClusterError",
     "ConfigError",
+    "DryRun",
     "Embedder",
     "Hit",
+    "Index",
     "IndexConfig",
     "IndexIdentityError",
+    "IndexInfo",
     "IndexInterrupted",
     "IndexLockedError",
     "IndexNotFoundError",
@@ -63,6 +73,7 @@ __all__ = [
     "__version__",
     "index",
     "open_index",
+    "plan_dry_run",
     "search",
 ]
 
@@ -75,6 +86,7 @@ search = _search_module.search
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import IndexConfig
+    from .dryrun import DryRun, plan_dry_run
     from .embedding import Embedder
     from .errors import (
         ClusterError,
@@ -91,7 +103,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from .modes import index
     from .records import Chunk, Hit, IndexStats, Skipped, SourceFile
-    from .search import SearchIndex, open_index
+    from .search import Index, IndexInfo, SearchIndex, open_index
 
 
 def __getattr__(name: str) -> Any:

@@ -8,25 +8,26 @@ set with its ``RCM_*`` variable; the option wins. Usage mistakes exit 2; an
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.padding import Padding
+from rich.syntax import Syntax
+from rich.text import Text
 
 from . import __version__
 from .config import MODES, IndexConfig, env_name
 from .errors import IndexInterrupted, RcmError
-from .records import IndexStats
+from .progress import ProgressDisplay
+from .records import Hit, IndexStats
+
+if TYPE_CHECKING:
+    from .dryrun import DryRun
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -176,7 +177,22 @@ def main() -> None:
 @click.option(
     "--include-hidden", is_flag=True, default=False, help="Also index hidden folders and files."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the run's stats as JSON.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print what a run would index (files by folder, skipped files by reason, new / "
+    "changed / removed files, estimated chunks and time, folders that look like build output "
+    "or vendored code) without embedding or writing anything.",
+)
+@click.option(
+    "--quiet", "-q", is_flag=True, help="No progress bar; print a one-line summary at the end."
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the run's stats (or the --dry-run plan) as JSON on stdout, and nothing else.",
+)
 def index_cmd(
     path: str,
     mode: str | None,
@@ -196,11 +212,14 @@ def index_cmd(
     exclude: tuple[str, ...],
     no_gitignore: bool,
     include_hidden: bool,
+    dry_run: bool,
+    quiet: bool,
     as_json: bool,
 ) -> None:
     """Index the Rust codebase at PATH (a folder or an fsspec URL such as s3://bucket/repo).
 
-    Re-runs are incremental: only new and changed files are read and embedded.
+    Re-runs are incremental: only new and changed files are read and embedded. Try
+    --dry-run first on an unfamiliar codebase: it shows what would be indexed.
     """
 
     def body() -> None:
@@ -228,124 +247,55 @@ def index_cmd(
 
             err.print(f"Waiting: this index is being written by {describe_holder(holder)}...")
 
-        with _progress(enabled=not as_json, dashboard=dashboard) as on_file:
+        if dry_run:
+            from .dryrun import plan_dry_run
+
+            plan = plan_dry_run(path, config, force=force)
+            if as_json:
+                out.print_json(plan.to_json())
+            else:
+                _print_dry_run(plan)
+            return
+        show = ProgressDisplay(err, lines=False, dashboard=dashboard)
+        if quiet or as_json:
+            show.style = "off"
+        with show as on_progress:
             stats = index(
                 path,
                 config,
                 force=force,
-                progress=on_file,
+                progress=on_progress,
                 dashboard=dashboard,
                 performance_report=performance_report,
                 on_wait=on_wait,
             )
         if as_json:
-            out.print_json(json.dumps(stats.to_dict()))
+            out.print_json(stats.to_json())
+        elif quiet:
+            out.print(_one_line(stats), markup=False)
         else:
-            _print_summary(stats)
+            out.print("\n".join(stats.summary_lines()), markup=False)
 
     _run(body)
 
 
-class _progress:
-    """A rich progress bar over files when stderr is a terminal; silent otherwise."""
-
-    def __init__(self, enabled: bool, dashboard: bool = False) -> None:
-        self.enabled = enabled and err.is_terminal
-        self.dashboard = dashboard
-        self.bar: Progress | None = None
-        self.task: Any = None
-        self.started = time.perf_counter()
-
-    def __enter__(self) -> Callable[[IndexStats, str], None]:
-        if self.enabled:
-            self.bar = Progress(
-                TextColumn("[bold]indexing"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn(
-                    "files  {task.fields[chunks]} chunks written  {task.fields[rate]} chunks/s"
-                    "  {task.fields[stages]}"
-                ),
-                TimeElapsedColumn(),
-                console=err,
-                transient=True,
-            )
-            self.bar.start()
-        return self.update
-
-    def update(self, stats: IndexStats, path: str) -> None:
-        if self.dashboard and stats.dashboard_link:
-            # printed once, before the bar, so that it stays on screen
-            err.print(f"Dask dashboard: {stats.dashboard_link}")
-            self.dashboard = False
-        if self.bar is None:
-            return
-        if self.task is None:
-            self.task = self.bar.add_task(
-                "index", total=max(stats.files_todo, 1), chunks=0, rate="0", stages=""
-            )
-        elapsed = max(time.perf_counter() - self.started, 1e-6)
-        self.bar.update(
-            self.task,
-            completed=stats.files_done,
-            total=max(stats.files_todo, stats.files_done, 1),
-            chunks=stats.chunks,
-            rate=f"{stats.chunks / elapsed:.1f}",
-            stages=f"(chunked {stats.chunks_made}, embedded {stats.chunks_embedded})",
-        )
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def _print_summary(stats: IndexStats) -> None:
-    """The end-of-run summary on stdout."""
-    out.print(f"Indexed {stats.root} -> {stats.index_dir} ({stats.mode} mode)")
-    out.print(
-        f"  files: {stats.files_indexed} indexed, {stats.files_unchanged} unchanged, "
-        f"{stats.files_removed} removed, {stats.files_skipped} skipped "
-        f"(of {stats.files_seen} .rs files found)"
+def _one_line(stats: IndexStats) -> str:
+    """The --quiet summary."""
+    skipped = f", {stats.files_skipped} skipped" if stats.files_skipped else ""
+    return (
+        f"{stats.root}: {stats.files_indexed} files indexed, {stats.files_unchanged} unchanged, "
+        f"{stats.files_removed} removed{skipped}; {stats.chunks} chunks in {stats.seconds:.1f}s "
+        f"({stats.chunks_per_second:.1f} chunks/s) -> {stats.index_dir}"
     )
-    if stats.files_recovered:
-        out.print(
-            f"  recovered: {stats.files_recovered} files left half-written by an interrupted "
-            "run were redone"
-        )
-    for reason, n in sorted(stats.skipped.items()):
-        examples = "; ".join(stats.skipped_examples.get(reason, [])[:3])
-        out.print(f"    skipped {reason}: {n}" + (f"  e.g. {examples}" if examples else ""))
-    out.print(
-        f"  chunks: {stats.chunks} written"
-        + (
-            f" ({stats.chunks_with_errors} from code with syntax errors)"
-            if stats.chunks_with_errors
-            else ""
-        )
-        + f", {stats.batches} embedding batches"
-    )
-    out.print(f"  time: {stats.seconds:.1f}s, {stats.chunks_per_second:.1f} chunks/s")
-    if stats.stage_seconds:
-        stages = ", ".join(f"{k} {v:.1f}s" for k, v in stats.stage_seconds.items())
-        out.print(f"  busy seconds by stage (all workers): {stages}")
-    overlaps = {k: v for k, v in stats.overlaps.items() if v > 0}
-    if overlaps:
-        out.print("  stages overlapped: " + ", ".join(f"{k} {v:.1f}s" for k, v in overlaps.items()))
-    out.print(
-        f"  ran on: {stats.cluster}"
-        + (
-            f"; writer on {stats.writer_worker}"
-            if stats.writer_worker not in ("", stats.cluster)
-            else ""
-        )
-    )
-    if len(stats.embed_workers) > 1 or (
-        stats.embed_workers and next(iter(stats.embed_workers)) != "in-process"
-    ):
-        out.print(
-            "  embedding batches by worker: "
-            + ", ".join(f"{w} {n}" for w, n in sorted(stats.embed_workers.items()))
-        )
+
+
+def _print_dry_run(plan: DryRun) -> None:
+    """The --dry-run report, warnings highlighted."""
+    for line in plan.summary_lines():
+        if line.startswith("  warning: "):
+            out.print(Text(line, style="bold yellow"))
+        else:
+            out.print(line, markup=False)
 
 
 @main.command("search")
@@ -400,16 +350,76 @@ def search_cmd(
             if not hits:
                 err.print(f"No hits in {idx.index_dir}.")
                 return
-            for i, h in enumerate(hits, 1):
-                where = f"{h.path}:{h.start_line}-{h.end_line}"
-                out.print(
-                    f"[bold]{i:>2}. {h.qualname or h.name}[/]  [cyan]{h.kind}[/]  {where}  "
-                    f"[dim]score {h.score:.4f}[/]"
-                )
-                for line in h.snippet.splitlines():
-                    out.print("      " + line, markup=False)
+            print_hits(hits, query, out)
 
     _run(body)
+
+
+STOPWORDS = frozenset(
+    {"and", "are", "can", "does", "for", "from", "how", "onto", "the", "what", "when", "where"}
+    | {"which", "who", "why", "with", "into", "that", "this"}
+)
+"""Query words not worth highlighting in snippets (words under 3 letters never are)."""
+
+
+def query_terms(query: str) -> list[str]:
+    """Words of a query to highlight in snippets, longest first.
+
+    Examples
+    --------
+    >>> query_terms("push an item onto a BinaryHeap")
+    ['binaryheap', 'item', 'push']
+    """
+    words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query)}
+    return sorted(
+        (w for w in words if len(w) > 2 and w not in STOPWORDS), key=lambda w: (-len(w), w)
+    )
+
+
+def term_spans(text: str, terms: Sequence[str]) -> list[tuple[int, int]]:
+    """Non-overlapping ``(start, end)`` offsets of the terms in ``text``, case-insensitive.
+
+    Examples
+    --------
+    >>> term_spans("fn push(&mut self)", ["push", "self"])
+    [(3, 7), (13, 17)]
+    """
+    if not terms:
+        return []
+    pattern = re.compile("|".join(re.escape(t) for t in terms), re.IGNORECASE)
+    return [m.span() for m in pattern.finditer(text)]
+
+
+def print_hits(hits: Sequence[Hit], query: str, console: Console) -> None:
+    """Hits for a terminal: rank, ``path:line``, symbol, kind, score, then the snippet.
+
+    On a terminal the snippet is highlighted as Rust with the query's words marked;
+    elsewhere (a pipe, a file) it is plain text, so that tools can read it.
+    """
+    terms = query_terms(query)
+    for i, h in enumerate(hits, 1):
+        head = Text.assemble(
+            (f"{i:>2}. ", "bold"),
+            (f"{h.path}:{h.start_line}", "bold cyan"),
+            "  ",
+            (h.qualname or h.name, "bold"),
+            "  ",
+            (h.kind, "magenta"),
+            "  ",
+            (f"score {h.score:.4f}", "dim"),
+        )
+        console.print(head)
+        if not h.snippet:
+            continue
+        if console.is_terminal:
+            syntax = Syntax(h.snippet, "rust", theme="ansi_dark", background_color="default")
+            for n, line in enumerate(h.snippet.splitlines(), 1):
+                for start, end in term_spans(line, terms):
+                    syntax.stylize_range("bold reverse", (n, start), (n, end))
+            console.print(Padding(syntax, (0, 0, 0, 4)))
+        else:
+            for line in h.snippet.splitlines():
+                console.print("    " + line, markup=False, highlight=False)
 
 
 @main.command("status")
@@ -420,7 +430,7 @@ def status_cmd(codebase: str | None, index_dir: str | None, as_json: bool) -> No
     """Show what an index holds (or list every index under the default location)."""
 
     def body() -> None:
-        from .search import list_indexes, open_index
+        from .search import _ago, list_indexes, open_index
 
         config = _config(index_dir=index_dir)
         if not codebase and not config.index_dir:
@@ -432,32 +442,22 @@ def status_cmd(codebase: str | None, index_dir: str | None, as_json: bool) -> No
                 err.print("No indexes yet: run `rcm-dask index PATH`.")
                 return
             for entry in known:
-                out.print(f"{entry['root']}  ->  {entry['index_dir']}")
+                ago = _ago(time.time() - float(entry["mtime"]))
+                out.print(
+                    f"{entry['root']}  ->  {entry['index_dir']}  (updated {ago})", markup=False
+                )
             return
-        with open_index(path=codebase, config=config) as idx:
-            st = idx.status()
+        with open_index(codebase, config=config) as idx:
+            info = idx.stats()
         if as_json:
-            out.print_json(json.dumps(st, default=str))
+            out.print_json(info.to_json())
             return
-        ident = st["identity"]
-        out.print(f"index:   {st['index_dir']}")
-        out.print(f"root:    {st['root']}")
-        out.print(f"files:   {st['files']}    chunks: {st['chunks']}")
-        out.print(
-            f"model:   {ident.get('model')} ({ident.get('dimensions')} dims, "
-            f"max {ident.get('max_tokens')} tokens), chunker v{ident.get('chunker_version')}"
-        )
-        out.print(f"vectors: {ident.get('qdrant_url') or 'embedded Qdrant (qdrant-edge)'}")
-        if st["updated"]:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(st["updated"])))
-            out.print(f"updated: {when}")
-        if st.get("writer"):
-            out.print(f"writing: an index run is writing it now ({st['writer']})")
-        if st.get("pending"):
-            out.print(
-                f"pending: {st['pending']} files half-written by an interrupted run "
-                "(the next index run redoes them)"
-            )
+        for line in info.summary_lines():
+            key, sep, rest = line.partition(":")
+            if sep and not line.startswith(" "):
+                out.print(Text.assemble((key + sep, "bold"), rest))
+            else:
+                out.print(line, markup=False)
 
     _run(body)
 

@@ -981,7 +981,7 @@ def index(
     mode: str | None = None,
     client: Client | None = None,
     force: bool = False,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | bool | None = None,
     embedder: Embedder | None = None,
     dashboard: bool = False,
     performance_report: str | os.PathLike[str] | None = None,
@@ -1015,7 +1015,9 @@ def index(
     force
         Rebuild the index from scratch (also when built with another model).
     progress
-        Called as work completes with the running stats and a file path.
+        ``True``: show the run's progress (a rich bar on a terminal, a live line in
+        Jupyter, a line every 10 s in a log; see :mod:`rcm_dask.progress`). A
+        callable: called as work completes with the running stats and a file path.
     embedder
         A ready :class:`~rcm_dask.embedding.Embedder` (or any picklable object with
         its interface); default: one built from ``config``.
@@ -1028,7 +1030,8 @@ def index(
         Called once, with the holder's note (pid, host, since, command), when another
         run holds the index and ``wait`` (a config field) lets this one queue.
     **overrides
-        Any :class:`~rcm_dask.config.IndexConfig` field (``batch_size=64``...).
+        Any :class:`~rcm_dask.config.IndexConfig` field (``index_dir="idx"``,
+        ``batch_size=64``, ``n_workers=2``...); ``None`` values are ignored.
 
     Returns
     -------
@@ -1053,7 +1056,30 @@ def index(
     >>> stats = rcm_dask.index("library/alloc", mode="pipeline")   # doctest: +SKIP
     >>> stats.files_indexed, stats.chunks                          # doctest: +SKIP
     (106, 7982)
+    >>> stats = rcm_dask.index("library/alloc", index_dir="idx", progress=True)  # doctest: +SKIP
+    >>> print(stats)                                               # doctest: +SKIP
+    Indexed /usr/src/rustc-1.63.0/library/alloc -> idx (pipeline mode)
+    ...
     """
+    if isinstance(progress, bool):
+        if progress:
+            from .progress import ProgressDisplay
+
+            with ProgressDisplay(dashboard=dashboard) as show:
+                return index(
+                    path,
+                    config,
+                    mode=mode,
+                    client=client,
+                    force=force,
+                    progress=show,
+                    embedder=embedder,
+                    dashboard=dashboard,
+                    performance_report=performance_report,
+                    on_wait=on_wait,
+                    **overrides,
+                )
+        progress = None
     config = config or IndexConfig.from_env()
     changes = {k: v for k, v in overrides.items() if v is not None}
     if mode is not None:

@@ -7,8 +7,9 @@ loop, inside ``map_partitions`` or inside the index writer. They are plain data
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -191,9 +192,28 @@ class Hit:
     vector_rank: int | None = None
     """1-based rank among vector candidates, or None when not among them."""
 
+    def __str__(self) -> str:
+        """``path:line  kind qualname  score``, one line (``repr`` keeps every field)."""
+        return f"{self.location}  {self.kind} {self.qualname or self.name}  {self.score:.4f}"
+
+    @property
+    def location(self) -> str:
+        """``path:start_line``, the form editors and terminals open."""
+        return f"{self.path}:{self.start_line}"
+
     def to_dict(self) -> dict[str, object]:
-        """Plain dict for JSON output."""
+        """Plain dict for JSON output.
+
+        Examples
+        --------
+        >>> Hit("id", "src/a.rs", 3, 9, "f", "a::f", "function", 0.5, "fn f()").to_dict()["path"]
+        'src/a.rs'
+        """
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    def to_json(self, **kwargs: Any) -> str:
+        """The :meth:`to_dict` form as a JSON string (``kwargs`` go to :func:`json.dumps`)."""
+        return json.dumps(self.to_dict(), **kwargs)
 
 
 @dataclass(slots=True)
@@ -315,7 +335,91 @@ class IndexStats:
         out["stage_overlap_seconds"] = self.overlaps
         out["files_skipped"] = self.files_skipped
         out["chunks_per_second"] = round(self.chunks_per_second, 2)
+        out["stage_rates"] = {k: round(v, 2) for k, v in self.stage_rates.items()}
         return out
+
+    def to_json(self, **kwargs: Any) -> str:
+        """The :meth:`to_dict` form as a JSON string (``kwargs`` go to :func:`json.dumps`)."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @property
+    def stage_rates(self) -> dict[str, float]:
+        """Throughput of each stage per busy second (summed over workers): ``read`` in
+        files/s, ``chunk``, ``embed`` and ``write`` in chunks/s; stages not yet timed
+        are left out."""
+        secs = self.stage_seconds
+        # in the cluster modes the writer reports its own time at the end; until then
+        # the driver's time spent calling it is the best measure of the write stage
+        write = secs.get("write") or secs.get("writer-calls", 0.0)
+        done = {
+            "read": (self.files_read, secs.get("read", 0.0)),
+            "chunk": (self.chunks_made, secs.get("chunk", 0.0)),
+            "embed": (self.chunks_embedded, secs.get("embed", 0.0)),
+            "write": (self.chunks_written or self.chunks, write),
+        }
+        return {k: n / s for k, (n, s) in done.items() if n and s > 0}
+
+    def summary_lines(self) -> list[str]:
+        """The run's summary as plain lines: what ``rcm-dask index`` prints."""
+        lines = [
+            f"Indexed {self.root} -> {self.index_dir} ({self.mode} mode)",
+            (
+                f"  files: {self.files_indexed} indexed, {self.files_unchanged} unchanged, "
+                f"{self.files_removed} removed, {self.files_skipped} skipped "
+                f"(of {self.files_seen} .rs files found)"
+            ),
+        ]
+        if self.files_recovered:
+            lines.append(
+                f"  recovered: {self.files_recovered} files left half-written by an "
+                "interrupted run were redone"
+            )
+        for reason, n in sorted(self.skipped.items()):
+            examples = "; ".join(self.skipped_examples.get(reason, [])[:3])
+            lines.append(f"    skipped {reason}: {n}" + (f"  e.g. {examples}" if examples else ""))
+        errors = (
+            f" ({self.chunks_with_errors} from code with syntax errors)"
+            if self.chunks_with_errors
+            else ""
+        )
+        lines.append(f"  chunks: {self.chunks} written{errors}, {self.batches} embedding batches")
+        lines.append(f"  time: {self.seconds:.1f}s, {self.chunks_per_second:.1f} chunks/s")
+        if self.stage_seconds:
+            stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
+            lines.append(f"  busy seconds by stage (all workers): {stages}")
+        rates = self.stage_rates
+        if rates:
+            units = {"read": "files/s"}
+            lines.append(
+                "  throughput per busy second: "
+                + ", ".join(f"{k} {v:,.0f} {units.get(k, 'chunks/s')}" for k, v in rates.items())
+            )
+        overlaps = {k: v for k, v in self.overlaps.items() if v > 0}
+        if overlaps:
+            lines.append(
+                "  stages overlapped: " + ", ".join(f"{k} {v:.1f}s" for k, v in overlaps.items())
+            )
+        writer = (
+            f"; writer on {self.writer_worker}"
+            if self.writer_worker not in ("", self.cluster)
+            else ""
+        )
+        lines.append(f"  ran on: {self.cluster}{writer}")
+        workers = self.embed_workers
+        if len(workers) > 1 or (workers and next(iter(workers)) != "in-process"):
+            lines.append(
+                "  embedding batches by worker: "
+                + ", ".join(f"{w} {n}" for w, n in sorted(workers.items()))
+            )
+        return lines
+
+    def __str__(self) -> str:
+        """The multi-line run summary (``repr`` keeps every field)."""
+        return "\n".join(self.summary_lines())
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython and Jupyter show the summary rather than the long field dump."""
+        printer.text(str(self))
 
 
 MAX_SPANS = 1024

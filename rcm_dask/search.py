@@ -3,16 +3,21 @@
 :func:`fuse_rrf` is a pure function over rankings. :class:`SearchIndex` opens the
 read side of an index folder (Tantivy reader, Qdrant store, the model the index
 was built with) and answers queries with :class:`~rcm_dask.records.Hit` records.
+:class:`Index`, what :func:`open_index` returns, adds the code-intelligence questions
+(definitions, references, call graphs, dependencies, complexity), answered by
+:class:`rcm_dask.intel.CodeIntel` from the chunk metadata, and :meth:`Index.stats`.
 """
 
 from __future__ import annotations
 
+import json
 import textwrap
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import pathspec
 
@@ -26,6 +31,10 @@ from .stores.lock import describe_holder, is_locked, read_holder
 from .stores.manifest import Manifest, read_identity
 from .stores.vectors import VectorStore
 from .writer import BM25_DIR, open_vectors_for
+
+if TYPE_CHECKING:
+    from .intel import CodeIntel
+    from .records import CallGraph, Definition, FileComplexity, FileDependencies, Reference
 
 SNIPPET_LINES = 8
 SNIPPET_WIDTH = 160
@@ -179,6 +188,103 @@ def list_indexes() -> list[dict[str, Any]]:
             }
         )
     return sorted(found, key=lambda d: -float(d["mtime"]))
+
+
+@dataclass(slots=True)
+class IndexInfo:
+    """What an index holds, read from its committed state (:meth:`SearchIndex.stats`)."""
+
+    index_dir: str
+    """The index folder."""
+    root: str
+    """The codebase it indexes."""
+    files: int
+    """Files the manifest records."""
+    chunks: int
+    """Chunks of those files (parts counted separately)."""
+    bm25_documents: int
+    """Documents in the Tantivy index (equal to :attr:`chunks` when consistent)."""
+    updated: float | None
+    """Epoch seconds of the last commit, None before the first."""
+    identity: dict[str, Any] = field(default_factory=dict)
+    """Model, fingerprint, dimensions, token budget, chunker version, vector backend."""
+    last_run: dict[str, Any] | None = None
+    """The last index run's stats (:meth:`~rcm_dask.records.IndexStats.to_dict`)."""
+    pending: int = 0
+    """Files an interrupted run left half-written (the next run redoes them)."""
+    writer: str = ""
+    """Who is writing the index now (``pid 42 on host h since ...``), or ``""``."""
+
+    @property
+    def updated_ago_s(self) -> float | None:
+        """Seconds since the last commit."""
+        return round(time.time() - self.updated, 1) if self.updated else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON output (what :meth:`SearchIndex.status` returns)."""
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out["updated_ago_s"] = self.updated_ago_s
+        return out
+
+    def to_json(self, **kwargs: Any) -> str:
+        """The :meth:`to_dict` form as a JSON string (``kwargs`` go to :func:`json.dumps`)."""
+        return json.dumps(self.to_dict(), default=str, **kwargs)
+
+    def summary_lines(self) -> list[str]:
+        """The record as plain ``key: value`` lines: what ``rcm-dask status`` prints."""
+        ident = self.identity
+        lines = [
+            f"index:    {self.index_dir}",
+            f"root:     {self.root}",
+            f"files:    {self.files:,}    chunks: {self.chunks:,}",
+            (
+                f"model:    {ident.get('model')} ({ident.get('dimensions')} dims, max "
+                f"{ident.get('max_tokens')} tokens), chunker v{ident.get('chunker_version')}"
+            ),
+            f"vectors:  {ident.get('qdrant_url') or 'embedded Qdrant (qdrant-edge)'}",
+        ]
+        if self.updated:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.updated))
+            lines.append(f"updated:  {when} ({_ago(self.updated_ago_s or 0.0)})")
+        run = self.last_run
+        if run:
+            lines.append(
+                f"last run: {run.get('mode')} mode, {run.get('files_indexed', 0)} files indexed, "
+                f"{run.get('files_unchanged', 0)} unchanged, {run.get('files_removed', 0)} removed, "
+                f"{run.get('chunks', 0):,} chunks in {float(run.get('seconds') or 0):.1f} s"
+            )
+            skipped = run.get("skipped") or {}
+            if skipped:
+                lines.append(
+                    "          skipped " + ", ".join(f"{r} {n}" for r, n in sorted(skipped.items()))
+                )
+        if self.writer:
+            lines.append(f"writing:  an index run is writing it now ({self.writer})")
+        if self.pending:
+            lines.append(
+                f"pending:  {self.pending} files half-written by an interrupted run "
+                "(the next index run redoes them)"
+            )
+        return lines
+
+    def __str__(self) -> str:
+        """The multi-line status (``repr`` keeps every field)."""
+        return "\n".join(self.summary_lines())
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython and Jupyter show the status lines."""
+        printer.text(str(self))
+
+
+def _ago(seconds: float) -> str:
+    """``42 s ago``, ``5 min ago``, ``3 h ago``, ``2 days ago``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
 
 
 class SearchIndex:
@@ -368,8 +474,16 @@ class SearchIndex:
             for sid, score in fused[:limit]
         ]
 
-    def status(self) -> dict[str, Any]:
-        """Counts and identity of the index, read from its committed state."""
+    def stats(self) -> IndexInfo:
+        """What the index holds, read from its committed state.
+
+        Examples
+        --------
+        >>> with open_index("path/to/crate") as idx:              # doctest: +SKIP
+        ...     print(idx.stats())
+        index:    /home/me/.local/share/rcm_dask/indexes/crate-1a2b3c4d
+        ...
+        """
         manifest = Manifest(self.index_dir, readonly=True)
         try:
             files, chunks = manifest.counts()
@@ -379,19 +493,22 @@ class SearchIndex:
         finally:
             manifest.close()
         writer = describe_holder(read_holder(self.index_dir)) if is_locked(self.index_dir) else ""
-        return {
-            "index_dir": str(self.index_dir),
-            "root": self.identity.get("root"),
-            "files": files,
-            "chunks": chunks,
-            "bm25_documents": self.bm25.count(),
-            "updated": updated,
-            "updated_ago_s": round(time.time() - float(str(updated)), 1) if updated else None,
-            "identity": self.identity,
-            "last_run": last_run,
-            "pending": pending,
-            "writer": writer,
-        }
+        return IndexInfo(
+            index_dir=str(self.index_dir),
+            root=str(self.identity.get("root") or ""),
+            files=files,
+            chunks=chunks,
+            bm25_documents=self.bm25.count(),
+            updated=float(str(updated)) if updated else None,
+            identity=self.identity,
+            last_run=last_run if isinstance(last_run, dict) else None,
+            pending=pending,
+            writer=writer,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """Counts and identity of the index as a dict: :meth:`stats` ``.to_dict()``."""
+        return self.stats().to_dict()
 
     def close(self) -> None:
         """Release the stores."""
@@ -400,7 +517,7 @@ class SearchIndex:
             self._vectors = None
         self.bm25.close()
 
-    def __enter__(self) -> SearchIndex:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -412,31 +529,180 @@ class SearchIndex:
         self.close()
 
 
-def open_index(
-    index_dir: str | Path | None = None,
-    *,
-    path: str | None = None,
-    config: IndexConfig | None = None,
-) -> SearchIndex:
-    """Open an index for searching.
+class Index(SearchIndex):
+    """An open index: search, code intelligence and stats (what :func:`open_index` returns).
+
+    Search is :meth:`SearchIndex.search`. The code-intelligence questions are answered
+    from the chunk metadata (qualified names, calls, type references, ``use`` imports)
+    by :class:`rcm_dask.intel.CodeIntel`, opened on the first such question. Use it as a
+    context manager, or call :meth:`close`.
 
     Parameters
     ----------
     index_dir
+        The index folder.
+    config
+        Search settings (candidates, RRF ``k`` and weights, model, device...).
+    embedder
+        The embedder to use for queries; default: the model the index names.
+
+    Examples
+    --------
+    >>> import rcm_dask
+    >>> with rcm_dask.open_index("path/to/crate") as idx:              # doctest: +SKIP
+    ...     for hit in idx.search("push onto a binary heap", limit=3):
+    ...         print(hit)
+    ...     idx.find_definition("BinaryHeap::push")
+    ...     idx.call_graph("BinaryHeap::push", depth=2)
+    """
+
+    def __init__(
+        self,
+        index_dir: str | Path,
+        config: IndexConfig | None = None,
+        *,
+        embedder: Embedder | None = None,
+    ) -> None:
+        super().__init__(index_dir, config, embedder=embedder)
+        self._intel: CodeIntel | None = None
+
+    @property
+    def intel(self) -> CodeIntel:
+        """The code-intelligence reader of this index (opened on first use)."""
+        if self._intel is None:
+            from .intel import CodeIntel
+
+            self._intel = CodeIntel(self.index_dir)
+        return self._intel
+
+    def find_definition(
+        self, symbol: str, *, kind: str | None = None, limit: int = 20
+    ) -> list[Definition]:
+        """Where a symbol is defined.
+
+        Parameters
+        ----------
+        symbol
+            A name (``push``), a path tail (``BinaryHeap::push``) or a qualified name.
+        kind
+            Keep only this item kind (``struct``, ``method``...).
+        limit
+            Definitions to return.
+
+        Returns
+        -------
+        list of Definition
+            With file, lines, kind and signature; best match first.
+        """
+        return self.intel.find_definition(symbol, kind=kind, limit=limit)
+
+    def find_references(self, symbol: str, *, limit: int = 100) -> list[Reference]:
+        """Items that call or name a symbol (calls, type references, imports).
+
+        Returns
+        -------
+        list of Reference
+            With the referring item's file and lines.
+        """
+        return self.intel.find_references(symbol, limit=limit)
+
+    def call_graph(self, symbol: str, *, depth: int = 1, limit: int = 50) -> CallGraph:
+        """Callers and callees of a symbol, ``depth`` levels out.
+
+        Returns
+        -------
+        CallGraph
+            The symbol, its callers and its callees.
+        """
+        return self.intel.call_graph(symbol, depth=depth, limit=limit)
+
+    def dependencies(self, file: str) -> FileDependencies:
+        """A file's ``use`` imports and the indexed files that import it.
+
+        Parameters
+        ----------
+        file
+            Path relative to the indexed root (``src/collections/binary_heap.rs``).
+        """
+        return self.intel.dependencies(file)
+
+    def complexity(self, file: str) -> FileComplexity:
+        """A file's lines, items by kind and cyclomatic complexity per function.
+
+        Parameters
+        ----------
+        file
+            Path relative to the indexed root.
+        """
+        return self.intel.complexity(file)
+
+    def close(self) -> None:
+        """Release the stores and the code-intelligence reader."""
+        if self._intel is not None:
+            self._intel.close()
+            self._intel = None
+        super().close()
+
+
+def open_index(
+    path: str | Path | None = None,
+    *,
+    index_dir: str | Path | None = None,
+    config: IndexConfig | None = None,
+    embedder: Embedder | None = None,
+    **overrides: Any,
+) -> Index:
+    """Open an index for searching and code-intelligence questions.
+
+    Parameters
+    ----------
+    path
+        The codebase whose index to open (its default index folder, or
+        ``config.index_dir``); a folder that itself holds an index (``identity.json``)
+        is opened as the index folder.
+    index_dir
         The index folder; None: ``config.index_dir``, else the default folder of
         ``path``, else the most recently updated index under the default location.
-    path
-        The codebase whose default index to open.
     config
         Search settings; default from ``RCM_*`` variables.
+    embedder
+        The embedder for queries; default: the model the index was built with.
+    **overrides
+        Any :class:`~rcm_dask.config.IndexConfig` field (``model=``, ``device=``,
+        ``candidates=``...); None values are ignored.
+
+    Returns
+    -------
+    Index
+        Close it (or use ``with``) to release the stores.
 
     Raises
     ------
     IndexNotFoundError
         No index where one was looked for.
+    ConfigError
+        An unknown setting.
+
+    Examples
+    --------
+    >>> import rcm_dask
+    >>> with rcm_dask.open_index("path/to/crate") as idx:              # doctest: +SKIP
+    ...     print(idx.stats())
+    ...     hits = idx.search("BinaryHeap::push", mode="bm25", kinds=["method"])
     """
     config = config or IndexConfig.from_env()
-    return SearchIndex(resolve_index_dir(index_dir or config.index_dir, path), config)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if changes:
+        try:
+            config = config.replace(**changes)
+        except TypeError as e:
+            raise ConfigError(str(e)) from e
+    codebase = str(path) if path is not None else None
+    if codebase and not index_dir and read_identity(Path(codebase).expanduser()) is not None:
+        index_dir, codebase = codebase, None
+    return Index(
+        resolve_index_dir(index_dir or config.index_dir, codebase), config, embedder=embedder
+    )
 
 
 def search(
@@ -457,11 +723,13 @@ def search(
     >>> import rcm_dask
     >>> rcm_dask.search("binary heap push", path="library/alloc")   # doctest: +SKIP
     """
-    with open_index(index_dir, path=path, config=config) as idx:
+    with open_index(path, index_dir=index_dir, config=config) as idx:
         return idx.search(query, limit=limit, mode=mode, kinds=kinds, path_glob=path_glob)
 
 
 __all__ = [
+    "Index",
+    "IndexInfo",
     "SearchIndex",
     "fuse_rrf",
     "list_indexes",
