@@ -126,7 +126,7 @@ def main() -> None:
     "n_workers",
     type=click.IntRange(1),
     default=None,
-    help="Worker processes of the LocalCluster (default: one per core)." + _env("n_workers"),
+    help="Worker processes of the LocalCluster (default: one per 4 cores)." + _env("n_workers"),
 )
 @click.option(
     "--dashboard", is_flag=True, help="Serve the Dask dashboard on 127.0.0.1 and print its link."

@@ -44,7 +44,7 @@ class IndexConfig:
     """Address of a running Dask scheduler (``tcp://host:8786``); None: a LocalCluster
     started and stopped by the run."""
     n_workers: int | None = None
-    """Worker processes of the run's LocalCluster; None: one per core."""
+    """Worker processes of the run's LocalCluster; None: one per 4 cores."""
     partition_bytes: int = 256 * 1024
     """Source bytes read and chunked per task (files are never split)."""
     max_inflight_batches: int | None = None
