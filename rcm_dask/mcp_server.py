@@ -62,23 +62,35 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeVar
 
 import pathspec
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from . import __version__
 from .config import IndexConfig
 from .embedding import Embedder
 from .errors import IndexNotFoundError, RcmError, SourceError
-from .records import CHUNK_KINDS, Hit, IndexStats
-from .search import SearchIndex, list_indexes, resolve_index_dir
+from .records import (
+    CHUNK_KINDS,
+    CallGraph,
+    Definition,
+    FileComplexity,
+    FileDependencies,
+    Hit,
+    IndexStats,
+    Reference,
+)
+from .search import SearchIndex, list_indexes, resolve_index_dir, snippet_of
 from .sources import SENSITIVE_CONTENT_PATTERNS, SENSITIVE_NAME_PATTERNS, open_root
 from .stores.lock import describe_holder, is_locked, read_holder
 from .stores.manifest import Manifest
+
+if TYPE_CHECKING:
+    from .intel import CodeIntel
 
 logger = logging.getLogger("rcm_dask.mcp")
 
@@ -354,6 +366,61 @@ class FileContentOut(BaseModel):
                 )
             ]
         return "\n".join([head, *numbered, *tail])
+
+
+class _Rendered(BaseModel):
+    """A result whose text rendering is built with it (from the records' own ``__str__``)."""
+
+    _text: str = PrivateAttr(default="")
+
+    def with_text(self, text: str) -> Self:
+        """Set the text rendering; returns self."""
+        self._text = text
+        return self
+
+    def __str__(self) -> str:
+        return self._text
+
+
+class DefinitionsOut(_Rendered):
+    """What ``find_definition`` answers."""
+
+    symbol: str
+    directory: str
+    definitions: list[Definition] = Field(
+        description="Best match first: exact qualified name, then suffix, then bare name."
+    )
+
+
+class ReferencesOut(_Rendered):
+    """What ``find_references`` answers."""
+
+    symbol: str
+    directory: str
+    references: list[Reference] = Field(
+        description="Resolved uses first (confidence exact, scope), then same-name uses."
+    )
+
+
+class CallGraphOut(_Rendered):
+    """What ``get_call_graph`` answers."""
+
+    directory: str
+    graph: CallGraph
+
+
+class DependenciesOut(_Rendered):
+    """What ``get_dependencies`` answers."""
+
+    directory: str
+    dependencies: FileDependencies
+
+
+class ComplexityOut(_Rendered):
+    """What ``analyze_complexity`` answers."""
+
+    directory: str
+    complexity: FileComplexity
 
 
 class ComponentHealth(BaseModel):
@@ -973,9 +1040,14 @@ class CodeTools:
     # ----------------------------------------------------------------- tools
 
     def index_codebase(
-        self, directory: str, mode: str = "pipeline", force: bool = False
+        self,
+        directory: str,
+        mode: str = "pipeline",
+        force: bool = False,
+        wait_seconds: float = QUICK_RUN_SECONDS,
     ) -> IndexRunOut:
-        """Start (or join) an index run; answer with its outcome or its run id."""
+        """Start (or join) an index run; answer with its outcome, or with its run id when
+        it is still going after ``wait_seconds``."""
         root, index_dir = self._resolve(directory)
         index_dir = index_dir.absolute()
         with self._lock:
@@ -1001,7 +1073,7 @@ class CodeTools:
                 )
             run = _start_run(root, index_dir, mode, force)
             self._runs[index_dir] = run
-        run.done.wait(QUICK_RUN_SECONDS)
+        run.done.wait(max(0.0, wait_seconds))
         if run.state == "failed":
             raise RcmError(f"indexing {root} failed: {run.error}")
         if run.state == "ready":
@@ -1049,6 +1121,109 @@ class CodeTools:
             hits=[HitOut.of(h) for h in hits],
             notices=notices,
         )
+
+    def get_similar_code(self, code_or_symbol: str, directory: str, limit: int = 10) -> SearchOut:
+        """Vector search from a code fragment, or from a named symbol's own code."""
+        root, index_dir = self._resolve(directory)
+        notices = self._require_searchable(root, index_dir)
+        text = code_or_symbol.strip()
+        if not text:
+            raise RcmError("code_or_symbol is empty: give a code fragment or a symbol name")
+        with self._searching(index_dir) as idx:
+            source: dict[str, Any] | None = None
+            if _SYMBOL.match(text):
+                source, others = _find_symbol(idx, text)
+                if source is not None and others:
+                    notices.append(
+                        f"{others + 1} items are named {text}; using {source['qualname']} "
+                        f"({source['path']}:{source['start_line']}): pass a qualified name "
+                        "(Type::method) to pick another"
+                    )
+            query = str(source["code"]) if source is not None else text
+            # the symbol's own item comes back first: ask for enough to leave it out
+            hits = idx.search(query, limit=limit + 5, mode="vector")
+            notices += idx.notices
+        src = _payload_hit(source) if source is not None else None
+        if src is not None:
+            hits = [
+                h
+                for h in hits
+                if h.id != src.id
+                and not (h.path == src.path and h.qualname == src.qualname and h.kind == src.kind)
+            ]
+        return SearchOut(
+            query=text,
+            directory=root,
+            index_dir=str(index_dir),
+            mode="vector",
+            hits=[HitOut.of(h) for h in hits[:limit]],
+            notices=notices,
+            source=HitOut.of(src) if src is not None else None,
+        )
+
+    @contextlib.contextmanager
+    def _intel(self, directory: str) -> Iterator[tuple[str, CodeIntel]]:
+        """(root, CodeIntel) of a searchable index."""
+        root, index_dir = self._resolve(directory)
+        self._require_searchable(root, index_dir)
+        from .intel import CodeIntel
+
+        with CodeIntel(index_dir) as intel:
+            yield root, intel
+
+    def find_definition(
+        self, symbol: str, directory: str, kind: str | None = None, limit: int = 20
+    ) -> DefinitionsOut:
+        """Where a symbol is defined."""
+        kinds = _kinds(kind)
+        with self._intel(directory) as (root, intel):
+            found = intel.find_definition(
+                _symbol_arg(symbol), kind=kinds[0] if kinds else None, limit=limit
+            )
+        head = (
+            f"{len(found)} definitions of {symbol} in {root}:"
+            if found
+            else f"No definition of {symbol} in {root}."
+        )
+        text = "\n".join([head, *(f"  {d}" for d in found)])
+        return DefinitionsOut(symbol=symbol, directory=root, definitions=list(found)).with_text(
+            text
+        )
+
+    def find_references(self, symbol: str, directory: str, limit: int = 100) -> ReferencesOut:
+        """Where a symbol is used."""
+        with self._intel(directory) as (root, intel):
+            found = intel.find_references(_symbol_arg(symbol), limit=limit)
+        head = (
+            f"{len(found)} references to {symbol} in {root}:"
+            if found
+            else f"No references to {symbol} in {root}."
+        )
+        text = "\n".join([head, *(f"  {r}" for r in found)])
+        return ReferencesOut(symbol=symbol, directory=root, references=list(found)).with_text(text)
+
+    def get_call_graph(
+        self, symbol: str, directory: str, depth: int = 1, limit: int = 50
+    ) -> CallGraphOut:
+        """Callers and callees of a symbol."""
+        with self._intel(directory) as (root, intel):
+            graph = intel.call_graph(_symbol_arg(symbol), depth=depth, limit=limit)
+        text = str(graph) if graph.roots else f"No definition of {symbol} in {root}.\n{graph}"
+        return CallGraphOut(directory=root, graph=graph).with_text(text)
+
+    def get_dependencies(self, file: str, directory: str | None = None) -> DependenciesOut:
+        """A file's imports and importers."""
+        where = self._locate(file, directory)
+        with self._intel(where.root) as (root, intel):
+            deps = intel.dependencies(where.rel)
+        return DependenciesOut(directory=root, dependencies=deps).with_text(str(deps))
+
+    def analyze_complexity(self, file: str, directory: str | None = None) -> ComplexityOut:
+        """Lines, items by kind and cyclomatic complexity of a file."""
+        where = self._locate(file, directory)
+        with self._intel(where.root) as (root, intel):
+            report = intel.complexity(where.rel)
+        return ComplexityOut(directory=root, complexity=report).with_text(str(report))
 
     def read_file_content(
         self,
@@ -1322,6 +1497,61 @@ sys.stdout.write(json.dumps(out) + "\\n")
 """
 
 
+def _find_symbol(idx: SearchIndex, symbol: str) -> tuple[dict[str, Any] | None, int]:
+    """The chunk payload of the item a symbol names (its first part), and how many other
+    items share the name; (None, 0) when no item has that name.
+
+    ``push`` matches any item named ``push``; ``BinaryHeap::push`` only those whose
+    qualified name ends with it. Among several, definitions of code (functions, methods,
+    types) come before summaries (impl, mod), then the best BM25 score."""
+    path = symbol.rstrip("!").split("::")
+    name = path[-1] + ("!" if symbol.endswith("!") else "")
+    suffix = "::".join(path)
+    candidates: dict[str, tuple[int, float, dict[str, Any]]] = {}
+    for h in idx.bm25.search(" ".join(path), limit=200):
+        p = h.payload
+        if str(p.get("name", "")) != name:
+            continue
+        qualname = str(p.get("qualname", ""))
+        if len(path) > 1 and not (qualname == suffix or qualname.endswith("::" + suffix)):
+            continue
+        key = str(p.get("symbol_id") or h.id)
+        rank = 1 if p.get("kind") in ("impl", "mod") else 0
+        best = candidates.get(key)
+        # keep each item's first part: its signature and the start of its body
+        if best is None or int(p.get("part", 1)) < int(best[2].get("part", 1)):
+            candidates[key] = (rank, -h.score, p)
+    if not candidates:
+        return None, 0
+    ordered = sorted(candidates.values(), key=lambda c: (c[0], c[1], str(c[2].get("path"))))
+    return ordered[0][2], len(ordered) - 1
+
+
+def _payload_hit(payload: dict[str, Any]) -> Hit:
+    """A stored chunk payload as a hit (score 1: it is the query itself)."""
+    return Hit(
+        id=str(payload.get("id", "")),
+        path=str(payload.get("path", "")),
+        start_line=int(payload.get("start_line", 0)),
+        end_line=int(payload.get("end_line", 0)),
+        name=str(payload.get("name", "")),
+        qualname=str(payload.get("qualname", "")),
+        kind=str(payload.get("kind", "")),
+        score=1.0,
+        snippet=snippet_of(str(payload.get("code", "")), str(payload.get("signature", ""))),
+        signature=str(payload.get("signature", "")),
+        parent=str(payload.get("parent", "")),
+    )
+
+
+def _symbol_arg(symbol: str) -> str:
+    """A symbol argument, trimmed; refuses an empty one."""
+    text = symbol.strip()
+    if not text:
+        raise RcmError("symbol is empty: give a name (push) or a path (BinaryHeap::push)")
+    return text
+
+
 def _kinds(kind: str | None) -> list[str] | None:
     """Parse the ``kind`` argument (one kind, or several separated by commas)."""
     if not kind or not kind.strip():
@@ -1385,6 +1615,25 @@ Directory = Annotated[
 ]
 
 
+Symbol = Annotated[
+    str,
+    Field(
+        description="A name (push), or a path ending a qualified name (BinaryHeap::push, "
+        "collections::binary_heap::BinaryHeap::push)."
+    ),
+]
+
+FileArg = Annotated[
+    str,
+    Field(description="The file: a path relative to the indexed root, or absolute inside it."),
+]
+
+RootArg = Annotated[
+    str | None,
+    Field(description="The indexed root (default: the indexed codebase that holds the file)."),
+]
+
+
 def build_server(tools: CodeTools | None = None) -> MCPServer:
     """The MCP server with every tool registered.
 
@@ -1432,15 +1681,27 @@ def build_server(tools: CodeTools | None = None) -> MCPServer:
         force: Annotated[
             bool, Field(description="Rebuild from scratch instead of indexing what changed.")
         ] = False,
+        wait_seconds: Annotated[
+            float,
+            Field(
+                ge=0,
+                le=600,
+                description="How long to wait for the run to finish before answering with "
+                "its run_id (it goes on in the background either way).",
+            ),
+        ] = QUICK_RUN_SECONDS,
     ) -> Annotated[CallToolResult, IndexRunOut]:
         """Index (or re-index) the Rust codebase in a folder, for search and code navigation.
 
         Incremental: only new and changed files are read and embedded. A run that
-        takes longer than a few seconds goes on in the background: the answer then
+        takes longer than wait_seconds goes on in the background: the answer then
         holds its run_id and state "indexing"; poll index_status until "ready".
         Calling it again while a run is going returns that run.
         """
-        return _answer("index_codebase", lambda: tools.index_codebase(directory, mode, force))
+        return _answer(
+            "index_codebase",
+            lambda: tools.index_codebase(directory, mode, force, wait_seconds),
+        )
 
     @server.tool(annotations=_READ_ONLY)
     def index_status(directory: Directory) -> Annotated[CallToolResult, IndexStatusOut]:
@@ -1476,6 +1737,71 @@ def build_server(tools: CodeTools | None = None) -> MCPServer:
         return _answer(
             "search", lambda: tools.search(query, directory, limit, kind, path_glob, mode)
         )
+
+    @server.tool(annotations=_READ_ONLY)
+    def get_similar_code(
+        code_or_symbol: Annotated[
+            str,
+            Field(
+                description="A code fragment, or the name of a symbol in the index (push, "
+                "BinaryHeap::push): then code similar to that item, the item itself left out."
+            ),
+        ],
+        directory: Directory,
+        limit: Annotated[int, Field(ge=1, le=100, description="Hits to return.")] = 10,
+    ) -> Annotated[CallToolResult, SearchOut]:
+        """Find code that means the same as a fragment or as a named symbol (vector search)."""
+        return _answer(
+            "get_similar_code", lambda: tools.get_similar_code(code_or_symbol, directory, limit)
+        )
+
+    @server.tool(annotations=_READ_ONLY)
+    def find_definition(
+        symbol: Symbol,
+        directory: Directory,
+        kind: Annotated[
+            str | None, Field(description="Only definitions of this kind (struct, method...).")
+        ] = None,
+    ) -> Annotated[CallToolResult, DefinitionsOut]:
+        """Where a symbol is defined: file, line range, kind, signature, docs."""
+        return _answer("find_definition", lambda: tools.find_definition(symbol, directory, kind))
+
+    @server.tool(annotations=_READ_ONLY)
+    def find_references(
+        symbol: Symbol,
+        directory: Directory,
+        limit: Annotated[int, Field(ge=1, le=1000, description="References to return.")] = 100,
+    ) -> Annotated[CallToolResult, ReferencesOut]:
+        """Where a symbol is used (calls, type mentions, impls), with file and line; uses
+        tied to the definition come first, same-name uses after."""
+        return _answer("find_references", lambda: tools.find_references(symbol, directory, limit))
+
+    @server.tool(annotations=_READ_ONLY)
+    def get_call_graph(
+        symbol: Symbol,
+        directory: Directory,
+        depth: Annotated[int, Field(ge=1, le=5, description="How many calls away to go.")] = 1,
+    ) -> Annotated[CallToolResult, CallGraphOut]:
+        """Callers and callees of a function or method, to a depth."""
+        return _answer("get_call_graph", lambda: tools.get_call_graph(symbol, directory, depth))
+
+    @server.tool(annotations=_READ_ONLY)
+    def get_dependencies(
+        file: FileArg,
+        directory: RootArg = None,
+    ) -> Annotated[CallToolResult, DependenciesOut]:
+        """A file's `use` imports (and the indexed files they lead to) and the files that
+        import it."""
+        return _answer("get_dependencies", lambda: tools.get_dependencies(file, directory))
+
+    @server.tool(annotations=_READ_ONLY)
+    def analyze_complexity(
+        file: FileArg,
+        directory: RootArg = None,
+    ) -> Annotated[CallToolResult, ComplexityOut]:
+        """A file's lines (code, comment, blank), items by kind, and the cyclomatic
+        complexity of each function."""
+        return _answer("analyze_complexity", lambda: tools.analyze_complexity(file, directory))
 
     @server.tool(annotations=_READ_ONLY)
     def read_file_content(
