@@ -163,6 +163,13 @@ def main() -> None:
     help="Rows per forward pass when embedding on a CPU (default 16)." + _env("cpu_batch_size"),
 )
 @click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]),
+    default=None,
+    help="Forward-pass precision (default auto: fp16 on a GPU, bf16 on a CPU with native "
+    "bfloat16, else fp32); int8 is CPU dynamic quantisation." + _env("precision"),
+)
+@click.option(
     "--max-file-size",
     type=click.IntRange(1),
     default=None,
@@ -208,6 +215,7 @@ def index_cmd(
     qdrant_url: str | None,
     batch_size: int | None,
     cpu_batch_size: int | None,
+    precision: str | None,
     max_file_size: int | None,
     exclude: tuple[str, ...],
     no_gitignore: bool,
@@ -235,6 +243,7 @@ def index_cmd(
             qdrant_url=qdrant_url,
             batch_size=batch_size,
             cpu_batch_size=cpu_batch_size,
+            precision=precision,
             max_file_size=max_file_size,
             exclude=exclude or None,
             respect_gitignore=False if no_gitignore else None,

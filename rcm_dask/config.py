@@ -66,6 +66,9 @@ class IndexConfig:
     """Token budget per embedded text; None: the model's own maximum (256 for MiniLM)."""
     torch_threads: int | None = None
     """Torch intra-op threads for CPU embedding; None: one per core."""
+    precision: str = "auto"
+    """Forward-pass precision: ``auto`` (fp16 on a GPU, bf16 on a CPU with native
+    bfloat16, else fp32), ``fp32``, ``bf16``, ``fp16`` (GPU), ``int8`` (CPU)."""
     qdrant_url: str | None = None
     """Qdrant server URL; None: the embedded Qdrant engine inside the index folder."""
     qdrant_api_key: str | None = None
@@ -115,6 +118,12 @@ class IndexConfig:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
         if self.max_tokens is not None and self.max_tokens < 16:
             raise ConfigError(f"max_tokens must be at least 16, got {self.max_tokens}")
+        from .embedding import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}"
+            )
         if self.rrf_k < 0 or self.bm25_weight < 0 or self.vector_weight < 0:
             raise ConfigError("rrf_k and fusion weights must not be negative")
 

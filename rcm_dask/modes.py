@@ -1115,6 +1115,7 @@ def index(
         cpu_batch_size=config.cpu_batch_size,
         max_tokens=config.max_tokens,
         torch_threads=config.torch_threads,
+        precision=config.precision,
     )
     index_dir = (
         Path(config.index_dir).expanduser() if config.index_dir else default_index_dir(root.url)

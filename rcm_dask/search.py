@@ -364,6 +364,11 @@ class SearchIndex:
                 device=self.config.device,
                 max_tokens=int(self.identity.get("max_tokens") or 0) or None,
                 torch_threads=self.config.torch_threads,
+                # queries of an int8 index in int8 (its vectors differ from fp32's);
+                # otherwise the fastest precision here (fp32/bf16/fp16 agree)
+                precision="int8"
+                if self.identity.get("precision") == "int8"
+                else self.config.precision,
             )
         if not self._embedder_checked:
             if self._embedder.fingerprint != self.identity.get("model_fingerprint"):

@@ -96,10 +96,11 @@ def rust_src() -> Path:
 
 @pytest.fixture(scope="session")
 def real_embedder():  # type: ignore[no-untyped-def]
-    """The bundled all-MiniLM-L6-v2, loaded once per test session."""
+    """The bundled all-MiniLM-L6-v2 in fp32 (exactly reproducible whatever the batch),
+    loaded once per test session."""
     from rcm_dask.embedding import Embedder
 
-    return Embedder(torch_threads=2).load()
+    return Embedder(torch_threads=2, precision="fp32").load()
 
 
 class FailingEmbedder(HashEmbedder):

@@ -10,8 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rcm_dask.embedding import Embedder, bundled_model_dir, resolve_device
-from rcm_dask.errors import ModelError
+from rcm_dask.config import IndexConfig
+from rcm_dask.embedding import (
+    Embedder,
+    bundled_model_dir,
+    cpu_has_bf16,
+    resolve_device,
+    resolve_precision,
+)
+from rcm_dask.errors import ConfigError, ModelError
 
 TEXTS = [
     "fn push(&mut self, item: T)",
@@ -43,6 +50,16 @@ def test_order_and_batch_size_do_not_change_vectors(real_embedder: Embedder) -> 
     small.batch_size = 2
     np.testing.assert_allclose(base, rev, atol=1e-5)
     np.testing.assert_allclose(base, small.embed_batch(TEXTS), atol=1e-5)
+
+
+def test_bf16_vectors_barely_depend_on_the_batch() -> None:
+    """bf16 kernels round differently for other batch widths: close, not bit-equal."""
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no native bfloat16")
+    emb = Embedder(precision="bf16", torch_threads=2)
+    base = emb.embed_batch(TEXTS)
+    rev = emb.embed_batch(TEXTS[::-1])[::-1]
+    assert (base * rev).sum(axis=1).min() >= 0.9995
 
 
 def test_identity_and_limits(real_embedder: Embedder) -> None:
@@ -101,8 +118,55 @@ def test_cuda_matches_cpu(real_embedder: Embedder) -> None:
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    gpu = Embedder(device="cuda")
-    np.testing.assert_allclose(gpu.embed_batch(TEXTS), real_embedder.embed_batch(TEXTS), atol=1e-3)
+    for precision in ("fp32", "fp16", "bf16"):
+        gpu = Embedder(device="cuda", precision=precision)
+        cos = (gpu.embed_batch(TEXTS) * real_embedder.embed_batch(TEXTS)).sum(axis=1)
+        assert cos.min() >= 0.999, (precision, cos)
+
+
+def test_precision_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rcm_dask.embedding as embedding
+
+    monkeypatch.setattr(embedding, "cpu_has_bf16", lambda: True)
+    assert resolve_precision(None, "cpu") == resolve_precision("auto", "cpu") == "bf16"
+    assert resolve_precision("auto", "cuda:0") == "fp16"
+    monkeypatch.setattr(embedding, "cpu_has_bf16", lambda: False)
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("INT8", "cpu") == "int8"
+    with pytest.raises(ModelError, match="fp16 is for GPUs"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(ModelError, match="int8 is .* for CPUs"):
+        resolve_precision("int8", "cuda")
+    with pytest.raises(ModelError, match="unknown precision 'fp8'"):
+        Embedder(precision="fp8")
+    with pytest.raises(ConfigError, match="unknown precision"):
+        IndexConfig.from_env({"RCM_PRECISION": "half"})
+    assert Embedder(precision="fp32").identity["precision"] == "fp32"
+
+
+@pytest.mark.parametrize(("precision", "min_cos"), [("bf16", 0.999), ("int8", 0.8)])
+def test_cpu_precisions_agree_with_fp32(precision: str, min_cos: float) -> None:
+    """bf16 and int8 give unit vectors close to fp32's (int8 less so: never the default)."""
+    if precision == "bf16" and not cpu_has_bf16():
+        pytest.skip("this CPU has no native bfloat16 (autocast would be slow, not wrong)")
+    fp32 = Embedder(precision="fp32", torch_threads=2).embed_batch(TEXTS)
+    other = Embedder(precision=precision, torch_threads=2).embed_batch(TEXTS)
+    cos = (fp32 * other).sum(axis=1)
+    assert other.dtype == np.float32 and other.shape == fp32.shape
+    np.testing.assert_allclose(np.linalg.norm(other, axis=1), 1.0, atol=1e-3)
+    assert cos.min() >= min_cos, cos
+    # each precision is its own model in the process cache
+    assert Embedder(precision=precision).load()._model() is not Embedder(precision="fp32")._model()
+
+
+def test_int8_index_refuses_other_precisions(tmp_path: Path) -> None:
+    from rcm_dask.stores.manifest import identity_mismatch
+
+    base = {"format": 2, "model": "m", "precision": "fp32"}
+    assert identity_mismatch(base, {**base, "precision": "bf16"}) == []
+    assert identity_mismatch({"format": 2, "model": "m"}, {**base, "precision": "fp16"}) == []
+    (diff,) = identity_mismatch(base, {**base, "precision": "int8"})
+    assert "precision: index has 'fp32', this run uses 'int8'" == diff
 
 
 _TUNE = "from rcm_dask.embedding import tune_allocator; print(tune_allocator(), tune_allocator())"

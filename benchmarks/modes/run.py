@@ -100,6 +100,7 @@ def embed_only(root: str) -> None:
         batch_size=config.batch_size,
         cpu_batch_size=config.cpu_batch_size,
         torch_threads=config.torch_threads,
+        precision=config.precision,
     )
     part = read_chunk_partition(discover_sources(src).files, src.fs, emb)
     texts = [format_for_embedding(c) for c in part.chunks]
