@@ -32,7 +32,7 @@ DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 # One loaded model per (process, model dir, device): a pickled Embedder arriving in
 # a worker finds the weights already loaded by an earlier task.
-_LOADED: dict[tuple[str, str], tuple[Any, Any]] = {}
+_LOADED: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 _LOAD_LOCK = threading.Lock()
 
 CHARS_PER_TOKEN_BOUND = 128
