@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evalset import QUESTIONS, Question, load_questions, validate  # noqa: E402
+from evalset import QUESTIONS, Question, load_questions, validate
 
-from rcm_dask.chunking import chunk_source  # noqa: E402
-from rcm_dask.records import SourceFile  # noqa: E402
+from rcm_dask.chunking import chunk_source
+from rcm_dask.records import SourceFile
 
 
 def find_library() -> Path:

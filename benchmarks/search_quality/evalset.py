@@ -108,7 +108,9 @@ def credited(ranked: Sequence[Iterable[Key]], relevant: dict[Key, int], k: int) 
     return gains
 
 
-def reciprocal_rank(ranked: Sequence[Iterable[Key]], relevant: dict[Key, int], k: int = 10) -> float:
+def reciprocal_rank(
+    ranked: Sequence[Iterable[Key]], relevant: dict[Key, int], k: int = 10
+) -> float:
     """1 / rank of the first result covering any relevant item (any grade), 0 if none in ``k``.
 
     Examples

@@ -1,0 +1,245 @@
+"""benchmarks/search_quality: the metrics on hand-computed cases, the question set
+against the real chunker, and the runner end to end on a one-file scope."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "search_quality"
+
+
+def _load(name: str) -> ModuleType:
+    """Import a module of the benchmark folder by path (benchmarks are not a package)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # run.py and check_questions.py import evalset
+    if name == "evalset":
+        return importlib.import_module(name)  # one module object, shared with the scripts
+    module_name = f"search_quality_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up while defined
+    spec.loader.exec_module(module)
+    return module
+
+
+evalset = _load("evalset")
+A, B, C, X = ("a.rs", "A"), ("a.rs", "B"), ("b.rs", "C"), ("x.rs", "X")
+LOG2_3 = math.log2(3)
+
+
+@pytest.mark.parametrize(
+    ("ranked", "relevant", "k", "expected"),
+    [
+        ([[X], [X], [A]], {A: 2}, 10, 1 / 3),
+        ([[X], [B], [A]], {A: 2, B: 1}, 10, 1 / 2),  # a grade-1 item counts as a hit
+        ([[X], [X], [A]], {A: 2}, 2, 0.0),  # beyond the cut-off
+        ([], {A: 2}, 10, 0.0),
+        ([[A, B]], {A: 2, B: 1}, 10, 1.0),  # a file covering two items
+    ],
+)
+def test_reciprocal_rank(ranked, relevant, k, expected) -> None:  # type: ignore[no-untyped-def]
+    assert evalset.reciprocal_rank(ranked, relevant, k) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("ranked", "relevant", "k", "expected"),
+    [
+        ([[A], [X], [C]], {A: 2, B: 1, C: 1}, 10, 2 / 3),
+        ([[A], [X], [C]], {A: 2, B: 1, C: 1}, 2, 1 / 3),
+        ([[A], [A]], {A: 2, B: 1}, 10, 1 / 2),  # a repeat finds nothing new
+        ([[A, B]], {A: 2, B: 1}, 10, 1.0),
+        ([[X]], {}, 10, 0.0),
+    ],
+)
+def test_recall(ranked, relevant, k, expected) -> None:  # type: ignore[no-untyped-def]
+    assert evalset.recall(ranked, relevant, k) == pytest.approx(expected)
+
+
+IDEAL_2_1 = 2 + 1 / LOG2_3  # grades 2 and 1 at ranks 1 and 2
+
+
+@pytest.mark.parametrize(
+    ("ranked", "relevant", "k", "expected"),
+    [
+        ([[A], [B]], {A: 2, B: 1}, 10, 1.0),
+        # the grade-1 item first: (1 + 2/log2 3) / (2 + 1/log2 3)
+        ([[B], [A]], {A: 2, B: 1}, 10, (1 + 2 / LOG2_3) / IDEAL_2_1),
+        # X, A, B: 2/log2 3 + 1/log2 4 over the ideal = 0.66967
+        ([[X], [A], [B]], {A: 2, B: 1}, 10, (2 / LOG2_3 + 0.5) / IDEAL_2_1),
+        ([[X], [A], [B]], {A: 2, B: 1}, 2, (2 / LOG2_3) / IDEAL_2_1),
+        # one file holding both items earns one item's best grade
+        ([[A, B]], {A: 2, B: 1}, 10, 2 / IDEAL_2_1),
+        ([[A], [A], [B]], {A: 2, B: 1}, 10, (2 + 0.5) / IDEAL_2_1),  # a repeat earns 0
+        ([[X]], {A: 2}, 10, 0.0),
+    ],
+)
+def test_ndcg(ranked, relevant, k, expected) -> None:  # type: ignore[no-untyped-def]
+    assert evalset.ndcg(ranked, relevant, k) == pytest.approx(expected)
+
+
+def test_ndcg_hand_value() -> None:
+    assert evalset.ndcg([[X], [A], [B]], {A: 2, B: 1}) == pytest.approx(0.66967, abs=1e-5)
+
+
+def test_percentile() -> None:
+    assert evalset.percentile([4.0, 1.0, 3.0, 2.0], 50) == pytest.approx(2.5)
+    assert evalset.percentile([1.0, 2.0, 3.0, 4.0, 5.0], 95) == pytest.approx(4.8)
+    assert math.isnan(evalset.percentile([], 50))
+
+
+def test_validate_reports_every_problem() -> None:
+    good = evalset.Question("q1", "where?", {("a/src/x.rs", "x::f"): 2}, "a", "where")
+    questions = [
+        good,
+        evalset.Question("q1", "where else?", {("a/src/x.rs", "x::g"): 2}, "a", "where"),
+        evalset.Question("q2", "which?", {("a/src/x.rs", "x::f"): 1}, "b", "guess"),
+        evalset.Question("q3", "WHERE?", {("a/src/y.rs", "y::f"): 3}, "a", "how"),
+    ]
+    problems = evalset.validate(questions, {"a/src/x.rs": {"x::f"}})
+    text = "\n".join(problems)
+    assert "duplicate id q1" in text
+    assert "duplicate question 'where?'" in text
+    assert "q1: a/src/x.rs has no chunk 'x::g'" in text
+    assert "q2: unknown kind 'guess'" in text
+    assert "q2: no item of grade 2" in text
+    assert "q2: crate 'b' holds none of its items" in text
+    assert "q3: no file a/src/y.rs" in text
+    assert "q3: grade 3" in text
+    assert "only 4 questions" in text
+    assert evalset.validate([good] * 1, {"a/src/x.rs": {"x::f"}}) == [
+        f"only 1 questions; the set needs {evalset.MIN_QUESTIONS}"
+    ]
+
+
+def test_question_set_matches_the_chunker(rust_src: Path) -> None:
+    """Every relevant item is a chunk the project's chunker makes for its file."""
+    check = _load("check_questions")
+    questions = evalset.load_questions()
+    assert check.check(questions, rust_src / "library") == []
+    assert len(questions) >= evalset.MIN_QUESTIONS
+    assert len({q.crate for q in questions}) >= 3
+    assert len({q.area for q in questions}) >= 8
+    unnamed = sum(not q.mentions_identifier for q in questions)
+    assert 0.3 <= unnamed / len(questions) <= 0.7
+
+
+def test_check_questions_cli(rust_src: Path, tmp_path: Path) -> None:
+    """The validator's command: counts and exit 0 on the set, the misses and exit 1 on a bad one."""
+    script = BENCH / "check_questions.py"
+    lib = str(rust_src / "library")
+    ok = subprocess.run(
+        [sys.executable, str(script), "--library", lib], check=False, capture_output=True, text=True
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "by crate:" in ok.stdout and "by kind:" in ok.stdout
+    bad = tmp_path / "bad.jsonl"
+    line = json.loads((BENCH / "questions.jsonl").read_text().splitlines()[0])
+    line["relevant"][0]["qualname"] += "_nope"
+    bad.write_text(json.dumps(line) + "\n")
+    out = subprocess.run(
+        [sys.executable, str(script), "--library", lib, "--questions", str(bad)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 1
+    assert f"{line['id']}: {line['relevant'][0]['path']} has no chunk" in out.stdout
+
+
+def test_exclude_patterns_leave_only_the_scope(tmp_path: Path) -> None:
+    from rcm_dask.sources import discover_sources, open_root
+
+    run = _load("run")
+    for rel in (
+        "a/src/lib.rs",
+        "a/src/x/mod.rs",
+        "a/src/x/tests.rs",
+        "a/src/skip/y.rs",
+        "a/tests/t.rs",
+        "b/src/lib.rs",
+        "top.rs",
+    ):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("fn f() {}\n")
+    scope = run.Scope("t", ("a/src",), ("a/src/skip",), ("tests.rs",))
+    patterns = run.exclude_patterns(tmp_path, scope)
+    found = discover_sources(open_root(str(tmp_path)), exclude=tuple(patterns)).files
+    assert [f.path for f in found] == ["a/src/lib.rs", "a/src/x/mod.rs"]
+
+
+def test_runner_end_to_end_on_one_file(rust_src: Path, tmp_path: Path) -> None:
+    """The documented command on a one-file scope, real Tantivy and Qdrant, fake vectors."""
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        str(BENCH / "run.py"),
+        "--library",
+        str(rust_src / "library"),
+        "--scope",
+        "alloc/src/collections/binary_heap.rs",
+        "--embedder",
+        "hash",
+        "--warmup",
+        "1",
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((out / "last_run.json").read_text())
+    wanted = [
+        q.id
+        for q in evalset.load_questions()
+        if {p for p, _ in q.relevant} == {"alloc/src/collections/binary_heap.rs"}
+    ]
+    assert [r["id"] for r in result["questions"]] == wanted and len(wanted) >= 3
+    assert result["questions_used"] == len(wanted)
+    assert result["scope"]["files"] == 1 and result["index"]["files"] == 1
+    for method in ("file-bm25", "bm25", "vector", "hybrid"):
+        s = result["summary"][method]
+        for metric in ("mrr", "recall", "ndcg"):
+            assert 0.0 <= s[metric] <= 1.0
+        assert 0.0 < s["p50_ms"] <= s["p95_ms"]
+    # one file: the baseline returns it first for every question
+    assert result["summary"]["file-bm25"]["mrr"] == 1.0
+    assert result["summary"]["file-bm25"]["recall"] == 1.0
+    # the chunk searches rank items: BM25 finds some of them among ~250 chunks
+    assert result["summary"]["bm25"]["mrr"] > 0.0
+    assert "| hybrid |" in done.stdout
+    assert "hash embedder" in (out / "REPORT.md").read_text()
+
+
+@pytest.mark.slow
+def test_runner_with_a_real_model(rust_src: Path, tmp_path: Path, tiny_model: Path) -> None:
+    """The same command through the real embedding path (a tiny local model)."""
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        str(BENCH / "run.py"),
+        "--library",
+        str(rust_src / "library"),
+        "--scope",
+        "core/src/cell.rs",
+        "--model",
+        str(tiny_model),
+        "--out",
+        str(out),
+    ]
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((out / "last_run.json").read_text())
+    assert result["questions_used"] >= 3
+    assert result["model"].startswith(tiny_model.name)
+    assert all(r["scores"]["vector"]["ndcg"] >= 0.0 for r in result["questions"])
+    assert result["summary"]["vector"]["p50_ms"] > 0.0
