@@ -348,11 +348,19 @@ class Embedder:
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:
-            step = self.batch_size
             if device.type == "cpu":
-                step = max(1, min(step, self.cpu_batch_size))
-            for start in range(0, len(order), step):
-                rows = order[start : start + step]
+                passes = token_budget_passes(
+                    [len(ids[i]) for i in order],
+                    max_rows=CPU_MAX_ROWS_FACTOR * self.cpu_batch_size,
+                    budget=self.cpu_batch_size * self.max_tokens,
+                )
+            else:  # a GPU wants full, wide passes
+                passes = [
+                    (s, min(s + self.batch_size, len(order)))
+                    for s in range(0, len(order), self.batch_size)
+                ]
+            for start, stop in passes:
+                rows = order[start:stop]
                 width = max(len(ids[i]) for i in rows)
                 input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
                 mask = np.zeros((len(rows), width), dtype=np.int64)
@@ -376,6 +384,37 @@ class Embedder:
                 del hidden, pooled, inputs, m
         release_memory()
         return out
+
+
+CPU_MAX_ROWS_FACTOR = 4
+"""A CPU pass of short texts holds up to this many times ``cpu_batch_size`` rows."""
+
+
+def token_budget_passes(
+    lengths: Sequence[int], max_rows: int, budget: int
+) -> list[tuple[int, int]]:
+    """Cut texts sorted by token length into forward passes of at most ``budget``
+    padded tokens (rows x the longest row) and ``max_rows`` rows; ``(start, stop)``
+    index ranges in order. A text longer than the budget gets a pass of its own.
+
+    On a CPU the cost of a pass grows with its padded size, and each pass also has a
+    fixed cost: passes of equal token size keep both low whatever the mix of lengths.
+
+    Examples
+    --------
+    >>> token_budget_passes([10, 10, 10, 50, 50, 200], max_rows=8, budget=120)
+    [(0, 3), (3, 5), (5, 6)]
+    """
+    passes: list[tuple[int, int]] = []
+    start = 0
+    for i, n in enumerate(lengths):
+        rows = i - start + 1
+        if i > start and (rows > max_rows or rows * n > budget):
+            passes.append((start, i))
+            start = i
+    if start < len(lengths):
+        passes.append((start, len(lengths)))
+    return passes
 
 
 _LIBC: Any = None

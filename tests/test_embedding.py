@@ -194,3 +194,19 @@ def test_tune_allocator_only_where_dask_froze_it(env: dict[str, str], expected: 
         check=True,
     )
     assert out.stdout.strip() == expected
+
+
+def test_token_budget_passes_cover_every_text_once_within_budget() -> None:
+    from rcm_dask.embedding import token_budget_passes
+
+    rng = np.random.default_rng(0)
+    lengths = sorted(int(x) for x in rng.integers(3, 300, size=500))
+    passes = token_budget_passes(lengths, max_rows=64, budget=16 * 256)
+    assert [a for a, _ in passes][1:] == [b for _, b in passes][:-1]
+    assert passes[0][0] == 0 and passes[-1][1] == len(lengths)
+    for a, b in passes:
+        assert b - a <= 64 and ((b - a) * lengths[b - 1] <= 16 * 256 or b - a == 1)
+    # short texts share wide passes, long ones narrow ones
+    assert passes[0][1] - passes[0][0] == 64 and passes[-1][1] - passes[-1][0] <= 16
+    assert token_budget_passes([], 8, 100) == []
+    assert token_budget_passes([500], 8, 100) == [(0, 1)]
