@@ -11,7 +11,7 @@ every relevant item in it). Reports MRR@10, recall@10 and graded nDCG@10 per met
 
 Usage:
   python benchmarks/search_quality/run.py                  # --size small: most of alloc, core, std src (~8 min to index on 2 cores)
-  python benchmarks/search_quality/run.py --size full      # all of library/ (~100k chunks: over 30 min on 2 cores)
+  python benchmarks/search_quality/run.py --size full      # all of library/ (132k chunks: ~45 min on 2 cores)
   python benchmarks/search_quality/run.py --index-dir DIR  # reuse an index this script built
   python benchmarks/search_quality/run.py --embedder hash  # quick check of the runner: fake vectors
   python benchmarks/search_quality/run.py --model DIR      # another local model
@@ -435,7 +435,9 @@ Measured by `{result["command"]}` on {time.strftime("%Y-%m-%d", time.gmtime(resu
 - **Machine**: {m["cpu"]}, {m["cores"]} usable cores, {m["memory_gb"]} GB, {m["platform"]};
   load average at the end {m["load_avg"]}.
 - **Versions**: {", ".join(f"{k} {val}" for k, val in v.items())}.
-- **Model**: {result["model"]}.
+- **Model**: {result["model"]}. Search settings: {
+        ", ".join(f"{k} {val}" for k, val in result["search_config"].items())
+    }.
 - **Scope** `{s["name"]}`: {s["files"]} files of `library/` ({scope_rule(s)}),
   {ix["chunks"]} chunks; {built}.
 - **Questions**: {result["questions_used"]} of {result["questions_total"]} (those whose
@@ -455,12 +457,13 @@ Per-question scores and top hits are in `last_run.json`.
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the figures; write last_run.json and REPORT.md."""
     ap = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--size", choices=("small", "full"), default="small")
     ap.add_argument("--index-dir", type=Path, help="reuse this index (built over library/)")
     ap.add_argument("--embedder", choices=("model", "hash"), default="model")
     ap.add_argument("--model", help="local Hugging Face model folder (default: the bundled one)")
+    ap.add_argument("--precision", help="embedding precision (default: RCM_PRECISION, else auto)")
     ap.add_argument("--library", type=Path, help="rust-src library/ folder")
     ap.add_argument("--warmup", type=int, default=3, help="untimed questions per method")
     ap.add_argument("--out", type=Path, help="where last_run.json and REPORT.md go")
@@ -473,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     import rcm_dask
-    from rcm_dask.config import data_home
+    from rcm_dask.config import IndexConfig, data_home
     from rcm_dask.embedding import Embedder
     from rcm_dask.sources import discover_sources, open_root
     from rcm_dask.stores.manifest import Manifest
@@ -505,9 +508,10 @@ def main(argv: list[str] | None = None) -> int:
     embedder: Any
     if args.embedder == "hash":
         embedder, model_label = HashEmbedder(), "hash embedder (fake vectors: not a model)"
-    elif args.model or not args.index_dir:
-        embedder = Embedder(args.model)
-        model_label = f"{embedder.name} ({embedder.model_dir})"
+    elif args.model or args.precision or not args.index_dir:
+        precision = args.precision or IndexConfig.from_env().precision
+        embedder = Embedder(args.model, precision=precision)
+        model_label = f"{embedder.name} ({embedder.model_dir}), {embedder.precision}"
     else:
         embedder, model_label = None, "the model the index names"
 
@@ -515,7 +519,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.index_dir:
         index_dir = args.index_dir.expanduser()
     else:
-        tag = "hash" if args.embedder == "hash" else Path(embedder.model_dir).name
+        tag = (
+            "hash"
+            if args.embedder == "hash"
+            else f"{Path(embedder.model_dir).name}-{embedder.precision}"
+        )
         index_dir = data_home() / "search-quality" / f"{scope.name}-{tag}"
         if scope.name == "custom":
             digest = hashlib.sha256("\0".join(scope.include).encode()).hexdigest()[:8]
@@ -590,6 +598,10 @@ def main(argv: list[str] | None = None) -> int:
         "questions_used": len(used),
         "set_fingerprint": set_fingerprint(),
         "warmup": args.warmup,
+        "search_config": {
+            name: getattr(IndexConfig.from_env(), name)
+            for name in ("candidates", "rrf_k", "bm25_weight", "vector_weight")
+        },
         "k": K,
         "summary": summary,
         "questions": rows,
