@@ -10,8 +10,8 @@ every relevant item in it). Reports MRR@10, recall@10 and graded nDCG@10 per met
 (see ``evalset.py``), and warm latency p50/p95 per method, query embedding included.
 
 Usage:
-  python benchmarks/search_quality/run.py                  # --size small: most of alloc, core, std src (~8 min to index on 2 cores)
-  python benchmarks/search_quality/run.py --size full      # all of library/ (132k chunks: ~45 min on 2 cores)
+  python benchmarks/search_quality/run.py                  # small: 25k chunks, ~9 min on 2 cores
+  python benchmarks/search_quality/run.py --size full      # all of library/: 132k chunks, ~45 min
   python benchmarks/search_quality/run.py --index-dir DIR  # reuse an index this script built
   python benchmarks/search_quality/run.py --embedder hash  # quick check of the runner: fake vectors
   python benchmarks/search_quality/run.py --model DIR      # another local model
@@ -548,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
             mode=stats.mode,
         )
         log(
-            f"indexed {stats.files_indexed} files ({stats.files_unchanged} unchanged) in {seconds:.1f} s"
+            f"indexed {stats.files_indexed} files ({stats.files_unchanged} unchanged) "
+            f"in {seconds:.1f} s"
         )
     with rcm_dask.open_index(index_dir) as idx:
         status = idx.status()
