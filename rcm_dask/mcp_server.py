@@ -841,13 +841,18 @@ class CodeTools:
             path = os.path.normpath(text)
             inside = [(r, d) for r, d in candidates if _inside(path, r)]
             if not inside:
+                # the same place spelled through a symlinked ancestor of the root
+                # (/tmp -> /private/tmp): judged by where it really is
+                path = os.path.realpath(path)
+                inside = [(r, d) for r, d in candidates if _inside(path, os.path.realpath(r))]
+            if not inside:
                 roots = ", ".join(r for r, _ in candidates)
                 raise SourceError(
                     f"refused {file!r}: it is outside the indexed root(s) ({roots}); only "
                     "files inside an indexed codebase can be read"
                 )
             root, index_dir = max(inside, key=lambda c: len(c[0]))
-            rel = os.path.relpath(path, root)
+            rel = os.path.relpath(path, root if _inside(path, root) else os.path.realpath(root))
         else:
             rel = posixpath.normpath(text.replace("\\", "/"))
             found = [(r, d) for r, d in candidates if os.path.lexists(os.path.join(r, rel))]
@@ -1845,6 +1850,13 @@ def serve(transport: Literal["stdio", "http"] = "stdio", *, port: int = DEFAULT_
     port
         The HTTP port; 0 picks a free one. The address is printed on stderr.
     """
+    # plain lines on stderr (configured before the SDK's own logging setup, which then
+    # keeps them): stdout belongs to the protocol
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.WARNING,
+        format="%(asctime)s rcm-dask mcp %(levelname)s %(name)s: %(message)s",
+    )
     tools = CodeTools()
     server = build_server(tools)
     try:
