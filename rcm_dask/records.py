@@ -562,3 +562,297 @@ class EmbedResult:
     """Epoch seconds when embedding finished."""
     threads: int
     """Torch threads the task used (0 on a GPU)."""
+
+
+# --------------------------------------------------------------------------- code intelligence
+
+
+def _plain_value(value: object) -> object:
+    """A record field as JSON-ready data (records become dicts, tuples lists)."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, tuple):
+        return [_plain_value(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Definition:
+    """Where a symbol is defined (:meth:`rcm_dask.intel.CodeIntel.find_definition`)."""
+
+    name: str
+    """Symbol name (``push``)."""
+    qualname: str
+    """Qualified name within its crate (``collections::binary_heap::BinaryHeap::push``)."""
+    kind: str
+    """Item kind (``method``, ``struct``...; see :data:`CHUNK_KINDS`)."""
+    path: str
+    """File path relative to the indexed root."""
+    start_line: int
+    """First line of the item, docs and attributes included (1-based)."""
+    end_line: int
+    """Last line of the item (1-based, inclusive)."""
+    signature: str = ""
+    """The item's header up to its body."""
+    visibility: str = ""
+    """``pub``, ``pub(crate)``... or ``""`` for private."""
+    parent: str = ""
+    """Enclosing type or trait of a method or associated item."""
+    module: str = ""
+    """Module path of the item."""
+    doc: str = ""
+    """First line of its docs."""
+    id: str = ""
+    """Chunk id of the item (of its first part when it was split)."""
+    parts: int = 1
+    """Chunks the item was split into."""
+    match: str = "exact"
+    """Which rule matched the query: ``exact`` (the qualified name, possibly with its crate
+    or ``crate::`` in front), ``suffix`` (the query ends the qualified name:
+    ``BinaryHeap::push``) or ``name`` (a bare name, possibly ambiguous)."""
+
+    def __str__(self) -> str:
+        """``path:line  kind qualname  [match]``."""
+        rule = "" if self.match == "exact" else f"  [{self.match}]"
+        return f"{self.path}:{self.start_line}  {self.kind} {self.qualname}{rule}"
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict for JSON output."""
+        return {n: _plain_value(getattr(self, n)) for n in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """One place a symbol is used (:meth:`rcm_dask.intel.CodeIntel.find_references`)."""
+
+    path: str
+    """File of the referring item."""
+    line: int
+    """Line of the first such use in the referring item (1-based)."""
+    name: str
+    """The name used (``push``)."""
+    kind: str
+    """``call``, ``macro`` (an invocation ``name!``), ``type`` (the type is named),
+    ``impl`` (an ``impl`` block for the type) or ``trait-impl`` (an ``impl`` of the trait)."""
+    written: str
+    """How it is written: ``BinaryHeap::push(``, ``Self::push(``, ``self.push(``,
+    ``.push(`` (a method of some other receiver), ``push(``, ``vec!``, a type name..."""
+    in_qualname: str
+    """Qualified name of the referring item."""
+    in_kind: str
+    """Kind of the referring item."""
+    in_id: str = ""
+    """Chunk id of the referring item."""
+    target: str = ""
+    """Qualified name of the definition the use resolves to; ``""`` when unresolved."""
+    resolved: bool = False
+    """Whether the use is tied to the definition (``confidence`` ``exact`` or ``scope``)."""
+    confidence: str = "name"
+    """``exact`` (the path or ``Self``/``self`` names the owner), ``scope`` (same module or
+    file, or the file imports the name) or ``name`` (same name only: ambiguous)."""
+
+    def __str__(self) -> str:
+        """``path:line  written  in qualname  [confidence]``."""
+        return (
+            f"{self.path}:{self.line}  {self.written}  in {self.in_qualname}  [{self.confidence}]"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict for JSON output."""
+        return {n: _plain_value(getattr(self, n)) for n in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, slots=True)
+class CallEdge:
+    """One call from ``caller`` to ``callee`` at ``path:line``."""
+
+    caller: str
+    """Qualified name of the calling item."""
+    callee: str
+    """Qualified name of the called item, or the bare name (``push``) when unresolved."""
+    path: str
+    """File of the call site (the caller's file)."""
+    line: int
+    """Line of the call site (the first such call in the caller)."""
+    depth: int
+    """Distance from the queried symbol (1: a direct caller or callee)."""
+    resolved: bool
+    """Whether ``callee`` (for callees) or the call (for callers) is tied to a definition."""
+    confidence: str
+    """``exact``, ``scope`` or ``name``, as for :class:`Reference`."""
+    callee_path: str = ""
+    """File that defines the callee, ``""`` when unresolved or outside the index."""
+    callee_line: int = 0
+    """First line of the callee's definition, 0 when unknown."""
+
+    def __str__(self) -> str:
+        """``path:line  caller -> callee`` (``?`` marks an unresolved callee)."""
+        mark = "" if self.resolved else "  [?]"
+        return f"{self.path}:{self.line}  {self.caller} -> {self.callee}{mark}"
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict for JSON output."""
+        return {n: _plain_value(getattr(self, n)) for n in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, slots=True)
+class CallGraph:
+    """Callers and callees of a symbol, to a depth (:meth:`rcm_dask.intel.CodeIntel.call_graph`)."""
+
+    symbol: str
+    """The query."""
+    roots: tuple[Definition, ...]
+    """The definitions the query matched (the graph starts from all of them)."""
+    callers: tuple[CallEdge, ...]
+    """Edges into the roots and, further out, into their callers (breadth first)."""
+    callees: tuple[CallEdge, ...]
+    """Edges out of the roots and, further out, out of their resolved callees."""
+    depth: int
+    """Depth asked for."""
+    truncated: bool = False
+    """True when ``limit`` cut either list."""
+
+    def __str__(self) -> str:
+        """The roots, then callers and callees, one edge a line, indented by depth."""
+        lines = [f"call graph of {self.symbol} (depth {self.depth})"]
+        lines += [f"  {d}" for d in self.roots]
+        lines.append("callers:")
+        lines += [f"{'  ' * e.depth}{e}" for e in self.callers]
+        lines.append("callees:")
+        lines += [f"{'  ' * e.depth}{e}" for e in self.callees]
+        if self.truncated:
+            lines.append("(truncated: raise the limit for more)")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict for JSON output."""
+        return {n: _plain_value(getattr(self, n)) for n in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, slots=True)
+class ImportEdge:
+    """One ``use`` path of a file, and where it leads."""
+
+    path: str
+    """The importing file."""
+    use_path: str
+    """The path as imported (braces expanded, alias dropped: ``crate::vec::Vec``)."""
+    target: str
+    """The path resolved to its crate (``alloc::vec::Vec``; ``crate``/``self``/``super``
+    replaced)."""
+    target_path: str = ""
+    """The indexed file that defines the target, ``""`` when it is not in the index."""
+    how: str = ""
+    """``item`` (an item defined in ``target_path``), ``module`` (the file's module or an
+    item under it), ``re-export`` (an item of ``target_path`` imported through an
+    ancestor module) or ``external`` (not in the index)."""
+
+    def __str__(self) -> str:
+        """``path: use use_path  -> target_path``."""
+        where = f"  -> {self.target_path}" if self.target_path else ""
+        return f"{self.path}: use {self.use_path}{where}"
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict for JSON output."""
+        return {n: _plain_value(getattr(self, n)) for n in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, slots=True)
+class FileDependencies:
+    """What a file imports and which indexed files import it."""
+
+    path: str
+    """The file."""
+    module: str
+    """Its module path."""
+    crate: str
+    """Its crate (the folder above ``src``; ``""`` when there is none)."""
+    imports: tuple[ImportEdge, ...]
+    """Its ``use`` paths, in source order."""
+    imported_by: tuple[ImportEdge, ...]
+    """``use`` paths of other indexed files that lead into this file."""
+
+    def __str__(self) -> str:
+        """The file, its imports, then its importers, one a line."""
+        lines = [f"{self.path} (module {self.module or '<crate root>'})", "imports:"]
+        lines += [
+            f"  {e.use_path}" + (f"  -> {e.target_path}" if e.target_path else "")
+            for e in self.imports
+        ]
+        lines.append("imported by:")
+        lines += [f"  {e.path}: use {e.use_path}" for e in self.imported_by]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict for JSON output."""
+        return {n: _plain_value(getattr(self, n)) for n in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionComplexity:
+    """Cyclomatic complexity of one function or method."""
+
+    name: str
+    """Function name."""
+    qualname: str
+    """Qualified name (from the index; the name when the index has no such item)."""
+    kind: str
+    """``function`` or ``method``."""
+    path: str
+    """File."""
+    start_line: int
+    """Line of ``fn`` (1-based)."""
+    end_line: int
+    """Last line (1-based, inclusive)."""
+    complexity: int
+    """1 + branches (see :meth:`rcm_dask.intel.CodeIntel.complexity` for the rule)."""
+
+    def __str__(self) -> str:
+        """``path:line  qualname  complexity N``."""
+        return f"{self.path}:{self.start_line}  {self.qualname}  complexity {self.complexity}"
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict for JSON output."""
+        return {n: _plain_value(getattr(self, n)) for n in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True, slots=True)
+class FileComplexity:
+    """Size and complexity of one file (:meth:`rcm_dask.intel.CodeIntel.complexity`)."""
+
+    path: str
+    """The file."""
+    lines_total: int
+    """Lines in the file."""
+    lines_code: int
+    """Lines holding code (any token that is not a comment)."""
+    lines_comment: int
+    """Lines holding comments only (doc comments included)."""
+    lines_blank: int
+    """Lines holding whitespace only (outside comments)."""
+    items: tuple[tuple[str, int], ...]
+    """Indexed items by kind, ``(kind, count)`` sorted by kind."""
+    functions: tuple[FunctionComplexity, ...]
+    """Every function and method with a body, in source order."""
+    stale: bool = False
+    """True when the file changed since it was indexed (lines and complexity are of the
+    file as it is now, ``items`` of the index)."""
+
+    def __str__(self) -> str:
+        """Line counts, items, then the functions, most complex first."""
+        items = ", ".join(f"{k} {n}" for k, n in self.items)
+        lines = [
+            f"{self.path}: {self.lines_total} lines ({self.lines_code} code, "
+            f"{self.lines_comment} comment, {self.lines_blank} blank)"
+            + ("  [changed since indexed]" if self.stale else ""),
+            f"items: {items}",
+        ]
+        ranked = sorted(self.functions, key=lambda f: (-f.complexity, f.start_line))
+        lines += [f"  {f}" for f in ranked]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict for JSON output (``items`` as a ``{kind: count}`` dict)."""
+        out = {n: _plain_value(getattr(self, n)) for n in self.__dataclass_fields__}
+        out["items"] = dict(self.items)
+        return out

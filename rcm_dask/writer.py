@@ -6,7 +6,8 @@ Index folder layout::
       identity.json      model, fingerprint, dimensions, max_tokens, chunker version, root
       bm25/              Tantivy index
       vectors/           embedded Qdrant shard (absent with --qdrant-url: a server collection)
-      manifest.sqlite    per file: size, mtime, sha256, chunk ids
+      manifest.sqlite    per file: size, mtime, sha256, chunk ids; symbols, references,
+                         imports (rcm_dask.intel), in the same transaction as the file's row
 
 Order of a commit: Tantivy, then Qdrant, then the manifest (one SQLite transaction).
 A file enters the manifest only once all of its chunks are in both stores, so the
@@ -30,10 +31,12 @@ from types import TracebackType
 from typing import Any
 
 from .errors import IndexIdentityError, IndexWriteError, StoreBusyError
+from .intel import SymbolCollector
 from .records import EmbeddedBatch, IndexedFile
 from .stores.bm25 import Bm25Store
 from .stores.manifest import (
     MANIFEST_FILE,
+    FileSymbols,
     Manifest,
     identity_mismatch,
     read_identity,
@@ -175,6 +178,10 @@ class IndexWriter:
         self._replaced: set[str] = set()
         self._complete: list[IndexedFile] = []
         self._removals: list[str] = []
+        # Symbol rows go into the manifest with their file's row (same transaction), so
+        # they are collected while a file's chunks arrive and handed over at commit.
+        self._collector = SymbolCollector()
+        self._symbols: dict[str, FileSymbols] = {}
         self._since_commit = 0
         self.chunks_written = 0
         self.commits = 0
@@ -255,6 +262,8 @@ class IndexWriter:
         except Exception as e:
             raise IndexWriteError(f"writing to the index at {self.index_dir} failed: {e}") from e
         for c in batch.chunks:
+            self._collector.add(c)
+        for c in batch.chunks:
             left = self._remaining.get(c.path)
             if left is not None:
                 self._remaining[c.path] = left - 1
@@ -322,6 +331,7 @@ class IndexWriter:
         """All chunks of a file are written: it goes into the manifest at the next commit."""
         self._complete.append(self._expected.pop(path))
         del self._remaining[path]
+        self._symbols[path] = self._collector.finish(path)
 
     def commit(self) -> None:
         """Make everything written so far durable: Tantivy, Qdrant, then the manifest."""
@@ -331,10 +341,11 @@ class IndexWriter:
             self.vectors.commit()
         except Exception as e:
             raise IndexWriteError(f"committing the index at {self.index_dir} failed: {e}") from e
-        self.manifest.apply(self._complete, self._removals)
+        self.manifest.apply(self._complete, self._removals, self._symbols)
         self.manifest.set_meta("updated", time.time())
         self._complete = []
         self._removals = []
+        self._symbols = {}
         self._since_commit = 0
         self._last_commit = time.monotonic()
         self.commits += 1

@@ -1,0 +1,1275 @@
+"""Code intelligence over an index: definitions, references, call graphs, imports, complexity.
+
+Two sides:
+
+* **Write side** (:class:`SymbolCollector`, used by :class:`~rcm_dask.writer.IndexWriter`):
+  turns a file's chunks into rows of the manifest's ``symbols``, ``refs``, ``imports`` and
+  ``modules`` tables (schema in :mod:`rcm_dask.stores.manifest`). The rows are written in
+  the same SQLite transaction as the file's ``files`` row, so a file's symbols exist
+  exactly when the manifest lists the file.
+* **Read side** (:class:`CodeIntel`): indexed SQL lookups over those tables, plus one
+  tree-sitter parse of the source for :meth:`CodeIntel.complexity`.
+
+Where a reference is
+--------------------
+Chunks record the names an item calls (``push``, ``new``, ``vec!``: last path segment
+only) and the type names it mentions, without positions. The collector finds each name's
+first occurrence in the chunk's code (comments and string literals blanked out) when the
+chunk is written, and keeps its line and the way it was written (``BinaryHeap::push(``,
+``Self::push(``, ``self.push(``, ``x.push(``, ``push(``). Doing this at write time rather
+than at query time means the index needs no copy of the code for queries (the code lives in
+the Tantivy/Qdrant payloads, costly to fetch per reference), queries stay pure SQL, and
+the chunk records and :data:`~rcm_dask.chunking.CHUNKER_VERSION` are unchanged (a chunker
+change would re-embed every index). One row is kept per (item, name, way written), at the
+line of its first occurrence in the item.
+
+How a reference is resolved
+---------------------------
+Without type inference a call ``x.push(..)`` cannot be tied to one ``push``. A reference
+is *resolved* (``confidence="exact"``) when the way it is written names the definition's
+owner: ``BinaryHeap::push(``, ``<T as Trait>::m(``, ``Self::push(`` or ``self.push(``
+inside an item of ``BinaryHeap``, ``ptr::read(`` for a function of a module ``ptr``. It is
+resolved by scope (``confidence="scope"``) when the name is used bare in the definition's
+own module, or for types in the definition's own file, or when the referring file
+imports the name (``use ...::BinaryHeap``). Anything else matches by name only
+(``confidence="name"``, ``resolved=False``): listed, but after the resolved ones.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .chunking import module_path_for
+from .errors import IndexIdentityError, IndexNotFoundError, RcmError, SourceError
+from .records import (
+    CallEdge,
+    CallGraph,
+    Chunk,
+    Definition,
+    FileComplexity,
+    FileDependencies,
+    FunctionComplexity,
+    ImportEdge,
+    Reference,
+)
+from .stores.manifest import INDEX_FORMAT, MANIFEST_FILE, FileSymbols, read_identity
+
+__all__ = ["CodeIntel", "SymbolCollector", "crate_of", "expand_use", "resolve_use"]
+
+# --------------------------------------------------------------------------- write side
+
+_SUMMARY_KINDS = frozenset({"impl", "trait", "mod"})
+_TYPE_KINDS = frozenset({"struct", "enum", "union", "trait", "type"})
+
+# Comments and literals, blanked out before names are located, so that a name in a doc
+# example or a string is never taken for a call site. Block comments are matched
+# non-nested (a nested one leaves its tail visible: at worst a wrong line, never a crash).
+_MASK = re.compile(
+    r"""//[^\n]*
+    | /\*(?:[^*]|\*(?!/))*\*/
+    | (?<![\w])b?r(\#*)".*?"\1
+    | (?<![\w])b?"(?:\\.|[^"\\])*"
+    | (?<![\w])b?'(?:\\.|[^'\\\n])'""",
+    re.DOTALL | re.VERBOSE,
+)
+_NOT_NEWLINE = re.compile(r"[^\n]")
+# A call site: a name, an optional turbofish, then ``(`` (a call) or ``!`` + delimiter.
+_CALL_SITE = re.compile(
+    r"(?<![\w$])(?:r\#)?([A-Za-z_]\w*)\s*(?:::\s*<[^;{}()]*?>\s*)?(!\s*[(\[{]|\()"
+)
+_IDENT = re.compile(r"(?<![\w$])[A-Za-z_]\w*")
+# What stands before a name: ``Path::``, ``<T as Trait>::``, ``self.`` or ``.``.
+_QUALIFIER = re.compile(r"([A-Za-z_]\w*)\s*(?:::\s*<[^;{}()]*>\s*)?::\s*$")
+_AS_TRAIT = re.compile(r"\bas\s+(?:[\w]+\s*::\s*)*([A-Za-z_]\w*)\s*(?:<[^;{}()]*>)?\s*>\s*::\s*$")
+_SELF_DOT = re.compile(r"(?<![\w.])self\s*\.$")
+_LOOKBEHIND = 160
+_MAX_USE_PATHS = 256
+"""Paths one ``use`` may expand to (``{a, b, {c, d}}``); a hostile one is cut here."""
+
+
+def crate_of(path: str) -> str:
+    """Crate a file belongs to: the folder above its last ``src`` folder, else ``""``.
+
+    Examples
+    --------
+    >>> crate_of("alloc/src/collections/binary_heap.rs"), crate_of("src/lib.rs")
+    ('alloc', '')
+    """
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == "src":
+            return re.sub(r"\W", "_", parts[i - 1])
+    return ""
+
+
+def expand_use(text: str) -> list[str]:
+    """The paths one ``use`` argument imports, braces expanded, aliases dropped.
+
+    Examples
+    --------
+    >>> expand_use("crate::vec::{self, AsVecIntoIter, Vec as V}")
+    ['crate::vec', 'crate::vec::AsVecIntoIter', 'crate::vec::Vec']
+    >>> expand_use("core::{fmt, iter::{Peekable, *}}")
+    ['core::fmt', 'core::iter::Peekable', 'core::iter::*']
+    """
+    out: list[str] = []
+    # A prefix stack instead of recursion: a hostile ``{{{{...}}}}`` cannot overflow.
+    stack = [""]
+    current = ""
+
+    def emit() -> None:
+        path = re.sub(r"\s+as\s+\w+$", "", (stack[-1] + current).strip())
+        path = re.sub(r"\s+", "", path).removeprefix("::")
+        path = path.removesuffix("::self")
+        if path and not path.endswith("::") and len(out) < _MAX_USE_PATHS:
+            out.append(path)
+
+    for token in re.split(r"([{},])", text):
+        if token == "{":
+            stack.append(stack[-1] + current.strip())
+            current = ""
+        elif token in (",", "}"):
+            if current.strip():
+                emit()
+            current = ""
+            if token == "}" and len(stack) > 1:
+                stack.pop()
+        else:
+            current += token
+    if current.strip():
+        emit()
+    return out
+
+
+def resolve_use(path: str, module: str, crate: str) -> tuple[str, str]:
+    """(crate, crate-relative path) that a use path names, seen from ``module`` of ``crate``.
+
+    ``crate::``, ``$crate::``, ``self::`` and ``super::`` resolve within the file's crate;
+    any other first segment is taken for a crate name (``std``, ``core``, a dependency).
+
+    Examples
+    --------
+    >>> resolve_use("super::SpecExtend", "collections::binary_heap", "alloc")
+    ('alloc', 'collections::SpecExtend')
+    >>> resolve_use("core::mem::swap", "collections::binary_heap", "alloc")
+    ('core', 'mem::swap')
+    """
+    segs = [s for s in path.split("::") if s]
+    if not segs:
+        return crate, ""
+    here = [s for s in module.split("::") if s]
+    head = segs[0]
+    if head in ("crate", "$crate"):
+        return crate, "::".join(segs[1:])
+    if head in ("self", "super"):
+        i = 0
+        if head == "self":
+            i = 1
+        while i < len(segs) and segs[i] == "super":
+            here = here[:-1]
+            i += 1
+        return crate, "::".join(here + segs[i:])
+    return head, "::".join(segs[1:])
+
+
+def _impl_parts(name: str) -> tuple[str, str]:
+    """(trait, self type) base names of an impl chunk's name (``impl fmt::Debug for X``)."""
+    text = name.removeprefix("impl").strip().lstrip("!")
+    trait, sep, self_type = text.rpartition(" for ")
+    if not sep:
+        trait, self_type = "", text
+    return _base_name(trait), _base_name(self_type)
+
+
+def _base_name(type_text: str) -> str:
+    """Last path segment of a type, without references, pointers or generics."""
+    text = re.sub(r"<.*", "", type_text)
+    names = re.findall(r"[A-Za-z_]\w*", text.split("::")[-1] if "::" in text else text)
+    names = [n for n in names if n not in ("mut", "const", "dyn")]
+    return names[-1] if names else ""
+
+
+def _first_doc_line(docs: str) -> str:
+    """First non-empty line of the docs, at most 200 characters."""
+    line = next((ln.strip() for ln in docs.split("\n") if ln.strip()), "")
+    return line[:200]
+
+
+def _masked(code: str) -> str:
+    """The code with comments and literals blanked (same length, newlines kept)."""
+    return _MASK.sub(lambda m: _NOT_NEWLINE.sub(" ", m.group()), code)
+
+
+def _via(masked: str, start: int) -> str | None:
+    """How the name at ``start`` is reached: a path segment, ``.self``, ``.`` or ``""``;
+    None when it is not a call at all (``fn name(``: the item's own header)."""
+    before = masked[max(0, start - _LOOKBEHIND) : start].rstrip()
+    if before.endswith("::"):
+        m = _AS_TRAIT.search(before) or _QUALIFIER.search(before)
+        return m.group(1) if m else ""
+    if before.endswith("."):
+        return ".self" if _SELF_DOT.search(before) else "."
+    if before.endswith("fn") and not before[-3:-2].isidentifier():
+        return None
+    return ""
+
+
+class _SymbolRows:
+    """What the collector holds for one item (all its parts) until its file is finished."""
+
+    __slots__ = ("calls", "end_line", "parts", "refs", "row", "seen_calls", "seen_types", "types")
+
+    def __init__(self, chunk: Chunk) -> None:
+        self.row: list[Any] = [
+            chunk.symbol_id or chunk.id,
+            chunk.name,
+            chunk.qualname,
+            chunk.kind,
+            chunk.parent,
+            chunk.module,
+            chunk.signature,
+            chunk.visibility,
+            _first_doc_line(chunk.docs),
+            chunk.start_line,
+        ]
+        self.end_line = chunk.end_line
+        self.parts = chunk.parts
+        self.refs: dict[tuple[str, str, str], int] = {}
+        self.calls: set[str] = set()
+        self.types: set[str] = set()
+        self.seen_calls: set[str] = set()
+        self.seen_types: set[str] = set()
+
+
+class SymbolCollector:
+    """Turns the chunks of the files a writer is writing into manifest symbol rows.
+
+    Chunks of one file may arrive in several batches, parts of one item in any order;
+    :meth:`finish` returns the file's rows once all of them have been added.
+
+    Examples
+    --------
+    >>> collector = SymbolCollector()
+    >>> # collector.add(chunk) for every chunk of a file, then:
+    >>> collector.finish("src/lib.rs").path
+    'src/lib.rs'
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[str, dict[str, _SymbolRows]] = {}
+        self._imports: dict[str, tuple[str, ...]] = {}
+
+    def add(self, chunk: Chunk) -> None:
+        """Record one chunk (or one part of a split item)."""
+        items = self._files.setdefault(chunk.path, {})
+        if chunk.path not in self._imports:
+            self._imports[chunk.path] = chunk.imports
+        key = chunk.symbol_id or chunk.id
+        entry = items.get(key)
+        if entry is None:
+            entry = items[key] = _SymbolRows(chunk)
+        if chunk.part == 1:
+            entry.row[9] = chunk.start_line
+        entry.end_line = max(entry.end_line, chunk.end_line)
+        if chunk.kind == "impl":
+            self._add_impl_refs(chunk, entry)
+        elif chunk.kind not in _SUMMARY_KINDS:
+            self._add_code_refs(chunk, entry)
+
+    @staticmethod
+    def _add_impl_refs(chunk: Chunk, entry: _SymbolRows) -> None:
+        """An impl block refers to its self type (``impl``) and its trait (``trait-impl``)."""
+        trait, self_type = _impl_parts(chunk.name)
+        if self_type:
+            entry.refs.setdefault((self_type, "impl", ""), chunk.start_line)
+        if trait:
+            entry.refs.setdefault((trait, "trait-impl", ""), chunk.start_line)
+
+    @staticmethod
+    def _add_code_refs(chunk: Chunk, entry: _SymbolRows) -> None:
+        """Locate the chunk's calls and type names in its code (see the module notes)."""
+        calls = set(chunk.calls)
+        types = set(chunk.type_refs)
+        if not calls and not types:
+            return
+        entry.calls |= calls
+        entry.types |= types
+        code = _masked(chunk.code)
+        newlines = [i for i, ch in enumerate(code) if ch == "\n"] if "\n" in code else []
+        first = chunk.start_line
+
+        def line_at(pos: int) -> int:
+            return first + bisect.bisect_left(newlines, pos)
+
+        refs = entry.refs
+        if calls:
+            for m in _CALL_SITE.finditer(code):
+                name = m.group(1)
+                macro = m.group(2) != "("
+                called = name + "!" if macro else name
+                if called not in calls:
+                    continue
+                via = "" if macro else _via(code, m.start(1))
+                if via is None:
+                    continue
+                key = (name, "macro" if macro else "call", via)
+                if key not in refs:
+                    refs[key] = line_at(m.start(1))
+                entry.seen_calls.add(called)
+        if types:
+            for m in _IDENT.finditer(code):
+                name = m.group()
+                if name in types and name not in entry.seen_types:
+                    entry.seen_types.add(name)
+                    refs.setdefault((name, "type", ""), line_at(m.start()))
+
+    def finish(self, path: str) -> FileSymbols:
+        """All chunks of ``path`` were added: its rows, ready for the manifest."""
+        items = self._files.pop(path, {})
+        imports = self._imports.pop(path, ())
+        module = module_path_for(path)
+        crate = crate_of(path)
+        symbols: list[tuple[Any, ...]] = []
+        refs: list[tuple[int, str, str, str, int]] = []
+        for i, entry in enumerate(items.values()):
+            symbols.append((*entry.row, entry.end_line, entry.parts))
+            for (target, kind, via), line in entry.refs.items():
+                refs.append((i, target, kind, via, line))
+            # A name the chunker saw but the scan could not place (in an odd macro input,
+            # say) is kept at the item's first line; "?": the way it is written is unknown.
+            start = int(entry.row[9])
+            for called in sorted(entry.calls - entry.seen_calls):
+                macro = called.endswith("!")
+                refs.append((i, called.rstrip("!"), "macro" if macro else "call", "?", start))
+            for name in sorted(entry.types - entry.seen_types):
+                refs.append((i, name, "type", "", start))
+        rows: list[tuple[str, str, str, str]] = []
+        for use in imports:
+            for one in expand_use(use):
+                use_crate, resolved = resolve_use(one, module, crate)
+                glob = resolved == "*" or resolved.endswith("::*")
+                if glob:
+                    resolved = resolved.removesuffix("*").removesuffix("::")
+                last = "*" if glob else (resolved.rsplit("::", 1)[-1] or use_crate)
+                rows.append((one, use_crate, resolved, last))
+        return FileSymbols(
+            path=path,
+            module=module,
+            crate=crate,
+            symbols=tuple(symbols),
+            refs=tuple(refs),
+            imports=tuple(dict.fromkeys(rows)),
+        )
+
+    def discard(self, path: str) -> None:
+        """Forget what was collected for a file (it will not be finished in this run)."""
+        self._files.pop(path, None)
+        self._imports.pop(path, None)
+
+
+# --------------------------------------------------------------------------- read side
+
+_CONFIDENCE_RANK = {"exact": 0, "scope": 1, "name": 2}
+_RULE_RANK = {"exact": 0, "suffix": 1, "name": 2}
+_SYMBOL_COLS = (
+    "sid, chunk_id, path, name, qualname, kind, parent, module, signature, visibility, doc, "
+    "start_line, end_line, parts"
+)
+# A bare or path call, whose ``via`` names an owner; the rest say nothing about the owner.
+_OPAQUE_VIA = frozenset({"", ".", "?"})
+_MAX_ROOTS = 10
+_PARAMS = 500
+"""Values bound per ``IN (...)`` list (SQLite allows 999 by default on older builds)."""
+
+_LOCAL = threading.local()
+
+
+def _rust_parser() -> Any:
+    """A tree-sitter Rust parser for this thread (a Parser holds per-parse state)."""
+    parser = getattr(_LOCAL, "parser", None)
+    if parser is None:
+        import tree_sitter
+        import tree_sitter_rust
+
+        parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_rust.language()))
+        _LOCAL.parser = parser
+    return parser
+
+
+def _parse_symbol(symbol: str) -> tuple[str, str, bool]:
+    """(normalised query, last name, is a macro) of a symbol query."""
+    text = symbol.strip()
+    macro = text.endswith("!")
+    text = re.sub(r"\s*::\s*", "::", text.rstrip("!").strip()).removeprefix("::")
+    impl = re.search(r"(?:^|::)(impl\b.*)$", text)
+    if impl:
+        return text, impl.group(1), macro
+    return text, text.rsplit("::", 1)[-1], macro
+
+
+def _visibility_rank(visibility: str) -> int:
+    """``pub`` before ``pub(...)`` before private."""
+    if visibility == "pub":
+        return 0
+    return 1 if visibility.startswith("pub") else 2
+
+
+def _written(name: str, kind: str, via: str) -> str:
+    """How a reference reads in the code, from its stored parts."""
+    if kind == "macro":
+        return f"{name}!"
+    if kind == "impl":
+        return f"impl {name}"
+    if kind == "trait-impl":
+        return f"impl {name} for"
+    if kind == "type" or via == "?":
+        return name
+    if via == "":
+        return f"{name}("
+    if via == ".":
+        return f".{name}("
+    if via == ".self":
+        return f"self.{name}("
+    return f"{via}::{name}("
+
+
+def _definition(row: sqlite3.Row, rule: str = "exact") -> Definition:
+    """A symbols row as a record."""
+    return Definition(
+        name=row["name"],
+        qualname=row["qualname"],
+        kind=row["kind"],
+        path=row["path"],
+        start_line=row["start_line"],
+        end_line=row["end_line"],
+        signature=row["signature"],
+        visibility=row["visibility"],
+        parent=row["parent"],
+        module=row["module"],
+        doc=row["doc"],
+        id=row["chunk_id"],
+        parts=row["parts"],
+        match=rule,
+    )
+
+
+@dataclass
+class _Targets:
+    """The definitions a reference query is about, indexed by what can resolve to them."""
+
+    defs: list[sqlite3.Row]
+    strict: bool
+    """Drop uses written through another owner (``Vec::push(`` for ``BinaryHeap::push``)."""
+    owner: str = ""
+    """The query's own owner (``BinaryHeap`` of ``BinaryHeap::push``), even when undefined."""
+    other_parents: frozenset[str] = frozenset()
+    by_owner: dict[str, sqlite3.Row] = field(default_factory=dict)
+    by_parent: dict[str, sqlite3.Row] = field(default_factory=dict)
+    by_module: dict[str, sqlite3.Row] = field(default_factory=dict)
+    by_path: dict[str, sqlite3.Row] = field(default_factory=dict)
+    by_qualname: dict[str, sqlite3.Row] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for d in self.defs:
+            self.by_qualname.setdefault(d["qualname"], d)
+            self.by_path.setdefault(d["path"], d)
+            if d["parent"]:
+                self.by_parent.setdefault(d["parent"], d)
+                self.by_owner.setdefault(d["parent"], d)
+            else:
+                self.by_module.setdefault(d["module"], d)
+                self.by_owner.setdefault(d["module"].rsplit("::", 1)[-1], d)
+
+
+class CodeIntel:
+    """Definitions, references, call graphs, imports and complexity of an indexed codebase.
+
+    Opens the index read-only (an index run may be writing it: queries see its last
+    commit). Every query is a handful of indexed SQLite lookups; only :meth:`complexity`
+    reads the source file.
+
+    Parameters
+    ----------
+    index_dir
+        The index folder (see :func:`rcm_dask.search.resolve_index_dir` to find one).
+
+    Raises
+    ------
+    IndexNotFoundError
+        The folder holds no index.
+    IndexIdentityError
+        The index was built by a version of rcm_dask without symbol tables.
+
+    Examples
+    --------
+    >>> with CodeIntel("/path/to/index") as intel:                 # doctest: +SKIP
+    ...     for d in intel.find_definition("BinaryHeap::push"):
+    ...         print(d)
+    alloc/src/collections/binary_heap.rs:452  method collections::binary_heap::BinaryHeap::push  [suffix]
+    """
+
+    def __init__(self, index_dir: str | Path) -> None:
+        self.index_dir = Path(index_dir).expanduser()
+        identity = read_identity(self.index_dir)
+        db_path = self.index_dir / MANIFEST_FILE
+        if identity is None or not db_path.exists():
+            raise IndexNotFoundError(
+                f"no index at {self.index_dir}: run `rcm-dask index PATH` first "
+                "(or pass the --index-dir an index run wrote)"
+            )
+        self.identity: dict[str, Any] = dict(identity)
+        self.root = str(identity.get("root", ""))
+        if identity.get("format") != INDEX_FORMAT:
+            raise IndexIdentityError(
+                f"the index at {self.index_dir} was built by an older rcm_dask (format "
+                f"{identity.get('format')!r}, this one reads {INDEX_FORMAT}) and has no symbol "
+                f"tables: re-run `rcm-dask index {self.root or 'PATH'} --index-dir "
+                f"{self.index_dir} --force` to rebuild it"
+            )
+        uri = db_path.resolve().as_uri() + "?mode=ro"
+        self._db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        # one connection serves every thread of an MCP server, one query at a time
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def __enter__(self) -> CodeIntel:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Run one query."""
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # ----------------------------------------------------------------- definitions
+
+    def find_definition(
+        self, symbol: str, *, kind: str | None = None, limit: int = 20
+    ) -> list[Definition]:
+        """Where a symbol is defined, best match first.
+
+        Parameters
+        ----------
+        symbol
+            A qualified name (``collections::binary_heap::BinaryHeap::push``, optionally
+            with its crate or ``crate::`` in front), a suffix of one
+            (``BinaryHeap::push``) or a bare name (``push``); case-sensitive. A trailing
+            ``!`` looks for a macro.
+        kind
+            Only items of this kind (``method``, ``function``, ``struct``...).
+        limit
+            At most this many definitions.
+
+        Returns
+        -------
+        list of Definition
+            Exact matches, then suffix matches, then bare-name matches (a bare name
+            matches every item of that name: several candidates are ambiguous); within
+            each, ``pub`` before ``pub(...)`` before private, then shallower names first.
+            ``match`` says which rule applied. Empty when nothing matches.
+        """
+        return [_definition(row, rule) for row, rule in self._definitions(symbol, kind)[:limit]]
+
+    def _definitions(self, symbol: str, kind: str | None) -> list[tuple[sqlite3.Row, str]]:
+        """Ranked (row, rule) of every definition a symbol query matches."""
+        text, name, macro = _parse_symbol(symbol)
+        if not name:
+            return []
+        if macro and kind is None:
+            kind = "macro"
+        sql = f"SELECT {_SYMBOL_COLS} FROM symbols WHERE name = ?"
+        params: list[Any] = [name]
+        if kind:
+            sql += " AND kind = ?"
+            params.append(kind)
+        found: list[tuple[sqlite3.Row, str]] = []
+        for row in self._rows(sql, params):
+            qual = row["qualname"]
+            if qual == text or text in (f"crate::{qual}", f"{crate_of(row['path'])}::{qual}"):
+                rule = "exact"
+            elif text != name and qual.endswith("::" + text):
+                rule = "suffix"
+            elif text == name:
+                rule = "name"
+            else:
+                continue
+            found.append((row, rule))
+        found.sort(
+            key=lambda rr: (
+                _RULE_RANK[rr[1]],
+                _visibility_rank(rr[0]["visibility"]),
+                rr[0]["qualname"].count("::"),
+                rr[0]["path"],
+                rr[0]["start_line"],
+            )
+        )
+        return found
+
+    # ----------------------------------------------------------------- references
+
+    def find_references(self, symbol: str, *, limit: int = 100) -> list[Reference]:
+        """Where a symbol is used: calls, macro invocations, type mentions, impls.
+
+        Parameters
+        ----------
+        symbol
+            As for :meth:`find_definition`. A qualified query (``BinaryHeap::push``)
+            leaves out uses written through another owner (``Vec::push(``).
+        limit
+            At most this many references.
+
+        Returns
+        -------
+        list of Reference
+            Resolved uses first (``exact``, then ``scope``), then uses that match by name
+            only (``resolved=False``: ``heap.push(x)`` cannot be told apart from a
+            ``Vec::push`` without type inference); each group by path and line. Empty
+            for an unknown symbol.
+        """
+        text, name, macro = _parse_symbol(symbol)
+        if not name:
+            return []
+        defs = [row for row, _ in self._definitions(symbol, "macro" if macro else None)]
+        owner = text.rsplit("::", 2)[-2] if "::" in text and not text.startswith("impl") else ""
+        if "::" in text and not defs and not owner:
+            return []
+        targets = self._targets(name, defs, strict="::" in text, owner=owner)
+        refs = self._references(name, targets, macro=macro)
+        refs.sort(key=lambda r: (_CONFIDENCE_RANK[r.confidence], r.path, r.line))
+        return refs[:limit]
+
+    def _targets(self, name: str, defs: list[sqlite3.Row], *, strict: bool, owner: str) -> _Targets:
+        """Index the definitions a reference query is about."""
+        others: frozenset[str] = frozenset()
+        if strict:
+            mine = {d["parent"] for d in defs}
+            rows = self._rows("SELECT DISTINCT parent FROM symbols WHERE name = ?", (name,))
+            others = frozenset(r[0] for r in rows if r[0] and r[0] not in mine)
+        return _Targets(defs, strict, owner, others)
+
+    def _references(
+        self,
+        name: str,
+        targets: _Targets,
+        *,
+        macro: bool = False,
+        kinds: Iterable[str] | None = None,
+        sids: Sequence[int] | None = None,
+    ) -> list[Reference]:
+        """Every use of ``name`` (by the items ``sids`` only, when given), judged."""
+        sql = (
+            "SELECT r.kind AS rkind, r.via, r.line, s.sid, s.chunk_id, s.path, s.qualname, "
+            "s.kind, s.parent, s.module FROM refs r JOIN symbols s ON s.sid = r.sid "
+            "WHERE r.target = ?"
+        )
+        params: list[Any] = [name]
+        if macro:
+            kinds = ("macro",)
+        if kinds is not None:
+            kinds = list(kinds)
+            sql += f" AND r.kind IN ({','.join('?' * len(kinds))})"
+            params += kinds
+        if sids is not None:
+            sql += f" AND r.sid IN ({','.join('?' * len(sids))})"
+            params += list(sids)
+        rows = self._rows(sql, params)
+        imported = self._imports_of_name(name) if rows else {}
+        out: list[Reference] = []
+        for row in rows:
+            judged = self._judge(row, name, targets, imported.get(row["path"], ()))
+            if judged is None:
+                continue
+            confidence, target = judged
+            out.append(
+                Reference(
+                    path=row["path"],
+                    line=row["line"],
+                    name=name,
+                    kind=row["rkind"],
+                    written=_written(name, row["rkind"], row["via"]),
+                    in_qualname=row["qualname"],
+                    in_kind=row["kind"],
+                    in_id=row["chunk_id"],
+                    target=target,
+                    resolved=confidence != "name",
+                    confidence=confidence,
+                )
+            )
+        return out
+
+    def _imports_of_name(self, name: str) -> dict[str, list[tuple[str, str]]]:
+        """Per file, the (crate, resolved path) of its imports whose last segment is ``name``."""
+        out: dict[str, list[tuple[str, str]]] = {}
+        for r in self._rows("SELECT path, crate, resolved FROM imports WHERE last = ?", (name,)):
+            out.setdefault(r[0], []).append((r[1], r[2]))
+        return out
+
+    @staticmethod
+    def _judge(
+        row: sqlite3.Row, name: str, t: _Targets, imports: Sequence[tuple[str, str]]
+    ) -> tuple[str, str] | None:
+        """(confidence, target qualname) of one use, or None when it is about another owner."""
+        via = row["via"]
+        kind = row["rkind"]
+        if kind in ("call", "macro"):
+            if via in ("Self", ".self"):
+                d = t.by_parent.get(row["parent"])
+                if d is not None:
+                    return "exact", d["qualname"]
+                if t.strict and row["parent"] in t.other_parents:
+                    return None
+            elif via not in _OPAQUE_VIA:
+                d = t.by_owner.get(via)
+                if d is not None:
+                    return "exact", d["qualname"]
+                if not t.defs and via == t.owner:
+                    return "exact", f"{via}::{name}"
+                if t.strict:
+                    return None
+            elif via == "" or kind == "macro":
+                d = t.by_module.get(row["module"])
+                if d is not None:
+                    return "scope", d["qualname"]
+        else:
+            d = t.by_path.get(row["path"])
+            if d is not None:
+                return "scope", d["qualname"]
+        for crate, resolved in imports:
+            d = t.by_qualname.get(resolved)
+            if d is not None:
+                return "scope", d["qualname"]
+            if len(t.defs) == 1 and resolved.endswith(name):
+                return "scope", t.defs[0]["qualname"]  # a re-export of the one definition
+        return "name", ""
+
+    # ----------------------------------------------------------------- call graph
+
+    def call_graph(self, symbol: str, *, depth: int = 1, limit: int = 50) -> CallGraph:
+        """Callers and callees of a symbol, breadth first, to ``depth`` levels.
+
+        Parameters
+        ----------
+        symbol
+            As for :meth:`find_definition`; the graph starts from every definition of
+            the best matching rule (at most 10).
+        depth
+            Levels to follow out from the symbol (1: direct callers and callees).
+        limit
+            At most this many edges in each direction.
+
+        Returns
+        -------
+        CallGraph
+            ``callers``: calls into the roots, then into those callers...;
+            ``callees``: calls out of the roots, then out of the callees they resolve
+            to. Only resolved edges are followed further; a call that cannot be tied
+            to one definition (``x.len()``) is listed with its bare name and
+            ``resolved=False``. Each item is visited once (cycles and recursion end
+            there). Empty lists for an unknown symbol.
+        """
+        ranked = self._definitions(symbol, "macro" if symbol.strip().endswith("!") else None)
+        if ranked:
+            best = ranked[0][1]
+            ranked = [rr for rr in ranked if rr[1] == best][:_MAX_ROOTS]
+        roots = [row for row, _ in ranked]
+        depth = max(1, depth)
+        callers, cut_in = self._callers(roots, depth, limit)
+        callees, cut_out = self._callees(roots, depth, limit)
+        return CallGraph(
+            symbol=symbol,
+            roots=tuple(_definition(row, rule) for row, rule in ranked),
+            callers=tuple(callers),
+            callees=tuple(callees),
+            depth=depth,
+            truncated=cut_in or cut_out,
+        )
+
+    def _callers(
+        self, roots: list[sqlite3.Row], depth: int, limit: int
+    ) -> tuple[list[CallEdge], bool]:
+        """Edges into ``roots``, level by level."""
+        edges: list[CallEdge] = []
+        seen = {r["sid"] for r in roots}
+        frontier = roots
+        for level in range(1, depth + 1):
+            nxt: list[sqlite3.Row] = []
+            for node in frontier:
+                targets = self._targets(node["name"], [node], strict=True, owner=node["parent"])
+                refs = self._references(node["name"], targets, kinds=("call", "macro"))
+                refs.sort(key=lambda r: (_CONFIDENCE_RANK[r.confidence], r.path, r.line))
+                for ref in refs:
+                    if len(edges) >= limit:
+                        return edges, True
+                    edges.append(
+                        CallEdge(
+                            caller=ref.in_qualname,
+                            callee=node["qualname"],
+                            path=ref.path,
+                            line=ref.line,
+                            depth=level,
+                            resolved=ref.resolved,
+                            confidence=ref.confidence,
+                            callee_path=node["path"],
+                            callee_line=node["start_line"],
+                        )
+                    )
+                    if ref.resolved and ref.in_id:
+                        caller = self._symbol_by_chunk(ref.in_id)
+                        if caller is not None and caller["sid"] not in seen:
+                            seen.add(caller["sid"])
+                            nxt.append(caller)
+            frontier = nxt
+        return edges, False
+
+    def _symbol_by_chunk(self, chunk_id: str) -> sqlite3.Row | None:
+        """The symbols row of a chunk id."""
+        rows = self._rows(
+            f"SELECT {_SYMBOL_COLS} FROM symbols WHERE sid = "
+            "(SELECT sid FROM symbols WHERE chunk_id = ? LIMIT 1)",
+            (chunk_id,),
+        )
+        return rows[0] if rows else None
+
+    def _callees(
+        self, roots: list[sqlite3.Row], depth: int, limit: int
+    ) -> tuple[list[CallEdge], bool]:
+        """Edges out of ``roots``, level by level."""
+        edges: list[CallEdge] = []
+        seen = {r["sid"] for r in roots}
+        frontier = roots
+        for level in range(1, depth + 1):
+            nxt: list[sqlite3.Row] = []
+            for node in frontier:
+                calls = self._rows(
+                    "SELECT target, kind, via, line FROM refs WHERE sid = ? "
+                    "AND kind IN ('call', 'macro') ORDER BY line",
+                    (node["sid"],),
+                )
+                for call in calls:
+                    if len(edges) >= limit:
+                        return edges, True
+                    confidence, callee = self._resolve_call(node, call)
+                    name = call["target"] + ("!" if call["kind"] == "macro" else "")
+                    edges.append(
+                        CallEdge(
+                            caller=node["qualname"],
+                            callee=callee["qualname"] if callee is not None else name,
+                            path=node["path"],
+                            line=call["line"],
+                            depth=level,
+                            resolved=callee is not None,
+                            confidence=confidence,
+                            callee_path=callee["path"] if callee is not None else "",
+                            callee_line=callee["start_line"] if callee is not None else 0,
+                        )
+                    )
+                    if callee is not None and callee["sid"] not in seen:
+                        seen.add(callee["sid"])
+                        nxt.append(callee)
+            frontier = nxt
+        return edges, False
+
+    def _resolve_call(
+        self, caller: sqlite3.Row, call: sqlite3.Row
+    ) -> tuple[str, sqlite3.Row | None]:
+        """The definition one call of ``caller`` resolves to (see the module notes)."""
+        name, via = call["target"], call["via"]
+        base = f"SELECT {_SYMBOL_COLS} FROM symbols WHERE name = ? AND "
+        if call["kind"] == "macro":
+            rows = self._rows(base + "kind = 'macro'", (name,))
+            mine = [r for r in rows if crate_of(r["path"]) == crate_of(caller["path"])]
+            return ("scope", mine[0]) if len(mine) == 1 else ("name", None)
+        if via in ("Self", ".self"):
+            if caller["parent"]:
+                rows = self._rows(
+                    base + "parent = ? ORDER BY path = ? DESC",
+                    (name, caller["parent"], caller["path"]),
+                )
+                if rows:
+                    return "exact", rows[0]
+            return "name", None
+        if via not in _OPAQUE_VIA:
+            rows = self._rows(
+                base + "parent = ? ORDER BY path = ? DESC", (name, via, caller["path"])
+            )
+            if rows:
+                return "exact", rows[0]
+            rows = self._rows(
+                base + "parent = '' AND kind IN ('function', 'const', 'static')", (name,)
+            )
+            rows = [r for r in rows if r["module"].rsplit("::", 1)[-1] == via]
+            return ("exact", rows[0]) if rows else ("name", None)
+        if via == "":
+            rows = self._rows(
+                base + "parent = '' AND module = ? AND kind = 'function'", (name, caller["module"])
+            )
+            if rows:
+                return "scope", rows[0]
+            for crate, resolved in self._rows(
+                "SELECT crate, resolved FROM imports WHERE path = ? AND last = ?",
+                (caller["path"], name),
+            ):
+                rows = self._rows(
+                    f"SELECT {_SYMBOL_COLS} FROM symbols WHERE qualname = ?", (resolved,)
+                )
+                rows = [r for r in rows if crate_of(r["path"]) == crate]
+                if rows:
+                    return "scope", rows[0]
+        return "name", None
+
+    # ----------------------------------------------------------------- files
+
+    def _file(self, file: str) -> sqlite3.Row:
+        """The modules row of an indexed file, given root-relative or under the root.
+
+        Raises
+        ------
+        SourceError
+            The index holds no such file.
+        """
+        path = file.replace("\\", "/").strip()
+        root = self.root.rstrip("/")
+        if root and path.startswith(root + "/"):
+            path = path[len(root) + 1 :]
+        path = path.removeprefix("./")
+        rows = self._rows("SELECT path, module, crate FROM modules WHERE path = ?", (path,))
+        if rows:
+            return rows[0]
+        base = path.rsplit("/", 1)[-1]
+        near = [
+            r[0]
+            for r in self._rows(
+                "SELECT path FROM modules WHERE path = ? OR path LIKE ? ESCAPE '\\' "
+                "ORDER BY length(path) LIMIT 3",
+                (base, "%/" + re.sub(r"([%_\\])", r"\\\1", base)),
+            )
+        ]
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        raise SourceError(
+            f"{file} is not in the index at {self.index_dir} (paths are relative to "
+            f"{self.root or 'the indexed root'}){hint}"
+        )
+
+    def dependencies(self, file: str) -> FileDependencies:
+        """What a file imports, and which indexed files import it.
+
+        Parameters
+        ----------
+        file
+            Path relative to the indexed root (``alloc/src/collections/binary_heap.rs``),
+            or a path under the root.
+
+        Returns
+        -------
+        FileDependencies
+            ``imports``: the file's ``use`` paths (braces expanded), each resolved to a
+            crate path and, when the index holds it, to the file that defines it.
+            ``imported_by``: ``use`` paths of other indexed files that name this file's
+            module or an item under it (``how="module"``), or one of its top-level
+            items through an ancestor module, as a re-export would (``how="re-export"``).
+
+        Raises
+        ------
+        SourceError
+            The file is not in the index.
+        """
+        info = self._file(file)
+        path, module, crate = info["path"], info["module"], info["crate"]
+        crates = {r[0] for r in self._rows("SELECT DISTINCT crate FROM modules")}
+        imports: list[ImportEdge] = []
+        for r in self._rows(
+            "SELECT use_path, crate, resolved, last FROM imports WHERE path = ? ORDER BY rowid",
+            (path,),
+        ):
+            use_crate, resolved = r["crate"], r["resolved"]
+            if use_crate not in crates and use_crate != crate:
+                # ``use foo::x`` in 2018 code may name a module ``foo`` in scope: a child
+                # of this module, or one at the crate root
+                target_path, how = "", ""
+                for local in (f"{module}::{use_crate}", use_crate):
+                    local = "::".join(s for s in (local.strip(":"), resolved) if s)
+                    target_path, how = self._locate(crate, local)
+                    if target_path:
+                        use_crate, resolved = crate, local
+                        break
+            else:
+                target_path, how = self._locate(use_crate, resolved)
+            shown = "::".join(s for s in (use_crate or "crate", resolved) if s)
+            if r["last"] == "*":
+                shown += "::*"
+            imports.append(ImportEdge(path, r["use_path"], shown, target_path, how or "external"))
+        return FileDependencies(
+            path=path,
+            module=module,
+            crate=crate,
+            imports=tuple(imports),
+            imported_by=tuple(self._importers(path, module, crate)),
+        )
+
+    def _locate(self, crate: str, resolved: str) -> tuple[str, str]:
+        """(file, how) that defines a crate path: an item, else the deepest module."""
+        if not resolved:
+            return "", ""
+        for r in self._rows(
+            "SELECT s.path FROM symbols s JOIN modules m ON m.path = s.path "
+            "WHERE s.qualname = ? AND m.crate = ? AND s.kind != 'impl' LIMIT 1",
+            (resolved, crate),
+        ):
+            return r[0], "item"
+        segs = resolved.split("::")
+        for k in range(len(segs), 0, -1):
+            prefix = "::".join(segs[:k])
+            rows = self._rows(
+                "SELECT path FROM modules WHERE crate = ? AND module = ? ORDER BY path LIMIT 1",
+                (crate, prefix),
+            )
+            if rows:
+                return rows[0][0], "module"
+        return "", ""
+
+    def _importers(self, path: str, module: str, crate: str) -> list[ImportEdge]:
+        """Imports of other files that lead into ``path``."""
+        found: dict[tuple[str, str], ImportEdge] = {}
+        if module:
+            for r in self._rows(
+                "SELECT path, use_path, resolved FROM imports WHERE crate = ? AND "
+                "(resolved = ? OR (resolved >= ? AND resolved < ?)) AND path != ?",
+                (crate, module, module + "::", module + ":;", path),
+            ):
+                target = "::".join(s for s in (crate or "crate", r["resolved"]) if s)
+                found[(r["path"], r["use_path"])] = ImportEdge(
+                    r["path"], r["use_path"], target, path, "module"
+                )
+        # 2018 paths through a module in scope (written ``binary_heap::X`` in the parent
+        # module, or ``collections::binary_heap::X`` from anywhere): stored under the
+        # first segment as if it were a crate, since a use path does not say which.
+        segs = module.split("::") if module else []
+        relative: list[tuple[str, str, str | None]] = []
+        if segs:
+            relative.append((segs[-1], "", "::".join(segs[:-1])))
+        if len(segs) > 1:
+            relative.append((segs[0], "::".join(segs[1:]), None))
+        for head, rest, parent in relative:
+            sql = (
+                "SELECT i.path, i.use_path, i.resolved FROM imports i "
+                "JOIN modules m ON m.path = i.path WHERE i.crate = ? AND m.crate = ? "
+                "AND i.path != ?"
+            )
+            params: list[Any] = [head, crate, path]
+            if rest:
+                sql += " AND (i.resolved = ? OR (i.resolved >= ? AND i.resolved < ?))"
+                params += [rest, rest + "::", rest + ":;"]
+            if parent is not None:
+                sql += " AND m.module = ?"
+                params.append(parent)
+            for r in self._rows(sql, params):
+                key = (r["path"], r["use_path"])
+                if key not in found:
+                    target = "::".join(s for s in (crate or "crate", module) if s)
+                    tail = r["resolved"][len(rest) :].strip(":") if rest else r["resolved"]
+                    target = "::".join(s for s in (target, tail) if s)
+                    found[key] = ImportEdge(r["path"], r["use_path"], target, path, "module")
+        # Items defined at the top of the file, imported through an ancestor module
+        # (``use crate::collections::BinaryHeap`` for collections/binary_heap.rs).
+        names = [
+            r[0]
+            for r in self._rows(
+                "SELECT DISTINCT name FROM symbols WHERE path = ? AND parent = '' "
+                "AND kind NOT IN ('impl', 'mod') AND qualname = ? || name",
+                (path, module + "::" if module else ""),
+            )
+        ]
+        for i in range(0, len(names), _PARAMS):
+            chunk = names[i : i + _PARAMS]
+            for r in self._rows(
+                "SELECT path, use_path, resolved FROM imports WHERE crate = ? AND path != ? "
+                f"AND last IN ({','.join('?' * len(chunk))})",
+                (crate, path, *chunk),
+            ):
+                prefix = r["resolved"].rpartition("::")[0]
+                ancestor = prefix == "" or module.startswith(prefix + "::") or prefix == module
+                key = (r["path"], r["use_path"])
+                if ancestor and key not in found:
+                    how = "module" if prefix == module else "re-export"
+                    target = "::".join(s for s in (crate or "crate", r["resolved"]) if s)
+                    found[key] = ImportEdge(r["path"], r["use_path"], target, path, how)
+        return sorted(found.values(), key=lambda e: (e.path, e.use_path))
+
+    def complexity(self, file: str) -> FileComplexity:
+        """Line counts, items by kind and cyclomatic complexity of each function of a file.
+
+        The rule, per function or method with a body: 1, plus 1 for each ``if``
+        (``else if`` and ``if let`` included), each arm of a ``match`` beyond the first,
+        each match-arm guard (``pat if cond =>``), each ``while`` (``while let``),
+        ``for`` and ``loop``, each ``&&`` and ``||``, each ``?`` and each
+        ``let ... else``. Closures count towards the function they are written in; a
+        function nested in another is counted on its own, not in its parent. Code inside
+        macro invocations (``assert!(a && b)``) is token soup to tree-sitter and is not
+        counted.
+
+        Lines: a line is *code* when any token other than a comment lies on it (a
+        multi-line string literal makes all its lines code), *comment* when only
+        comments (doc comments included) do, else *blank*.
+
+        Parameters
+        ----------
+        file
+            Path relative to the indexed root, or a path under the root.
+
+        Returns
+        -------
+        FileComplexity
+            Read from the source as it is now (``stale=True`` when it changed since it
+            was indexed).
+
+        Raises
+        ------
+        SourceError
+            The file is not in the index, or cannot be read from the indexed root.
+        """
+        info = self._file(file)
+        path = info["path"]
+        data = self._read(path)
+        known = self._rows("SELECT sha256 FROM files WHERE path = ?", (path,))
+        stale = bool(known) and known[0][0] != hashlib.sha256(data).hexdigest()
+        if data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
+        tree = _rust_parser().parse(data)
+        text = data.decode("utf-8", "replace")
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        marks = bytearray(len(lines) + 1)  # 0 nothing, 1 comment, 2 code
+        functions = _walk_complexity(tree.root_node, marks)
+        code = sum(1 for m in marks[: len(lines)] if m == 2)
+        comment = sum(1 for m in marks[: len(lines)] if m == 1)
+        blank = sum(1 for i, ln in enumerate(lines) if marks[i] == 0 and not ln.strip())
+        code += len(lines) - code - comment - blank  # stray text tree-sitter skipped
+        symbols = self._rows(
+            "SELECT name, qualname, kind, start_line, end_line FROM symbols "
+            "WHERE path = ? AND kind IN ('function', 'method')",
+            (path,),
+        )
+        out: list[FunctionComplexity] = []
+        for name, start, end, score in functions:
+            match = [s for s in symbols if s["end_line"] == end and s["start_line"] <= start]
+            best = max(match, key=lambda s: s["start_line"]) if match else None
+            out.append(
+                FunctionComplexity(
+                    name=name,
+                    qualname=best["qualname"] if best is not None else name,
+                    kind=best["kind"] if best is not None else "function",
+                    path=path,
+                    start_line=start,
+                    end_line=end,
+                    complexity=score,
+                )
+            )
+        items = self._rows(
+            "SELECT kind, count(*) FROM symbols WHERE path = ? GROUP BY kind ORDER BY kind",
+            (path,),
+        )
+        return FileComplexity(
+            path=path,
+            lines_total=len(lines),
+            lines_code=code,
+            lines_comment=comment,
+            lines_blank=blank,
+            items=tuple((r[0], int(r[1])) for r in items),
+            functions=tuple(out),
+            stale=stale,
+        )
+
+    def _read(self, path: str) -> bytes:
+        """Bytes of an indexed file, read from the indexed root."""
+        from .sources import open_root
+
+        try:
+            root = open_root(self.root)
+            full = f"{root.path.rstrip('/')}/{path}"
+            with root.fs.open(full, "rb") as f:
+                data: bytes = f.read()
+        except RcmError as e:
+            raise SourceError(
+                f"cannot read {path}: the indexed root {self.root} is gone ({e})"
+            ) from e
+        except (OSError, ValueError) as e:
+            raise SourceError(
+                f"cannot read {path} under {self.root}: {e}; re-run `rcm-dask index` if it "
+                "was moved or deleted"
+            ) from e
+        return data
+
+
+_LOOPS = frozenset({"while_expression", "for_expression", "loop_expression", "if_expression"})
+_ATOMIC = frozenset({"string_literal", "raw_string_literal", "char_literal"})
+
+
+def _walk_complexity(root: Any, marks: bytearray) -> list[tuple[str, int, int, int]]:
+    """Mark code/comment lines; return (name, start, end, complexity) per function body.
+
+    One iterative walk (no recursion limit for deep nesting); each node is charged to the
+    innermost function that encloses it (see :meth:`CodeIntel.complexity`).
+    """
+    functions: list[list[Any]] = []
+    stack: list[tuple[Any, int]] = [(root, -1)]
+    last = len(marks) - 1
+    while stack:
+        node, fn = stack.pop()
+        t = node.type
+        if t in ("line_comment", "block_comment"):
+            for row in range(node.start_point[0], min(node.end_point[0], last) + 1):
+                if marks[row] == 0:
+                    marks[row] = 1
+            continue
+        if node.child_count == 0 or t in _ATOMIC:
+            end = node.end_point[0]
+            if node.end_point[1] == 0 and end > node.start_point[0]:
+                end -= 1  # a token ending with its newline does not reach the next line
+            for row in range(node.start_point[0], min(end, last) + 1):
+                marks[row] = 2
+            continue
+        if t == "function_item" and node.child_by_field_name("body") is not None:
+            name_node = node.child_by_field_name("name")
+            name = name_node.text.decode("utf-8", "replace") if name_node is not None else ""
+            fn = len(functions)
+            functions.append([name, node.start_point[0] + 1, node.end_point[0] + 1, 1])
+        elif fn >= 0:
+            add = 0
+            if t in _LOOPS or t == "try_expression":
+                add = 1
+            elif t == "match_expression":
+                body = node.child_by_field_name("body")
+                if body is not None:
+                    arms = sum(1 for c in body.named_children if c.type == "match_arm")
+                    add = max(0, arms - 1)
+            elif t == "match_pattern":
+                add = 1 if node.child_by_field_name("condition") is not None else 0
+            elif t == "binary_expression":
+                op = node.child_by_field_name("operator")
+                add = 1 if op is not None and op.type in ("&&", "||") else 0
+            elif t == "let_declaration":
+                add = 1 if node.child_by_field_name("alternative") is not None else 0
+            functions[fn][3] += add
+        stack.extend((child, fn) for child in reversed(node.children))
+    return [(f[0], f[1], f[2], f[3]) for f in functions]
