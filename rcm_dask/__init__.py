@@ -20,11 +20,15 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    "CallGraph": "records",
     "Chunk": "records",
     "ClusterError": "errors",
     "ConfigError": "errors",
+    "Definition": "records",
     "DryRun": "dryrun",
     "Embedder": "embedding",
+    "FileComplexity": "records",
+    "FileDependencies": "records",
     "Hit": "records",
     "Index": "search",
     "IndexConfig": "config",
@@ -37,6 +41,7 @@ _LAZY = {
     "IndexWriteError": "errors",
     "ModelError": "errors",
     "RcmError": "errors",
+    "Reference": "records",
     "SearchIndex": "search",
     "Skipped": "records",
     "SourceError": "errors",
@@ -48,11 +53,15 @@ _LAZY = {
 }
 
 __all__ = [
+    "CallGraph",
     "Chunk",
     "ClusterError",
     "ConfigError",
+    "Definition",
     "DryRun",
     "Embedder",
+    "FileComplexity",
+    "FileDependencies",
     "Hit",
     "Index",
     "IndexConfig",
@@ -65,6 +74,7 @@ __all__ = [
     "IndexWriteError",
     "ModelError",
     "RcmError",
+    "Reference",
     "SearchIndex",
     "Skipped",
     "SourceError",
@@ -102,7 +112,18 @@ if TYPE_CHECKING:  # pragma: no cover
         StoreBusyError,
     )
     from .modes import index
-    from .records import Chunk, Hit, IndexStats, Skipped, SourceFile
+    from .records import (
+        CallGraph,
+        Chunk,
+        Definition,
+        FileComplexity,
+        FileDependencies,
+        Hit,
+        IndexStats,
+        Reference,
+        Skipped,
+        SourceFile,
+    )
     from .search import Index, IndexInfo, SearchIndex, open_index
 
 

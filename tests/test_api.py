@@ -201,3 +201,34 @@ def test_index_inside_the_users_own_client_with_progress(
     # the run leaves the user's client and cluster as it found them
     assert dask_client.submit(sum, [1, 2], pure=False).result() == 3
     assert dask_client.status == "running"
+
+
+def test_code_intelligence_goes_through_the_index(built: tuple[Path, Path, IndexStats]) -> None:
+    from rcm_dask.intel import CodeIntel
+
+    _, idx, _ = built
+    with rcm_dask.open_index(idx) as index, CodeIntel(idx) as intel:
+        (acquire,) = index.find_definition("ConnectionPool::acquire")
+        assert isinstance(acquire, rcm_dask.Definition)
+        assert (acquire.path, acquire.kind, acquire.start_line) == ("src/net/mod.rs", "method", 20)
+        assert index.find_definition("acquire", kind="struct") == []
+        assert index.find_definition("ConnectionPool") == intel.find_definition("ConnectionPool")
+
+        graph = index.call_graph("parse_toml_config", depth=2)
+        assert isinstance(graph, rcm_dask.CallGraph)
+        assert "config::Config::from_toml" in {e.callee for e in graph.callees}
+        assert graph == intel.call_graph("parse_toml_config", depth=2)
+        refs = index.find_references("from_toml")
+        assert refs == intel.find_references("from_toml")
+        assert all(isinstance(r, rcm_dask.Reference) for r in refs)
+
+        deps = index.dependencies("src/net/mod.rs")
+        assert isinstance(deps, rcm_dask.FileDependencies)
+        assert "std::time::Duration" in {e.use_path for e in deps.imports}
+
+        cx = index.complexity("src/net/mod.rs")
+        assert isinstance(cx, rcm_dask.FileComplexity) and cx == intel.complexity("src/net/mod.rs")
+        by_name = {f.qualname: f.complexity for f in cx.functions}
+        assert by_name["net::ConnectionPool::acquire"] == 3  # for + if let
+        assert index._intel is not None
+    assert index._intel is None  # closed with the index
