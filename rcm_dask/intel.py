@@ -655,6 +655,9 @@ class CodeIntel:
             return []
         targets = self._targets(name, defs, strict="::" in text, owner=owner)
         refs = self._references(name, targets, macro=macro)
+        if "::" in text and not defs:
+            # nothing of that path is defined here: only uses written through it count
+            refs = [r for r in refs if r.resolved]
         refs.sort(key=lambda r: (_CONFIDENCE_RANK[r.confidence], r.path, r.line))
         return refs[:limit]
 
@@ -1006,9 +1009,9 @@ class CodeIntel:
                 # ``use foo::x`` in 2018 code may name a module ``foo`` in scope: a child
                 # of this module, or one at the crate root
                 target_path, how = "", ""
-                for local in (f"{module}::{use_crate}", use_crate):
-                    local = "::".join(s for s in (local.strip(":"), resolved) if s)
-                    target_path, how = self._locate(crate, local)
+                for base in (f"{module}::{use_crate}".strip(":"), use_crate):
+                    local = "::".join(s for s in (base, resolved) if s)
+                    target_path, how = self._locate(crate, local, base.count("::") + 1)
                     if target_path:
                         use_crate, resolved = crate, local
                         break
@@ -1026,8 +1029,9 @@ class CodeIntel:
             imported_by=tuple(self._importers(path, module, crate)),
         )
 
-    def _locate(self, crate: str, resolved: str) -> tuple[str, str]:
-        """(file, how) that defines a crate path: an item, else the deepest module."""
+    def _locate(self, crate: str, resolved: str, min_depth: int = 1) -> tuple[str, str]:
+        """(file, how) that defines a crate path: an item, else the deepest module of at
+        least ``min_depth`` segments."""
         if not resolved:
             return "", ""
         for r in self._rows(
@@ -1037,7 +1041,7 @@ class CodeIntel:
         ):
             return r[0], "item"
         segs = resolved.split("::")
-        for k in range(len(segs), 0, -1):
+        for k in range(len(segs), max(1, min_depth) - 1, -1):
             prefix = "::".join(segs[:k])
             rows = self._rows(
                 "SELECT path FROM modules WHERE crate = ? AND module = ? ORDER BY path LIMIT 1",
@@ -1237,17 +1241,16 @@ def _walk_complexity(root: Any, marks: bytearray) -> list[tuple[str, int, int, i
     while stack:
         node, fn = stack.pop()
         t = node.type
-        if t in ("line_comment", "block_comment"):
-            for row in range(node.start_point[0], min(node.end_point[0], last) + 1):
-                if marks[row] == 0:
-                    marks[row] = 1
-            continue
-        if node.child_count == 0 or t in _ATOMIC:
+        comment = t in ("line_comment", "block_comment")
+        if comment or node.child_count == 0 or t in _ATOMIC:
             end = node.end_point[0]
             if node.end_point[1] == 0 and end > node.start_point[0]:
-                end -= 1  # a token ending with its newline does not reach the next line
+                end -= 1  # a line comment ends after its newline: not on the next line
             for row in range(node.start_point[0], min(end, last) + 1):
-                marks[row] = 2
+                if not comment:
+                    marks[row] = 2
+                elif marks[row] == 0:
+                    marks[row] = 1
             continue
         if t == "function_item" and node.child_by_field_name("body") is not None:
             name_node = node.child_by_field_name("name")
