@@ -37,7 +37,6 @@ imports the name (``use ...::BinaryHeap``). Anything else matches by name only
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import re
 import sqlite3
@@ -86,7 +85,6 @@ _NOT_NEWLINE = re.compile(r"[^\n]")
 _CALL_SITE = re.compile(
     r"(?<![\w$])(?:r\#)?([A-Za-z_]\w*)\s*(?:::\s*<[^;{}()]*?>\s*)?(!\s*[(\[{]|\()"
 )
-_IDENT = re.compile(r"(?<![\w$])[A-Za-z_]\w*")
 # What stands before a name: ``Path::``, ``<T as Trait>::``, ``self.`` or ``.``.
 _QUALIFIER = re.compile(r"([A-Za-z_]\w*)\s*(?:::\s*<[^;{}()]*>\s*)?::\s*$")
 _AS_TRAIT = re.compile(r"\bas\s+(?:[\w]+\s*::\s*)*([A-Za-z_]\w*)\s*(?:<[^;{}()]*>)?\s*>\s*::\s*$")
@@ -206,7 +204,26 @@ def _first_doc_line(docs: str) -> str:
 
 def _masked(code: str) -> str:
     """The code with comments and literals blanked (same length, newlines kept)."""
-    return _MASK.sub(lambda m: _NOT_NEWLINE.sub(" ", m.group()), code)
+    return _MASK.sub(_blank, code)
+
+
+def _blank(m: re.Match[str]) -> str:
+    """Spaces in place of a match, its newlines kept."""
+    text = m.group()
+    return _NOT_NEWLINE.sub(" ", text) if "\n" in text else " " * len(text)
+
+
+def _find_word(text: str, word: str) -> int:
+    """Offset of the first whole-word occurrence of ``word`` in ``text``, or -1."""
+    pos = text.find(word)
+    n = len(word)
+    while pos >= 0:
+        before = text[pos - 1] if pos else " "
+        after = text[pos + n : pos + n + 1] or " "
+        if not (before.isalnum() or before in "_$") and not (after.isalnum() or after == "_"):
+            return pos
+        pos = text.find(word, pos + 1)
+    return -1
 
 
 def _via(masked: str, start: int) -> str | None:
@@ -304,11 +321,10 @@ class SymbolCollector:
         entry.calls |= calls
         entry.types |= types
         code = _masked(chunk.code)
-        newlines = [i for i, ch in enumerate(code) if ch == "\n"] if "\n" in code else []
         first = chunk.start_line
 
         def line_at(pos: int) -> int:
-            return first + bisect.bisect_left(newlines, pos)
+            return first + code.count("\n", 0, pos)
 
         refs = entry.refs
         if calls:
@@ -325,12 +341,11 @@ class SymbolCollector:
                 if key not in refs:
                     refs[key] = line_at(m.start(1))
                 entry.seen_calls.add(called)
-        if types:
-            for m in _IDENT.finditer(code):
-                name = m.group()
-                if name in types and name not in entry.seen_types:
-                    entry.seen_types.add(name)
-                    refs.setdefault((name, "type", ""), line_at(m.start()))
+        for name in types - entry.seen_types:
+            pos = _find_word(code, name)
+            if pos >= 0:
+                entry.seen_types.add(name)
+                refs.setdefault((name, "type", ""), line_at(pos))
 
     def finish(self, path: str) -> FileSymbols:
         """All chunks of ``path`` were added: its rows, ready for the manifest."""
@@ -654,12 +669,10 @@ class CodeIntel:
         if "::" in text and not defs and not owner:
             return []
         targets = self._targets(name, defs, strict="::" in text, owner=owner)
-        refs = self._references(name, targets, macro=macro)
-        if "::" in text and not defs:
-            # nothing of that path is defined here: only uses written through it count
-            refs = [r for r in refs if r.resolved]
-        refs.sort(key=lambda r: (_CONFIDENCE_RANK[r.confidence], r.path, r.line))
-        return refs[:limit]
+        # with nothing of that path defined here, only uses written through it count
+        return self._references(
+            name, targets, limit=limit, macro=macro, resolved_only="::" in text and not defs
+        )
 
     def _targets(self, name: str, defs: list[sqlite3.Row], *, strict: bool, owner: str) -> _Targets:
         """Index the definitions a reference query is about."""
@@ -675,11 +688,14 @@ class CodeIntel:
         name: str,
         targets: _Targets,
         *,
+        limit: int,
         macro: bool = False,
         kinds: Iterable[str] | None = None,
-        sids: Sequence[int] | None = None,
+        resolved_only: bool = False,
+        cache: dict[Any, Any] | None = None,
     ) -> list[Reference]:
-        """Every use of ``name`` (by the items ``sids`` only, when given), judged."""
+        """The ``limit`` best uses of ``name``: resolved first, then by path and line
+        (``cache`` keeps fetched rows across calls of one query)."""
         sql = (
             "SELECT r.kind AS rkind, r.via, r.line, s.sid, s.chunk_id, s.path, s.qualname, "
             "s.kind, s.parent, s.module FROM refs r JOIN symbols s ON s.sid = r.sid "
@@ -692,17 +708,26 @@ class CodeIntel:
             kinds = list(kinds)
             sql += f" AND r.kind IN ({','.join('?' * len(kinds))})"
             params += kinds
-        if sids is not None:
-            sql += f" AND r.sid IN ({','.join('?' * len(sids))})"
-            params += list(sids)
-        rows = self._rows(sql, params)
-        imported = self._imports_of_name(name) if rows else {}
-        out: list[Reference] = []
-        for row in rows:
-            judged = self._judge(row, name, targets, imported.get(row["path"], ()))
-            if judged is None:
+        key = (sql, tuple(params))
+        if cache is not None and key in cache:
+            rows, imported = cache[key]
+        else:
+            rows = self._rows(sql, params)
+            imported = self._imports_of_name(name) if rows else {}
+            if cache is not None:
+                cache[key] = rows, imported
+        judged: list[tuple[int, str, int, int, str, str]] = []
+        for i, row in enumerate(rows):
+            verdict = self._judge(row, name, targets, imported.get(row["path"], ()))
+            if verdict is None or (resolved_only and verdict[0] == "name"):
                 continue
-            confidence, target = judged
+            rank = _CONFIDENCE_RANK[verdict[0]]
+            judged.append((rank, row["path"], row["line"], i, verdict[0], verdict[1]))
+        # Records are built for the page only: a common name (``new``) has thousands of uses.
+        judged.sort()
+        out: list[Reference] = []
+        for _, _, _, i, confidence, target in judged[: max(0, limit)]:
+            row = rows[i]
             out.append(
                 Reference(
                     path=row["path"],
@@ -814,12 +839,18 @@ class CodeIntel:
         edges: list[CallEdge] = []
         seen = {r["sid"] for r in roots}
         frontier = roots
+        cache: dict[Any, Any] = {}  # roots of a bare name share their uses
         for level in range(1, depth + 1):
             nxt: list[sqlite3.Row] = []
             for node in frontier:
                 targets = self._targets(node["name"], [node], strict=True, owner=node["parent"])
-                refs = self._references(node["name"], targets, kinds=("call", "macro"))
-                refs.sort(key=lambda r: (_CONFIDENCE_RANK[r.confidence], r.path, r.line))
+                refs = self._references(
+                    node["name"],
+                    targets,
+                    limit=limit - len(edges) + 1,
+                    kinds=("call", "macro"),
+                    cache=cache,
+                )
                 for ref in refs:
                     if len(edges) >= limit:
                         return edges, True
