@@ -33,6 +33,11 @@ resolved by scope (``confidence="scope"``) when the name is used bare in the def
 own module, or for types in the definition's own file, or when the referring file
 imports the name (``use ...::BinaryHeap``). Anything else matches by name only
 (``confidence="name"``, ``resolved=False``): listed, but after the resolved ones.
+
+Limits: a ``use`` inside an inline ``mod`` is resolved as if it were at the top of its
+file (chunks keep a file's imports without their position); macro inputs are token soup
+to tree-sitter, so calls the chunker finds in them are kept but types and branches inside
+them are not seen.
 """
 
 from __future__ import annotations
