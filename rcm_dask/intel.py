@@ -23,6 +23,34 @@ the chunk records and :data:`~rcm_dask.chunking.CHUNKER_VERSION` are unchanged (
 change would re-embed every index). One row is kept per (item, name, way written), at the
 line of its first occurrence in the item.
 
+Names used as values
+--------------------
+The chunker records no identifier used as a value (``RETRY_DELAY * 2``, ``u32::MAX``,
+``Ordering::Less``, ``None``), so the collector finds them in the chunk's code by their
+shape, with the same blanking (attributes blanked too): a const-shaped name
+(``[A-Z][A-Z0-9_]*``, two characters or more: consts and statics, by Rust's naming lint)
+not followed by ``(``, ``!`` or ``::``, and a capitalised one (unit structs and enum
+variants) not followed by those or ``<`` either, outside enum bodies (variant
+definitions); neither after ``const``/``static``/``struct``... (the item's own name) nor
+when the chunker listed the name as a type. Each is a ``value`` reference, its ``via``
+the path segment before it. This needs no list of defined consts (those may live in files
+another batch writes), and queries stay one indexed SQL lookup: a query-time search of the
+code (BM25 terms, then a word match over fetched payloads) would fetch a payload per
+candidate chunk, thousands for a name like ``MAX`` on a 132k chunk index. A bare value resolves by
+scope in its definition's module or file, or through an import, like a call. The price:
+indexes written before this rule hold value references only for the files written since
+(``--force`` rebuilds them all), and a const named in lower case (the
+``non_upper_case_globals`` lint allowed) is missed.
+
+Crate names
+-----------
+A path may start with a crate's own name (``mini_crate::parse_toml_config(`` in
+``tests/smoke.rs``, ``alloc::vec::Vec`` in another crate of a workspace). The name is read
+once per :class:`CodeIntel` from the ``Cargo.toml`` of each indexed crate's folder
+(``[lib] name``, else ``[package] name``), else the folder's name (the indexed root's for
+files outside any ``src`` folder). A use through it resolves to the item at that crate's
+root module.
+
 How a reference is resolved
 ---------------------------
 Without type inference a call ``x.push(..)`` cannot be tied to one ``push``. A reference
@@ -46,7 +74,7 @@ import hashlib
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -67,7 +95,14 @@ from .records import (
 )
 from .stores.manifest import INDEX_FORMAT, MANIFEST_FILE, FileSymbols, read_identity
 
-__all__ = ["CodeIntel", "SymbolCollector", "crate_of", "expand_use", "resolve_use"]
+__all__ = [
+    "CodeIntel",
+    "SymbolCollector",
+    "cargo_crate_name",
+    "crate_of",
+    "expand_use",
+    "resolve_use",
+]
 
 # --------------------------------------------------------------------------- write side
 
@@ -94,6 +129,19 @@ _CALL_SITE = re.compile(
 _QUALIFIER = re.compile(r"([A-Za-z_]\w*)\s*(?:::\s*<[^;{}()]*>\s*)?::\s*$")
 _AS_TRAIT = re.compile(r"\bas\s+(?:[\w]+\s*::\s*)*([A-Za-z_]\w*)\s*(?:<[^;{}()]*>)?\s*>\s*::\s*$")
 _SELF_DOT = re.compile(r"(?<![\w.])self\s*\.$")
+# A name used as a value: ``RETRY_DELAY``, ``u32::MAX``, ``Ordering::Less``, ``None``. The
+# chunker records calls and types only, so these are found here by their shape (see the
+# module notes); what follows must not make it a call, a macro or a path (group 2: the next
+# character; ``<`` after a capitalised name makes it a generic type). Struct literals
+# (``Pool {``, ``State::Busy {``) are left out as names the chunker listed as types.
+_VALUE_SITE = re.compile(r"(?<![\w$'])(?:r\#)?([A-Z]\w*)(?!\w|\s*(?:[(!]|::))(?=\s*(\S?))")
+_CONST_SHAPE = re.compile(r"[A-Z][A-Z0-9_]*")
+# Before a name that is defined here (``const MAX``, ``struct Marker``), not used.
+_DEFINES = re.compile(
+    r"(?<![\w$])(?:const|static(?:\s+mut)?|struct|enum|union|trait|type|fn|mod|macro_rules!)\s*$"
+)
+# Attributes (``#[derive(Debug)]``, one level of nested brackets): names in them are not uses.
+_ATTRIBUTE = re.compile(r"#!?\s*\[(?:[^\[\]]|\[[^\[\]]*\])*\]")
 _LOOKBEHIND = 160
 _MAX_USE_PATHS = 256
 """Paths one ``use`` may expand to (``{a, b, {c, d}}``); a hostile one is cut here."""
@@ -112,6 +160,41 @@ def crate_of(path: str) -> str:
         if parts[i] == "src":
             return re.sub(r"\W", "_", parts[i - 1])
     return ""
+
+
+def _crate_dir(path: str) -> str:
+    """Folder of the crate a file belongs to (the one above its last ``src``), else ``""``."""
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == "src":
+            return "/".join(parts[:i])
+    return ""
+
+
+_TOML_SECTION = re.compile(r"^\s*\[\s*([\w.-]+)\s*\]")
+_TOML_NAME = re.compile(r"""^\s*name\s*=\s*["']([^"']+)["']""")
+
+
+def cargo_crate_name(manifest: str) -> str:
+    """The name a crate's own code is reached by, from its ``Cargo.toml`` text:
+    ``[lib] name``, else ``[package] name`` with ``-`` as ``_``; ``""`` when neither.
+
+    Examples
+    --------
+    >>> cargo_crate_name('[package]\\nname = "mini-crate"\\nversion = "0.1.0"\\n')
+    'mini_crate'
+    """
+    section = ""
+    found: dict[str, str] = {}
+    for line in manifest.splitlines():
+        m = _TOML_SECTION.match(line)
+        if m:
+            section = m.group(1)
+            continue
+        m = _TOML_NAME.match(line)
+        if m and section in ("lib", "package"):
+            found.setdefault(section, m.group(1))
+    return (found.get("lib") or found.get("package") or "").replace("-", "_")
 
 
 def expand_use(text: str) -> list[str]:
@@ -245,6 +328,31 @@ def _via(masked: str, start: int) -> str | None:
     return ""
 
 
+def _add_value_refs(
+    code: str, kind: str, entry: _SymbolRows, line_at: Callable[[int], int]
+) -> None:
+    """Record the names ``code`` uses as values: const-shaped names (``RETRY_DELAY``,
+    ``u32::MAX``) anywhere, capitalised ones (unit structs and variants: ``None``,
+    ``NetError::Timeout``) outside enum bodies, where they are variant definitions."""
+    refs = entry.refs
+    for m in _VALUE_SITE.finditer(code):
+        name = m.group(1)
+        if len(name) < 2 or name == "Self" or name in entry.types:
+            continue  # one letter: a generic parameter (``T``, ``N``), not a value
+        const = _CONST_SHAPE.fullmatch(name) is not None
+        if not const and (kind == "enum" or m.group(2) == "<"):
+            continue
+        before = code[max(0, m.start() - _LOOKBEHIND) : m.start()].rstrip()
+        if _DEFINES.search(before) or (before.endswith(".") and not before.endswith("..")):
+            continue  # a definition's own name, a field (``0..MAX`` is a range: kept)
+        via = ""
+        if before.endswith("::"):
+            q = _AS_TRAIT.search(before) or _QUALIFIER.search(before)
+            via = q.group(1) if q else ""
+        if (name, "value", via) not in refs:
+            refs[(name, "value", via)] = line_at(m.start(1))
+
+
 class _SymbolRows:
     """What the collector holds for one item (all its parts) until its file is finished."""
 
@@ -318,11 +426,9 @@ class SymbolCollector:
 
     @staticmethod
     def _add_code_refs(chunk: Chunk, entry: _SymbolRows) -> None:
-        """Locate the chunk's calls and type names in its code (see the module notes)."""
+        """Locate the chunk's calls, type names and values in its code (see the module notes)."""
         calls = set(chunk.calls)
         types = set(chunk.type_refs)
-        if not calls and not types:
-            return
         entry.calls |= calls
         entry.types |= types
         code = _masked(chunk.code)
@@ -351,6 +457,7 @@ class SymbolCollector:
             if pos >= 0:
                 entry.seen_types.add(name)
                 refs.setdefault((name, "type", ""), line_at(pos))
+        _add_value_refs(_ATTRIBUTE.sub(_blank, code), chunk.kind, entry, line_at)
 
     def finish(self, path: str) -> FileSymbols:
         """All chunks of ``path`` were added: its rows, ready for the manifest."""
@@ -453,6 +560,8 @@ def _written(name: str, kind: str, via: str) -> str:
         return f"impl {name} for"
     if kind == "type" or via == "?":
         return name
+    if kind == "value":
+        return f"{via}::{name}" if via else name
     if via == "":
         return f"{name}("
     if via == ".":
@@ -560,6 +669,7 @@ class CodeIntel:
         self._db.row_factory = sqlite3.Row
         # one connection serves every thread of an MCP server, one query at a time
         self._lock = threading.Lock()
+        self._crate_names: dict[str, frozenset[str]] | None = None
 
     def close(self) -> None:
         """Close the database."""
@@ -686,7 +796,47 @@ class CodeIntel:
             mine = {d["parent"] for d in defs}
             rows = self._rows("SELECT DISTINCT parent FROM symbols WHERE name = ?", (name,))
             others = frozenset(r[0] for r in rows if r[0] and r[0] not in mine)
-        return _Targets(defs, strict, owner, others)
+        targets = _Targets(defs, strict, owner, others)
+        # ``mini_crate::parse_toml_config(``: an item at a crate's root, reached through
+        # the crate's name (from its tests/, examples/, benches/ or another crate)
+        roots = [d for d in defs if not d["parent"] and not d["module"]]
+        if roots:
+            for alias, crates in self._crate_name_map().items():
+                for d in roots:
+                    if crate_of(d["path"]) in crates:
+                        targets.by_owner.setdefault(alias, d)
+        return targets
+
+    def _crate_name_map(self) -> dict[str, frozenset[str]]:
+        """Per name a path can start with, the crates (``modules.crate``) it names; read
+        once per instance from each crate's ``Cargo.toml`` under the indexed root."""
+        if self._crate_names is not None:
+            return self._crate_names
+        out: dict[str, set[str]] = {}
+        for crate, path in self._rows("SELECT crate, min(path) FROM modules GROUP BY crate"):
+            name = self._crate_name(crate, _crate_dir(path))
+            if name:
+                out.setdefault(name, set()).add(crate)
+        self._crate_names = {k: frozenset(v) for k, v in out.items()}
+        return self._crate_names
+
+    def _crate_name(self, crate: str, folder: str) -> str:
+        """A crate's name: its Cargo.toml's, else its folder's (the root's for ``""``)."""
+        from .sources import open_root
+
+        try:
+            root = open_root(self.root)
+            full = "/".join(p for p in (root.path.rstrip("/"), folder, "Cargo.toml") if p)
+            with root.fs.open(full, "rb") as f:
+                name = cargo_crate_name(f.read(1 << 20).decode("utf-8", "replace"))
+        except (RcmError, OSError, ValueError):
+            name = ""  # no manifest, or the root is gone: the folder's name is the best guess
+        if name:
+            return name
+        if crate:
+            return crate
+        base = self.root.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+        return re.sub(r"\W", "_", base)
 
     def _references(
         self,
@@ -764,7 +914,7 @@ class CodeIntel:
         """(confidence, target qualname) of one use, or None when it is about another owner."""
         via = row["via"]
         kind = row["rkind"]
-        if kind in ("call", "macro"):
+        if kind in ("call", "macro", "value"):
             if via in ("Self", ".self"):
                 d = t.by_parent.get(row["parent"])
                 if d is not None:
@@ -781,6 +931,11 @@ class CodeIntel:
                     return None
             elif via == "" or kind == "macro":
                 d = t.by_module.get(row["module"])
+                if d is None and kind == "value":
+                    # a bare const-shaped name in the file that defines it (an inline
+                    # ``mod tests`` under it included)
+                    d = t.by_path.get(row["path"])
+                    d = d if d is not None and not d["parent"] else None
                 if d is not None:
                     return "scope", d["qualname"]
         else:
@@ -956,7 +1111,13 @@ class CodeIntel:
             rows = self._rows(
                 base + "parent = '' AND kind IN ('function', 'const', 'static')", (name,)
             )
-            rows = [r for r in rows if r["module"].rsplit("::", 1)[-1] == via]
+            crates = self._crate_name_map().get(via, frozenset())
+            rows = [
+                r
+                for r in rows
+                if r["module"].rsplit("::", 1)[-1] == via
+                or (not r["module"] and crate_of(r["path"]) in crates)
+            ]
             return ("exact", rows[0]) if rows else ("name", None)
         if via == "":
             rows = self._rows(

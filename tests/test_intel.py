@@ -15,11 +15,11 @@ import pytest
 from rcm_dask import IndexConfig, index
 from rcm_dask.chunking import chunk_source
 from rcm_dask.errors import IndexIdentityError, IndexNotFoundError, SourceError
-from rcm_dask.intel import CodeIntel, expand_use, resolve_use
+from rcm_dask.intel import CodeIntel, cargo_crate_name, expand_use, resolve_use
 from rcm_dask.records import EmbeddedBatch, IndexedFile, SourceFile
 from rcm_dask.writer import IndexWriter
 
-from .conftest import HashEmbedder
+from .conftest import DATA, HashEmbedder
 
 HEAP = "alloc/src/collections/binary_heap.rs"
 COLLECTIONS = "alloc/src/collections/mod.rs"
@@ -528,3 +528,224 @@ def test_expand_use(text: str, expected: list[str]) -> None:
 )
 def test_resolve_use(path: str, module: str, expected: tuple[str, str]) -> None:
     assert resolve_use(path, module, "alloc") == expected
+
+
+# ----------------------------------------------------------------------------- a small crate
+
+# A crate named in its Cargo.toml (``tiny-net``, reached as ``tiny_net``) whose folder has
+# another name, with an integration test calling it through that name and a module
+# ``time`` of its own (``std::time`` must still not resolve to it).
+TINY_FILES = {
+    "Cargo.toml": '[package]\nname = "tiny-net"\nversion = "0.1.0"\n\n[dependencies]\n',
+    "src/lib.rs": """\
+pub mod net;
+pub mod time;
+
+/// Connect with the default delay.
+pub fn connect(host: &str) -> net::Pool {
+    let _ = time::now();
+    net::Pool::new(host)
+}
+""",
+    "src/time.rs": "pub fn now() -> u64 {\n    0\n}\n",
+    "src/net/mod.rs": """\
+//! Connections.
+
+use std::time::Duration;
+
+/// How long to wait between two attempts.
+pub const RETRY_DELAY: Duration = Duration::from_millis(250);
+pub static MAX_TRIES: u32 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum State {
+    Idle,
+    Busy(u32),
+}
+
+pub struct Marker;
+
+pub struct Pool {
+    state: State,
+    marker: Marker,
+}
+
+impl Pool {
+    pub const LIMIT: usize = 8;
+
+    pub fn new(_host: &str) -> Self {
+        Pool { state: State::Idle, marker: Marker }
+    }
+
+    pub fn wait(&self) -> Duration {
+        // RETRY_DELAY in a comment is not a use; "RETRY_DELAY" in a string neither
+        let mut tries = 0;
+        while tries < MAX_TRIES && self.state != State::Idle {
+            tries += 1;
+        }
+        RETRY_DELAY * tries + Duration::from_millis(Self::LIMIT as u64)
+    }
+}
+
+pub fn spin() {
+    for _ in 0..MAX_TRIES {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delay() {
+        assert!(RETRY_DELAY.as_millis() > 0 && Pool::LIMIT == 8);
+    }
+}
+""",
+    "tests/smoke.rs": """\
+#[test]
+fn connects() {
+    let pool = tiny_net::connect("localhost");
+    assert!(tiny_net::net::MAX_TRIES > 0);
+    let _ = pool.wait();
+}
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(root, index folder) of the crate above, in a folder not named like the crate."""
+    root = tmp_path_factory.mktemp("tiny") / "checkout"
+    for rel, text in TINY_FILES.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    idx = root.parent / "idx"
+    assert _index(root, idx).files_indexed == 4  # .rs files only
+    return root, idx
+
+
+def _tiny_line(rel: str, needle: str, start: int = 1) -> int:
+    """Line of ``needle`` in one of the tiny crate's files."""
+    return _line_of(TINY_FILES[rel], needle, start)
+
+
+def test_consts_and_statics_used_as_values_are_references(tiny: tuple[Path, Path]) -> None:
+    net = "src/net/mod.rs"
+    with CodeIntel(tiny[1]) as ci:
+        refs = ci.find_references("RETRY_DELAY")
+        wait = _tiny_line(net, "RETRY_DELAY * tries")
+        assert [(r.path, r.line, r.kind, r.in_qualname, r.confidence) for r in refs] == [
+            (net, wait, "value", "net::Pool::wait", "scope"),
+            (net, _tiny_line(net, "assert!(RETRY_DELAY"), "value", "net::tests::delay", "scope"),
+        ]
+        assert {r.target for r in refs} == {"net::RETRY_DELAY"}
+        assert refs[0].written == "RETRY_DELAY"
+        # a static, through its module's path from tests/ (exact first), and bare in its module
+        tries = ci.find_references("MAX_TRIES")
+        assert [(r.path, r.line, r.written, r.confidence) for r in tries] == [
+            ("tests/smoke.rs", 4, "net::MAX_TRIES", "exact"),
+            (net, _tiny_line(net, "while tries < MAX_TRIES"), "MAX_TRIES", "scope"),
+            (net, _tiny_line(net, "0..MAX_TRIES"), "MAX_TRIES", "scope"),  # a range
+        ]
+        # an associated const through Self:: and through its type
+        limit = ci.find_references("Pool::LIMIT")
+        assert [(r.written, r.confidence, r.target) for r in limit] == [
+            ("Self::LIMIT", "exact", "net::Pool::LIMIT"),
+            ("Pool::LIMIT", "exact", "net::Pool::LIMIT"),
+        ]
+        # a unit variant and a unit struct used as values; variant definitions are not uses
+        idle = ci.find_references("Idle")
+        assert {(r.in_qualname, r.written) for r in idle} == {
+            ("net::Pool::new", "State::Idle"),
+            ("net::Pool::wait", "State::Idle"),
+        }
+        assert [r.in_qualname for r in ci.find_references("Marker") if r.kind == "value"] == [
+            "net::Pool::new"
+        ]
+        # derive attributes, the definitions' own names, comments and strings are not uses
+        assert ci.find_references("Debug") == []
+        assert all(r.kind != "value" for r in ci.find_references("State"))
+        # values are not calls: the call graph is unchanged
+        assert all(e.callee != "RETRY_DELAY" for e in ci.call_graph("Pool::wait").callees)
+
+
+def test_calls_through_the_crate_name_resolve(tiny: tuple[Path, Path]) -> None:
+    with CodeIntel(tiny[1]) as ci:
+        g = ci.call_graph("connect")
+        assert [(e.caller, e.path, e.line, e.confidence) for e in g.callers] == [
+            ("tests::smoke::connects", "tests/smoke.rs", 3, "exact")
+        ]
+        # and from the caller's side
+        out = ci.call_graph("tests::smoke::connects").callees
+        assert ("connect", "src/lib.rs", True) in {
+            (e.callee, e.callee_path, e.resolved) for e in out
+        }
+        (r,) = ci.find_references("connect")
+        assert (r.written, r.target, r.confidence) == ("tiny_net::connect(", "connect", "exact")
+        # the folder name is not the crate name once Cargo.toml names it
+        assert "checkout" not in ci._crate_name_map()
+
+
+def test_crate_name_falls_back_to_the_folder_without_a_cargo_toml(tmp_path: Path) -> None:
+    root = tmp_path / "mini-crate"
+    (root / "src").mkdir(parents=True)
+    (root / "tests").mkdir()
+    (root / "src" / "lib.rs").write_text("pub fn parse_toml_config() -> u32 {\n    1\n}\n")
+    (root / "tests" / "smoke.rs").write_text(
+        "#[test]\nfn t() {\n    assert_eq!(mini_crate::parse_toml_config(), 1);\n}\n"
+    )
+    _index(root, tmp_path / "idx")
+    with CodeIntel(tmp_path / "idx") as ci:
+        g = ci.call_graph("parse_toml_config")
+        assert [(e.caller, e.resolved) for e in g.callers] == [("tests::smoke::t", True)]
+        # another crate's name does not resolve to it
+        assert all(not r.resolved for r in ci.find_references("other_crate::parse_toml_config"))
+
+
+def test_external_imports_never_resolve_to_local_files(tiny: tuple[Path, Path]) -> None:
+    with CodeIntel(tiny[1]) as ci:
+        deps = ci.dependencies("src/net/mod.rs")
+        (edge,) = [e for e in deps.imports if e.use_path == "std::time::Duration"]
+        # the crate has a module ``time`` (src/time.rs) and the file is net/mod.rs itself:
+        # neither is std's
+        assert (edge.target, edge.target_path, edge.how) == ("std::time::Duration", "", "external")
+        assert all(e.path != "src/net/mod.rs" for e in ci.dependencies("src/time.rs").imported_by)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[package]\nname = "tiny-net"\n', "tiny_net"),
+        ('[package]\nname = "a"\n[lib]\nname = "b_lib"\n', "b_lib"),
+        ("[workspace]\nmembers = ['x']\n", ""),
+        ('[dependencies]\nname = "no"\n', ""),
+    ],
+)
+def test_cargo_crate_name(text: str, expected: str) -> None:
+    assert cargo_crate_name(text) == expected
+
+
+def test_the_reviewers_mini_crate(tmp_path: Path) -> None:
+    """The three gaps, as found on tests/data/mini_crate (no Cargo.toml: named by its folder)."""
+    root = tmp_path / "mini_crate"
+    shutil.copytree(DATA / "mini_crate", root)
+    _index(root, tmp_path / "idx")
+    net = (root / "src/net/mod.rs").read_text()
+    with CodeIntel(tmp_path / "idx") as ci:
+        refs = ci.find_references("RETRY_DELAY")
+        assert [(r.path, r.line, r.in_qualname, r.resolved) for r in refs] == [
+            (
+                "src/net/mod.rs",
+                _line_of(net, "sleep(RETRY_DELAY"),
+                "net::ConnectionPool::acquire",
+                True,
+            )
+        ]
+        callers = ci.call_graph("parse_toml_config").callers
+        assert [(e.caller, e.path, e.resolved) for e in callers] == [
+            ("tests::smoke::parses_a_line", "tests/smoke.rs", True)
+        ]
+        deps = ci.dependencies("src/net/mod.rs")
+        assert [(e.use_path, e.target_path, e.how) for e in deps.imports] == [
+            ("std::time::Duration", "", "external")
+        ]
