@@ -30,8 +30,9 @@ The chunker records no identifier used as a value (``RETRY_DELAY * 2``, ``u32::M
 shape, with the same blanking (attributes blanked too): a const-shaped name
 (``[A-Z][A-Z0-9_]*``, two characters or more: consts and statics, by Rust's naming lint)
 not followed by ``(``, ``!`` or ``::``, and a capitalised one (unit structs and enum
-variants) not followed by those or ``<`` either, outside enum bodies (variant
-definitions); neither after ``const``/``static``/``struct``... (the item's own name) nor
+variants) not followed by those, ``<`` or ``>`` either, nor after ``<``, ``->``, ``&``,
+``dyn``, ``impl``, ``as`` (type positions: generic parameters are not listed as types),
+outside enum bodies (variant definitions) and function headers; neither after ``const``/``static``/``struct``... (the item's own name) nor
 when the chunker listed the name as a type. Each is a ``value`` reference, its ``via``
 the path segment before it. This needs no list of defined consts (those may live in files
 another batch writes), and queries stay one indexed SQL lookup: a query-time search of the
@@ -78,7 +79,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .chunking import module_path_for
 from .errors import IndexIdentityError, IndexNotFoundError, RcmError, SourceError
@@ -94,6 +95,9 @@ from .records import (
     Reference,
 )
 from .stores.manifest import INDEX_FORMAT, MANIFEST_FILE, FileSymbols, read_identity
+
+if TYPE_CHECKING:
+    from .sources import SourceRoot
 
 __all__ = [
     "CodeIntel",
@@ -132,7 +136,7 @@ _SELF_DOT = re.compile(r"(?<![\w.])self\s*\.$")
 # A name used as a value: ``RETRY_DELAY``, ``u32::MAX``, ``Ordering::Less``, ``None``. The
 # chunker records calls and types only, so these are found here by their shape (see the
 # module notes); what follows must not make it a call, a macro or a path (group 2: the next
-# character; ``<`` after a capitalised name makes it a generic type). Struct literals
+# character; ``<`` or ``>`` after a capitalised name put it in a type). Struct literals
 # (``Pool {``, ``State::Busy {``) are left out as names the chunker listed as types.
 _VALUE_SITE = re.compile(r"(?<![\w$'])(?:r\#)?([A-Z]\w*)(?!\w|\s*(?:[(!]|::))(?=\s*(\S?))")
 _CONST_SHAPE = re.compile(r"[A-Z][A-Z0-9_]*")
@@ -140,6 +144,9 @@ _CONST_SHAPE = re.compile(r"[A-Z][A-Z0-9_]*")
 _DEFINES = re.compile(
     r"(?<![\w$])(?:const|static(?:\s+mut)?|struct|enum|union|trait|type|fn|mod|macro_rules!)\s*$"
 )
+_FN_KEYWORD = re.compile(r"(?<![\w$])fn(?![\w$])")
+# Before a capitalised name in a type: ``<Name``, ``-> Name``, ``dyn Name``, ``as Name``.
+_TYPE_BEFORE = re.compile(r"(?:<|->|&|(?<![\w$])(?:dyn|impl|as|mut))$")
 # Attributes (``#[derive(Debug)]``, one level of nested brackets): names in them are not uses.
 _ATTRIBUTE = re.compile(r"#!?\s*\[(?:[^\[\]]|\[[^\[\]]*\])*\]")
 _LOOKBEHIND = 160
@@ -329,24 +336,29 @@ def _via(masked: str, start: int) -> str | None:
 
 
 def _add_value_refs(
-    code: str, kind: str, entry: _SymbolRows, line_at: Callable[[int], int]
+    code: str, kind: str, header_end: int, entry: _SymbolRows, line_at: Callable[[int], int]
 ) -> None:
     """Record the names ``code`` uses as values: const-shaped names (``RETRY_DELAY``,
     ``u32::MAX``) anywhere, capitalised ones (unit structs and variants: ``None``,
-    ``NetError::Timeout``) outside enum bodies, where they are variant definitions."""
+    ``NetError::Timeout``) outside enum bodies (variant definitions) and function headers
+    (before ``header_end``: types and generic parameters)."""
     refs = entry.refs
     for m in _VALUE_SITE.finditer(code):
         name = m.group(1)
         if len(name) < 2 or name == "Self" or name in entry.types:
             continue  # one letter: a generic parameter (``T``, ``N``), not a value
         const = _CONST_SHAPE.fullmatch(name) is not None
-        if not const and (kind == "enum" or m.group(2) == "<"):
+        start = m.start()
+        if not const and (kind == "enum" or start < header_end or m.group(2) in ("<", ">")):
             continue
-        before = code[max(0, m.start() - _LOOKBEHIND) : m.start()].rstrip()
-        if _DEFINES.search(before) or (before.endswith(".") and not before.endswith("..")):
+        near = code[max(0, start - 24) : start].rstrip()
+        if _DEFINES.search(near) or (near.endswith(".") and not near.endswith("..")):
             continue  # a definition's own name, a field (``0..MAX`` is a range: kept)
+        if not const and _TYPE_BEFORE.search(near):
+            continue  # a generic parameter in a type (the chunker lists no generics)
         via = ""
-        if before.endswith("::"):
+        if near.endswith("::"):
+            before = code[max(0, start - _LOOKBEHIND) : start].rstrip()
             q = _AS_TRAIT.search(before) or _QUALIFIER.search(before)
             via = q.group(1) if q else ""
         if (name, "value", via) not in refs:
@@ -457,7 +469,14 @@ class SymbolCollector:
             if pos >= 0:
                 entry.seen_types.add(name)
                 refs.setdefault((name, "type", ""), line_at(pos))
-        _add_value_refs(_ATTRIBUTE.sub(_blank, code), chunk.kind, entry, line_at)
+        code = _ATTRIBUTE.sub(_blank, code)
+        header_end = 0
+        if chunk.kind in ("function", "method") and chunk.part == 1:
+            # a function's header holds types and generic parameters, never unit values
+            fn = _FN_KEYWORD.search(code)
+            header_end = code.find("{", fn.end()) if fn else 0
+            header_end = len(code) if header_end < 0 else header_end
+        _add_value_refs(code, chunk.kind, header_end, entry, line_at)
 
     def finish(self, path: str) -> FileSymbols:
         """All chunks of ``path`` were added: its rows, ready for the manifest."""
@@ -758,7 +777,8 @@ class CodeIntel:
     # ----------------------------------------------------------------- references
 
     def find_references(self, symbol: str, *, limit: int = 100) -> list[Reference]:
-        """Where a symbol is used: calls, macro invocations, type mentions, impls.
+        """Where a symbol is used: calls, macro invocations, type mentions, impls, and
+        names used as values (consts, statics, unit structs and variants: ``value``).
 
         Parameters
         ----------
@@ -812,25 +832,31 @@ class CodeIntel:
         once per instance from each crate's ``Cargo.toml`` under the indexed root."""
         if self._crate_names is not None:
             return self._crate_names
+        from .sources import open_root
+
+        root: SourceRoot | None = None
+        try:
+            root = open_root(self.root)
+        except RcmError:
+            pass  # the root is gone: folder names are the best guess
         out: dict[str, set[str]] = {}
         for crate, path in self._rows("SELECT crate, min(path) FROM modules GROUP BY crate"):
-            name = self._crate_name(crate, _crate_dir(path))
+            name = self._crate_name(root, crate, _crate_dir(path))
             if name:
                 out.setdefault(name, set()).add(crate)
         self._crate_names = {k: frozenset(v) for k, v in out.items()}
         return self._crate_names
 
-    def _crate_name(self, crate: str, folder: str) -> str:
+    def _crate_name(self, root: SourceRoot | None, crate: str, folder: str) -> str:
         """A crate's name: its Cargo.toml's, else its folder's (the root's for ``""``)."""
-        from .sources import open_root
-
-        try:
-            root = open_root(self.root)
+        name = ""
+        if root is not None:
             full = "/".join(p for p in (root.path.rstrip("/"), folder, "Cargo.toml") if p)
-            with root.fs.open(full, "rb") as f:
-                name = cargo_crate_name(f.read(1 << 20).decode("utf-8", "replace"))
-        except (RcmError, OSError, ValueError):
-            name = ""  # no manifest, or the root is gone: the folder's name is the best guess
+            try:
+                with root.fs.open(full, "rb") as f:
+                    name = cargo_crate_name(f.read(1 << 20).decode("utf-8", "replace"))
+            except (OSError, ValueError):
+                pass  # no manifest: the folder's name
         if name:
             return name
         if crate:

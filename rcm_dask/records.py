@@ -633,7 +633,8 @@ class Reference:
     """The name used (``push``)."""
     kind: str
     """``call``, ``macro`` (an invocation ``name!``), ``type`` (the type is named),
-    ``impl`` (an ``impl`` block for the type) or ``trait-impl`` (an ``impl`` of the trait)."""
+    ``value`` (a const, static, unit struct or variant used as a value), ``impl`` (an
+    ``impl`` block for the type) or ``trait-impl`` (an ``impl`` of the trait)."""
     written: str
     """How it is written: ``BinaryHeap::push(``, ``Self::push(``, ``self.push(``,
     ``.push(`` (a method of some other receiver), ``push(``, ``vec!``, a type name..."""

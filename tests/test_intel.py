@@ -591,6 +591,14 @@ pub fn spin() {
     for _ in 0..MAX_TRIES {}
 }
 
+/// Generic parameters are not values, in the header or the body.
+pub fn pick<Mode: Copy>(m: Mode, _buf: [u8; BUF_LEN]) -> Option<Mode> {
+    let kept: Option<Mode> = Some(m);
+    kept
+}
+
+const BUF_LEN: usize = 4;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -664,6 +672,9 @@ def test_consts_and_statics_used_as_values_are_references(tiny: tuple[Path, Path
         ]
         # derive attributes, the definitions' own names, comments and strings are not uses
         assert ci.find_references("Debug") == []
+        assert ci.find_references("Mode") == []
+        # a const in a function's header is a use
+        assert [r.in_qualname for r in ci.find_references("BUF_LEN")] == ["net::pick"]
         assert all(r.kind != "value" for r in ci.find_references("State"))
         # values are not calls: the call graph is unchanged
         assert all(e.callee != "RETRY_DELAY" for e in ci.call_graph("Pool::wait").callees)
