@@ -37,6 +37,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 import weakref
 from collections import deque
@@ -224,10 +225,52 @@ def embed_segments(
     if threads_by_host is not None and not threads and hasattr(embedder, "torch_threads"):
         threads = threads_by_host.get(_host_of(worker)) or threads_by_host.get("*") or 1
         embedder.torch_threads = threads
-    batch = embed_chunks(chunks, embedder)
+    if worker == IN_PROCESS:
+        batch = embed_chunks(chunks, embedder)
+    else:
+        batch = _EMBED_THREADS.run(embed_chunks, chunks, embedder)
     if not str(getattr(embedder, "device", "cpu")).startswith("cpu"):
         threads = 0
     return EmbedResult(batch, worker, started, time.time(), threads)
+
+
+class _ThreadAffinity:
+    """Long-lived threads that embedding tasks hand their forward passes to.
+
+    A Dask worker runs each task on whichever of its executor threads is free, and
+    torch's OpenMP thread team belongs to the thread that calls it: when consecutive
+    batches ran on different executor threads, each switch paid for a second team (its
+    threads kept spinning on the cores after the batch that used them ended).
+    Measured on 2 cores (one worker, 2 executor threads, bf16, 3,171 chunks of
+    ``alloc/src/collections``): embedding busy time in the pipeline went from 35.8 s
+    to 32.8 s, the run from 41.4-42.3 s to 38.1 s. With one task at a time every batch
+    runs on the same thread; concurrent tasks (a cluster without the embedding
+    resource) each get one of their own.
+    """
+
+    def __init__(self) -> None:
+        self._free: list[Any] = []
+        self._lock = threading.Lock()
+        self._started = 0
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the most recently used free thread."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with self._lock:
+            if self._free:
+                pool = self._free.pop()
+            else:
+                self._started += 1
+                pool = ThreadPoolExecutor(1, thread_name_prefix=f"rcm-embed-{self._started}")
+        try:
+            return pool.submit(fn, *args).result()
+        finally:
+            with self._lock:
+                self._free.append(pool)
+
+
+_EMBED_THREADS = _ThreadAffinity()
 
 
 def _worker_address() -> str:

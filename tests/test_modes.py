@@ -388,3 +388,30 @@ def test_read_chunk_partition_and_embed_segments(tmp_path: Path) -> None:
     assert [c.qualname for c in res.batch.chunks] == ["a::b", "b::B", "b::B"]
     assert res.batch.vectors.shape == (3, 64) and res.worker == "in-process"
     assert isinstance(first, ParsedPartition)
+
+
+def test_embedding_tasks_run_their_passes_on_one_thread() -> None:
+    """Consecutive batches share a thread (one OpenMP team); concurrent ones do not."""
+    import threading
+
+    from rcm_dask.modes import _ThreadAffinity
+
+    affinity = _ThreadAffinity()
+    names = {affinity.run(lambda: threading.current_thread().name) for _ in range(5)}
+    assert len(names) == 1 and next(iter(names)).startswith("rcm-embed-")
+    inside = threading.Barrier(2, timeout=10)
+
+    def both() -> str:
+        inside.wait()  # both calls are in flight at once
+        return threading.current_thread().name
+
+    callers = [threading.Thread(target=lambda: seen.append(affinity.run(both))) for _ in range(2)]
+    seen: list[str] = []
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(10)
+    assert len(set(seen)) == 2 and set(seen) >= names
+    with pytest.raises(ZeroDivisionError):
+        affinity.run(lambda: 1 / 0)
+    assert affinity.run(lambda: threading.current_thread().name) in seen
