@@ -239,7 +239,8 @@ class IndexInfo:
             f"files:    {self.files:,}    chunks: {self.chunks:,}",
             (
                 f"model:    {ident.get('model')} ({ident.get('dimensions')} dims, max "
-                f"{ident.get('max_tokens')} tokens), chunker v{ident.get('chunker_version')}"
+                f"{ident.get('max_tokens')} tokens, {ident.get('precision') or 'fp32'}), "
+                f"chunker v{ident.get('chunker_version')}"
             ),
             f"vectors:  {ident.get('qdrant_url') or 'embedded Qdrant (qdrant-edge)'}",
         ]
