@@ -210,3 +210,17 @@ def test_token_budget_passes_cover_every_text_once_within_budget() -> None:
     assert passes[0][1] - passes[0][0] == 64 and passes[-1][1] - passes[-1][0] <= 16
     assert token_budget_passes([], 8, 100) == []
     assert token_budget_passes([500], 8, 100) == [(0, 1)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="checked in a fresh process")
+def test_kernel_cache_is_limited_unless_the_user_chose() -> None:
+    code = (
+        "import os; from rcm_dask.embedding import limit_kernel_cache as f; "
+        "print(f(), f(), os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["True", "False", "32"], out.stderr
+    env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "500"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["False", "False", "500"], out.stderr
