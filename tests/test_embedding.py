@@ -220,7 +220,7 @@ def test_kernel_cache_is_limited_unless_the_user_chose() -> None:
     )
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.stdout.split() == ["True", "False", "32"], out.stderr
+    assert out.stdout.split() == ["True", "False", "256"], out.stderr
     env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "500"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.split() == ["False", "False", "500"], out.stderr
