@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -576,8 +576,19 @@ def _plain_value(value: object) -> object:
     return value
 
 
+class _PlainRecord:
+    """Base of the code-intelligence records: ``to_dict()`` gives plain JSON-ready values."""
+
+    __slots__ = ()
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict for JSON output."""
+        return {n: _plain_value(getattr(self, n)) for n in self.__dataclass_fields__}
+
+
 @dataclass(frozen=True, slots=True)
-class Definition:
+class Definition(_PlainRecord):
     """Where a symbol is defined (:meth:`rcm_dask.intel.CodeIntel.find_definition`)."""
 
     name: str
@@ -616,13 +627,9 @@ class Definition:
         rule = "" if self.match == "exact" else f"  [{self.match}]"
         return f"{self.path}:{self.start_line}  {self.kind} {self.qualname}{rule}"
 
-    def to_dict(self) -> dict[str, object]:
-        """Plain dict for JSON output."""
-        return {n: _plain_value(getattr(self, n)) for n in self.__dataclass_fields__}
-
 
 @dataclass(frozen=True, slots=True)
-class Reference:
+class Reference(_PlainRecord):
     """One place a symbol is used (:meth:`rcm_dask.intel.CodeIntel.find_references`)."""
 
     path: str
@@ -658,13 +665,9 @@ class Reference:
             f"{self.path}:{self.line}  {self.written}  in {self.in_qualname}  [{self.confidence}]"
         )
 
-    def to_dict(self) -> dict[str, object]:
-        """Plain dict for JSON output."""
-        return {n: _plain_value(getattr(self, n)) for n in self.__dataclass_fields__}
-
 
 @dataclass(frozen=True, slots=True)
-class CallEdge:
+class CallEdge(_PlainRecord):
     """One call from ``caller`` to ``callee`` at ``path:line``."""
 
     caller: str
@@ -691,13 +694,9 @@ class CallEdge:
         mark = "" if self.resolved else "  [?]"
         return f"{self.path}:{self.line}  {self.caller} -> {self.callee}{mark}"
 
-    def to_dict(self) -> dict[str, object]:
-        """Plain dict for JSON output."""
-        return {n: _plain_value(getattr(self, n)) for n in self.__dataclass_fields__}
-
 
 @dataclass(frozen=True, slots=True)
-class CallGraph:
+class CallGraph(_PlainRecord):
     """Callers and callees of a symbol, to a depth (:meth:`rcm_dask.intel.CodeIntel.call_graph`)."""
 
     symbol: str
@@ -725,13 +724,9 @@ class CallGraph:
             lines.append("(truncated: raise the limit for more)")
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, object]:
-        """Plain dict for JSON output."""
-        return {n: _plain_value(getattr(self, n)) for n in self.__dataclass_fields__}
-
 
 @dataclass(frozen=True, slots=True)
-class ImportEdge:
+class ImportEdge(_PlainRecord):
     """One ``use`` path of a file, and where it leads."""
 
     path: str
@@ -753,13 +748,9 @@ class ImportEdge:
         where = f"  -> {self.target_path}" if self.target_path else ""
         return f"{self.path}: use {self.use_path}{where}"
 
-    def to_dict(self) -> dict[str, object]:
-        """Plain dict for JSON output."""
-        return {n: _plain_value(getattr(self, n)) for n in self.__dataclass_fields__}
-
 
 @dataclass(frozen=True, slots=True)
-class FileDependencies:
+class FileDependencies(_PlainRecord):
     """What a file imports and which indexed files import it."""
 
     path: str
@@ -784,13 +775,9 @@ class FileDependencies:
         lines += [f"  {e.path}: use {e.use_path}" for e in self.imported_by]
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, object]:
-        """Plain dict for JSON output."""
-        return {n: _plain_value(getattr(self, n)) for n in self.__dataclass_fields__}
-
 
 @dataclass(frozen=True, slots=True)
-class FunctionComplexity:
+class FunctionComplexity(_PlainRecord):
     """Cyclomatic complexity of one function or method."""
 
     name: str
@@ -811,10 +798,6 @@ class FunctionComplexity:
     def __str__(self) -> str:
         """``path:line  qualname  complexity N``."""
         return f"{self.path}:{self.start_line}  {self.qualname}  complexity {self.complexity}"
-
-    def to_dict(self) -> dict[str, object]:
-        """Plain dict for JSON output."""
-        return {n: _plain_value(getattr(self, n)) for n in self.__dataclass_fields__}
 
 
 @dataclass(frozen=True, slots=True)
