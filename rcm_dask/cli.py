@@ -21,7 +21,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from . import __version__
-from .config import MODES, IndexConfig, env_name
+from .config import MODES, VECTORS, IndexConfig, env_name
 from .errors import IndexInterrupted, RcmError
 from .progress import ProgressDisplay
 from .records import Hit, IndexStats
@@ -151,6 +151,15 @@ def main() -> None:
 )
 @model_options
 @click.option(
+    "--vectors",
+    type=click.Choice(VECTORS),
+    default=None,
+    help="What to keep besides BM25: qdrant (default: embed every chunk, for hybrid and vector "
+    "search) or none (keyword-only: nothing embedded, no model weights loaded; BM25 search and "
+    "code intelligence, for huge codebases or machines without a GPU). An index keeps the "
+    "setting it was built with: changing it needs --force." + _env("vectors"),
+)
+@click.option(
     "--batch-size",
     type=click.IntRange(1),
     default=None,
@@ -213,6 +222,7 @@ def index_cmd(
     model: str | None,
     device: str | None,
     qdrant_url: str | None,
+    vectors: str | None,
     batch_size: int | None,
     cpu_batch_size: int | None,
     precision: str | None,
@@ -241,6 +251,7 @@ def index_cmd(
             model=model,
             device=device,
             qdrant_url=qdrant_url,
+            vectors=vectors,
             batch_size=batch_size,
             cpu_batch_size=cpu_batch_size,
             precision=precision,

@@ -13,8 +13,9 @@ Index folder layout::
 Order of a commit: Tantivy, then Qdrant, then the manifest (one SQLite transaction).
 A file enters the manifest only once all of its chunks are in both stores, so the
 manifest never claims what the stores lack. A keyword-only index (identity
-``vectors: none``) has one store, Tantivy, and the same protocol otherwise. Before a file's chunks change in either
-store, its path is committed to the manifest's ``pending`` table; the next run
+``vectors: none``) has one store, Tantivy, and the same protocol otherwise. Before a
+file's chunks change in either store, its path is committed to the manifest's
+``pending`` table; the next run
 re-indexes every pending path, so a crash at any point converges (see
 :mod:`rcm_dask.stores.manifest`). Stores without a manifest beside them are
 unaccounted for (a crash during ``--force`` or before the first commit) and are
@@ -56,6 +57,11 @@ def keeps_vectors(identity: dict[str, Any]) -> bool:
     return identity.get("vectors", "qdrant") != "none"
 
 
+def vectors_setting(identity: dict[str, Any]) -> str:
+    """An identity's ``vectors`` setting: ``qdrant`` or ``none`` (keyword-only)."""
+    return "qdrant" if keeps_vectors(identity) else "none"
+
+
 def collection_name(index_dir: str | Path) -> str:
     """Qdrant collection used for an index folder on a Qdrant server."""
     name = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(index_dir).resolve().name)
@@ -88,17 +94,23 @@ def check_identity(
     stored = read_identity(index_dir)
     if stored is not None and not force:
         diffs = identity_mismatch(stored, identity)
+        old, new = vectors_setting(stored), vectors_setting(identity)
+        if old != new:
+            # the one difference a plain re-run most often has: say it in words
+            what = {"none": "keyword-only, no vectors", "qdrant": "BM25 and vectors"}
+            rest = [d for d in diffs if not d.startswith("vectors:")]
+            also = f" It also differs in: {'; '.join(rest)}." if rest else ""
+            raise IndexIdentityError(
+                f"the index at {index_dir} was built with --vectors {old} ({what[old]}), "
+                f"but this run uses --vectors {new}: one index never mixes the two.{also} "
+                f"Re-run with --vectors {old} to update it as it was built, or with --force "
+                f"--vectors {new} to rebuild it, or use another --index-dir."
+            )
         if diffs:
-            hint = ""
-            if keeps_vectors(stored) != keeps_vectors(identity):
-                hint = (
-                    f" (or pass --vectors {'qdrant' if keeps_vectors(stored) else 'none'} "
-                    "to update it as it was built)"
-                )
             raise IndexIdentityError(
                 f"the index at {index_dir} was built differently ("
                 + "; ".join(diffs)
-                + f"). Re-run with --force to rebuild it{hint}, or use another --index-dir."
+                + "). Re-run with --force to rebuild it, or use another --index-dir."
             )
         if stored.get("qdrant_url", "") != identity["qdrant_url"]:
             raise IndexIdentityError(
@@ -283,6 +295,7 @@ class IndexWriter:
             if fresh:
                 self._replace(fresh)
             self.bm25.add_batch(batch.chunks)
+            # vectors sent to a keyword-only index are dropped: it keeps none by design
             if self.vectors is not None and batch.vectors is not None:
                 self.vectors.upsert_batch(batch.chunks, batch.vectors)
         except IndexWriteError:

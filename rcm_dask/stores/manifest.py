@@ -294,6 +294,7 @@ IDENTITY_KEYS = (
     "vectors",
     "model",
     "model_fingerprint",
+    "tokenizer_fingerprint",
     "dimensions",
     "max_tokens",
     "chunker_version",
@@ -303,6 +304,11 @@ IDENTITY_KEYS = (
 IDENTITY_DEFAULTS: dict[str, object] = {"vectors": "qdrant"}
 """Values of identity keys that older indexes do not record (every index had vectors
 before ``vectors: none`` existed)."""
+
+ONE_KIND_KEYS = frozenset({"model_fingerprint", "dimensions", "precision", "tokenizer_fingerprint"})
+"""Identity keys that only one kind of index records: the vector keys (weights, width,
+precision) only an index with vectors, the tokenizer's fingerprint only a keyword-only
+one (its chunk ids depend on the tokenizer and the token budget, not on the weights)."""
 
 
 def read_identity(index_dir: str | Path) -> dict[str, object] | None:
@@ -327,16 +333,22 @@ def write_identity(index_dir: str | Path, identity: dict[str, object]) -> None:
 
 
 def identity_mismatch(stored: dict[str, object], wanted: dict[str, object]) -> list[str]:
-    """Human-readable differences between two identities on :data:`IDENTITY_KEYS`."""
+    """Human-readable differences between two identities on :data:`IDENTITY_KEYS`.
+
+    When one index keeps vectors and the other does not, the keys of
+    :data:`ONE_KIND_KEYS` are left out: the ``vectors`` line already says it all.
+
+    Examples
+    --------
+    >>> identity_mismatch({"vectors": "none", "model": "m"}, {"model": "m"})
+    ["vectors: index has 'none', this run uses 'qdrant'"]
+    """
 
     def value(identity: dict[str, object], key: str) -> object:
         return identity.get(key, IDENTITY_DEFAULTS.get(key))
 
-    keys = list(IDENTITY_KEYS)
     vectors_differ = value(stored, "vectors") != value(wanted, "vectors")
-    if vectors_differ:
-        # a keyword-only index records no dimensions: saying so again adds nothing
-        keys.remove("dimensions")
+    keys = [k for k in IDENTITY_KEYS if not (vectors_differ and k in ONE_KIND_KEYS)]
     diffs = [
         f"{key}: index has {value(stored, key)!r}, this run uses {value(wanted, key)!r}"
         for key in keys
