@@ -28,7 +28,9 @@ def _norm(req: str) -> str:
 
 def test_environment_yml_matches_pyproject() -> None:
     project = _pyproject()["project"]
-    wanted = {_norm(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+    extras = project["optional-dependencies"]
+    # the environment is for tests and benchmark runs: the core, the test and bench extras
+    wanted = {_norm(r) for r in project["dependencies"] + extras["test"] + extras["bench"]}
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     assert "conda-forge" in env["channels"]
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
