@@ -1,35 +1,39 @@
 """Cost that grows linearly: index growing, nested slices of rust-src and watch the rates.
 
-Every slice is the same rust-src root indexed by a fresh ``rcm-dask index --force --mode
-pipeline`` process, limited to part of the tree by ``--exclude`` patterns, so paths,
-chunk ids and settings are the same at every size. Two series:
+Each series grows one copy of the tree in a temporary folder, slice by slice (only the
+files a slice adds are copied, mtimes kept, before the run and outside its timing), and
+indexes it with a fresh ``rcm-dask index --force --mode pipeline --json`` process, so the
+index root, the relative paths and the settings are the same at every size. Two series:
 
 - ``real-model``: the bundled all-MiniLM-L6-v2 embeds every chunk (the default
   ``--vectors qdrant``);
 - ``keyword-only``: ``--vectors none``, BM25 and the manifest only, nothing embedded.
 
-The slices, each a superset of the one before:
+The files are those ``rcm-dask index`` takes from the rust-src root (its ``.gitignore``
+files applied), and the slices hold each other:
 
-- the ladder named in the issue: ``library/`` (about 1.3k files), ``+ compiler/`` (2.7k),
-  ``+ src/tools/`` (5.6k), and the whole tree (21.6k, most of it ``src/test/``);
-- for the short default run, samples of ``library/``: every 64th, 32nd and 16th file in
-  path order (the 64th-file sample is inside the 32nd-file one, and so on).
+- the ladder named in the issue: ``library/`` (1,256 files), ``+ compiler/`` (2,700),
+  ``+ src/tools/`` (4,849) and the whole tree (21,559, three quarters of it
+  ``src/test/``);
+- samples of the whole tree: 1 file in 128, 64 and 32 in path order, the same mix of
+  folders at every size (the ladder's rungs differ: ``library/`` files are large,
+  ``src/test/`` files small).
 
-``--size small`` (default): real model on the three samples of ``library/``, keyword-only
-on ``library/``, ``+ compiler/ + src/tools/`` and the whole tree (every other rung and the
-top). ``--size full``: real model on ``library/``, ``+ compiler/``, ``+ src/tools/``;
-keyword-only on all four rungs.
+``--size small`` (default): real model on the three samples; keyword-only on
+``library/``, ``+ compiler/ + src/tools/`` and the whole tree (each rung about 4x the
+files of the one before). ``--size full``: real model on ``library/``, ``+ compiler/``,
+``+ src/tools/``; keyword-only on all four rungs.
 
 Per slice: files and chunks indexed, wall seconds of the whole process, the busy window
-(first stage task start to last stage task end, so without imports, cluster start and
-model load), files/s and chunks/s over both, peak memory (largest sum of RSS over the
-process and all its children, sampled every 0.2 s, as in ``benchmarks/modes``) and the
-index's size on disk. The flatness summary is, per series, the largest slice's figure
-over the smallest slice's.
+(first stage task's start to the last one's end: the run without imports, cluster start
+and shut-down; the model loads inside it), files/s and chunks/s, peak memory (largest sum
+of RSS over the process and all its children, sampled every 0.2 s, the sampler of
+``benchmarks/modes``) and the index's size on disk. The flatness summary is, per series,
+the largest slice's figure over the smallest slice's.
 
 Usage:
   python benchmarks/scale/run.py                  # ~15 min on 2 cores
-  python benchmarks/scale/run.py --size full      # hours on 2 cores (real model on 5.6k files)
+  python benchmarks/scale/run.py --size full      # hours on 2 cores (real model on 4.8k files)
   python benchmarks/scale/run.py --series keyword-only --repeats 3
   python benchmarks/scale/run.py --plot-only      # redraw scale.png from last_run.json
 Writes benchmarks/scale/last_run.json and scale.png, and prints a Markdown table.
@@ -53,70 +57,76 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from modes.run import measure, rust_src  # noqa: E402  (one way to run and measure an index)
+# one way to find the corpus and to run and measure an index, shared with benchmarks/modes
+from modes.run import measure, rust_src
 
 SERIES = ("real-model", "keyword-only")
 # the issue's ladder: each rung adds folders to the one before; None is the whole tree
 LADDER: dict[str, tuple[str, ...] | None] = {
     "library/": ("library",),
-    "+ compiler/": ("library", "compiler"),
-    "+ src/tools/": ("library", "compiler", "src/tools"),
+    "library/ + compiler/": ("library", "compiler"),
+    "library/ + compiler/ + src/tools/": ("library", "compiler", "src/tools"),
     "whole tree": None,
 }
-SAMPLE_STEPS = (64, 32, 16)  # every k-th file of library/, nested
+SAMPLE_STEPS = (128, 64, 32)  # 1 file in k of the whole tree, path order: nested samples
 
 
 @dataclass(frozen=True)
 class Slice:
-    """One part of the tree: a name for the table and the patterns that carve it out."""
+    """One part of the tree: a name for the table and the files it holds."""
 
     name: str
     """Shown in the table and the plot."""
-    excludes: tuple[str, ...]
-    """``--exclude`` patterns, relative to the rust-src root."""
+    files: tuple[str, ...]
+    """``.rs`` paths relative to the rust-src root, as discovery lists them."""
 
 
-def folder_excludes(folders: tuple[str, ...] | None) -> tuple[str, ...]:
-    """Gitignore patterns that keep only ``folders`` (and everything below them).
-
-    Each level excludes its siblings and re-includes the one folder on the way down;
-    the last matching pattern wins, as in a ``.gitignore``.
-    """
-    if folders is None:
-        return ()
-    out: list[str] = ["/*"]
-    for folder in folders:
-        parts = folder.strip("/").split("/")
-        for depth in range(1, len(parts) + 1):
-            prefix = "/".join(parts[:depth])
-            if depth > 1:
-                out.append("/" + "/".join(parts[: depth - 1]) + "/*")
-            out.append(f"!/{prefix}/")
-    return tuple(dict.fromkeys(out))
-
-
-def sample_slices(root: Path, folder: str, steps: tuple[int, ...]) -> list[Slice]:
-    """Every k-th file (path order) of ``folder`` for each k in ``steps``, nested."""
+def discover(root: Path) -> list[str]:
+    """The .rs files that ``rcm-dask index ROOT`` would take (.gitignore applied), sorted."""
     from rcm_dask.sources import discover_sources, open_root
 
-    base = folder_excludes((folder,))
-    files = [f.path for f in discover_sources(open_root(str(root)), exclude=base).files]
-    out = []
-    for k in steps:
-        keep = [f"!/{p}" for i, p in enumerate(files) if i % k == 0]
-        out.append(Slice(f"{folder}/, 1 file in {k}", (*base, "*.rs", *keep)))
-    return out
+    return [f.path for f in discover_sources(open_root(str(root))).files]
+
+
+def ladder_slice(name: str, folders: tuple[str, ...] | None, files: list[str]) -> Slice:
+    """The files under ``folders`` (all of them for None)."""
+    if folders is None:
+        return Slice(name, tuple(files))
+    prefixes = tuple(f.rstrip("/") + "/" for f in folders)
+    return Slice(name, tuple(p for p in files if p.startswith(prefixes)))
+
+
+def sample_slice(k: int, files: list[str]) -> Slice:
+    """Every k-th file in path order: the same mix of folders as the whole tree."""
+    return Slice(f"1 file in {k}", tuple(p for i, p in enumerate(files) if i % k == 0))
 
 
 def plan(size: str, root: Path) -> dict[str, list[Slice]]:
-    """The slices of each series for one size."""
-    ladder = [Slice(name, folder_excludes(folders)) for name, folders in LADDER.items()]
+    """The slices of each series for one size, smallest first."""
+    files = discover(root)
+    ladder = [ladder_slice(name, folders, files) for name, folders in LADDER.items()]
     if size == "full":
         return {"real-model": ladder[:3], "keyword-only": ladder}
     return {
-        "real-model": sample_slices(root, "library", SAMPLE_STEPS),
+        "real-model": [sample_slice(k, files) for k in SAMPLE_STEPS],
         "keyword-only": [ladder[0], ladder[2], ladder[3]],
     }
+
+
+def grow_tree(tree: Path, root: Path, files: tuple[str, ...]) -> float:
+    """Make ``tree`` hold exactly ``files`` copied from ``root`` (mtimes kept); seconds taken.
+
+    Slices are nested, so between two slices this only copies the files added.
+    """
+    start = time.perf_counter()
+    wanted = set(files)
+    have = {p.relative_to(tree).as_posix() for p in tree.rglob("*.rs")} if tree.exists() else set()
+    for rel in have - wanted:
+        (tree / rel).unlink()
+    for rel in sorted(wanted - have):
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, tree / rel)
+    return time.perf_counter() - start
 
 
 def busy_window(stats: dict[str, Any]) -> float:
@@ -132,14 +142,14 @@ def disk_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
-def run_slice(series: str, piece: Slice, root: Path, index_dir: Path) -> dict[str, Any]:
-    """One measured ``rcm-dask index --force`` of one slice."""
+def run_slice(series: str, piece: Slice, tree: Path, index_dir: Path) -> dict[str, Any]:
+    """One measured ``rcm-dask index --force`` of ``tree``, which holds the slice."""
     cmd = [
         sys.executable,
         "-m",
         "rcm_dask",
         "index",
-        str(root),
+        str(tree),
         "--mode",
         "pipeline",
         "--force",
@@ -149,8 +159,6 @@ def run_slice(series: str, piece: Slice, root: Path, index_dir: Path) -> dict[st
     ]
     if series == "keyword-only":
         cmd += ["--vectors", "none"]
-    for pattern in piece.excludes:
-        cmd.append(f"--exclude={pattern}")
     load_before = os.getloadavg()[0]
     stats, wall, peak = measure(cmd)
     window = busy_window(stats)
@@ -173,7 +181,6 @@ def run_slice(series: str, piece: Slice, root: Path, index_dir: Path) -> dict[st
         "stage_seconds": stats["stage_seconds"],
         "stage_wall_seconds": stats["stage_wall_seconds"],
         "cluster": stats["cluster"],
-        "excludes": len(piece.excludes),
     }
     shutil.rmtree(index_dir, ignore_errors=True)
     return result
@@ -219,8 +226,10 @@ def flatness(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 def table(rows: list[dict[str, Any]], flat: dict[str, dict[str, float]]) -> str:
     """The rows and the flatness ratios as Markdown."""
     lines = [
-        "| series | slice | files | chunks | wall s | files/s | chunks/s "
-        "| busy window s | chunks/s in window | peak MB | index MB |",
+        (
+            "| series | slice | files | chunks | wall s | files/s | chunks/s "
+            "| busy window s | chunks/s in window | peak MB | index MB |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -247,42 +256,89 @@ def table(rows: list[dict[str, Any]], flat: dict[str, dict[str, float]]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], out: Path, title: str) -> None:
-    """Rates and peak memory against the size indexed, one line per series."""
+    """Rates, peak memory and rates relative to the smallest slice, one line per series."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
-    panels = (
-        ("chunks", "chunks_per_s", "chunks/s (whole process)", True),
-        ("chunks", "window_chunks_per_s", "chunks/s (busy window)", True),
-        ("files", "files_per_s", "files/s (whole process)", True),
-        ("chunks", "peak_mb", "peak memory, MB (all processes)", False),
-    )
+    plain = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
     styles = {"real-model": ("tab:blue", "o"), "keyword-only": ("tab:orange", "s")}
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
-    for ax, (x, y, label, log_y) in zip(axes.flat, panels):
-        for series in SERIES:
-            mine = sorted((r for r in rows if r["series"] == series), key=lambda r: r[x])
-            if not mine:
-                continue
+    by_series = {
+        s: sorted((r for r in rows if r["series"] == s), key=lambda r: r["chunks"]) for s in SERIES
+    }
+    by_series = {s: mine for s, mine in by_series.items() if mine}
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), constrained_layout=True)
+    (ax_chunks, ax_files), (ax_peak, ax_rel) = axes
+
+    def decades(ax: Any, values: list[float]) -> None:
+        # whole decades, so that a flat line looks flat and not zoomed into noise
+        lo, hi = min(values), max(values)
+        ax.set_ylim(10 ** math.floor(math.log10(lo)), 10 ** math.ceil(math.log10(hi) + 1e-9))
+
+    for ax, x, y, label in (
+        (ax_chunks, "chunks", "chunks_per_s", "chunks/s (whole process, log)"),
+        (ax_files, "files", "files_per_s", "files/s (whole process, log)"),
+    ):
+        for series, mine in by_series.items():
             color, marker = styles[series]
-            ax.plot(
-                [r[x] for r in mine],
-                [r[y] for r in mine],
-                marker=marker,
-                color=color,
-                label=series,
-            )
-        ax.set_xscale("log")
-        if log_y:
-            ax.set_yscale("log")
-        else:
-            ax.set_ylim(bottom=0)
-        ax.set_xlabel(f"{x} indexed (log)")
+            xs, ys = [r[x] for r in mine], [r[y] for r in mine]
+            ax.plot(xs, ys, marker=marker, color=color, label=series)
+            if ax is ax_chunks:
+                for r in mine:
+                    ax.annotate(
+                        r["slice"],
+                        (r[x], r[y]),
+                        textcoords="offset points",
+                        xytext=(4, 6),
+                        fontsize=7,
+                        color=color,
+                    )
+        ax.set_yscale("log")
+        decades(ax, [r[y] for mine in by_series.values() for r in mine])
         ax.set_ylabel(label)
+        ax.set_xlabel(f"{x} indexed (log)")
+    for series, mine in by_series.items():
+        color, marker = styles[series]
+        ax_peak.plot(
+            [r["chunks"] for r in mine],
+            [r["peak_mb"] for r in mine],
+            marker=marker,
+            color=color,
+            label=series,
+        )
+        first = mine[0]
+        for key, style, what in (
+            ("chunks_per_s", "-", "chunks/s"),
+            ("files_per_s", ":", "files/s"),
+            ("peak_mb", "--", "peak MB"),
+        ):
+            ax_rel.plot(
+                [r["chunks"] for r in mine],
+                [r[key] / first[key] for r in mine],
+                marker=marker,
+                linestyle=style,
+                color=color,
+                label=f"{series}: {what}",
+            )
+    ax_peak.set_ylim(bottom=0)
+    ax_peak.set_ylabel("peak memory, MB (all processes)")
+    ax_peak.set_xlabel("chunks indexed (log)")
+    ax_rel.axhline(1.0, color="grey", linewidth=0.8)
+    ax_rel.set_ylim(0, max(2.0, *(max(line.get_ydata()) for line in ax_rel.lines)) * 1.05)
+    ax_rel.set_ylabel("relative to the series' smallest slice (1 = flat)")
+    ax_rel.set_xlabel("chunks indexed (log)")
+    for ax in axes.flat:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        if ax.get_yscale() == "log":
+            ax.yaxis.set_major_formatter(plain)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -290,12 +346,12 @@ def plot(rows: list[dict[str, Any]], out: Path, title: str) -> None:
 
 def machine() -> dict[str, Any]:
     """CPU model, cores, memory and the software that ran."""
+    import dask
+    import distributed
     import psutil
     import torch
     import transformers
 
-    import dask
-    import distributed
     import rcm_dask
 
     cpu = platform.processor()
@@ -357,10 +413,13 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="rcm-scale-") as tmp:
         for series, pieces in slices.items():
+            # one folder per series, grown slice by slice: the index root never changes
+            tree = Path(tmp) / series / root.name
             for piece in pieces:
+                copy_s = grow_tree(tree, root, piece.files)
                 runs = []
                 for rep in range(args.repeats):
-                    r = run_slice(series, piece, root, Path(tmp) / "index")
+                    r = run_slice(series, piece, tree, Path(tmp) / "index")
                     runs.append(r)
                     print(
                         f"[{series} | {piece.name} | {rep + 1}/{args.repeats}] "
@@ -372,6 +431,7 @@ def main() -> None:
                         flush=True,
                     )
                 row = median_runs(runs)
+                row["copy_s"] = round(copy_s, 2)
                 row["runs"] = runs
                 rows.append(row)
     flat = flatness(rows)
