@@ -30,8 +30,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from evalset import Question, load_questions  # noqa: E402
-from run import K, covered_by_hits, mean, score  # noqa: E402
+from evalset import Question, load_questions
+from run import K, covered_by_hits, mean, score
 
 METRICS = ("ndcg", "recall", "mrr")
 
@@ -143,11 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     every = [q.id for q in questions]
 
     lines = [
-        f"Questions: {len(questions)} (fold A {len(folds[0])}, fold B {len(folds[1])}); "
-        f"grid: k {ks} x BM25 weight {weights} (vector weight 1).",
+        (
+            f"Questions: {len(questions)} (fold A {len(folds[0])}, fold B {len(folds[1])}); "
+            f"grid: k {ks} x BM25 weight {weights} (vector weight 1)."
+        ),
         "",
-        "Held-out figures (nDCG@10 / recall@10 / MRR@10): the setting picked on one fold, "
-        "scored on the other.",
+        (
+            "Held-out figures (nDCG@10 / recall@10 / MRR@10): the setting picked on one fold, "
+            "scored on the other."
+        ),
         "",
         "| picked on | setting | scored on | nDCG | recall | MRR | bm25 there | vector there |",
         "|---|---|---|---:|---:|---:|---|---|",
