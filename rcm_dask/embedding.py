@@ -250,11 +250,6 @@ class Embedder:
             cache[key] = tok
         return tok
 
-    @property
-    def model_loaded(self) -> bool:
-        """Whether this process has loaded this model's weights (on any device)."""
-        return any(key[0] == str(self.model_dir) for key in _LOADED)
-
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens the model sees for each text, special tokens included, untruncated."""
         if not texts:
