@@ -684,6 +684,8 @@ def _follow_stderr(run: IndexRun) -> None:
         with contextlib.suppress(OSError, ValueError):
             sys.stderr.write(line)
             sys.stderr.flush()
+    # at EOF: closed here, not whenever the run record is collected (a ResourceWarning)
+    run.process.stderr.close()
 
 
 def _follow_stdout(run: IndexRun) -> None:
@@ -701,6 +703,7 @@ def _follow_stdout(run: IndexRun) -> None:
             run.progress = dict(event.get("progress") or {})
         elif event.get("event") in ("done", "failed"):
             final = event
+    run.process.stdout.close()
     code = run.process.wait()
     if final is not None and final["event"] == "done":
         run.stats = dict(final.get("stats") or {})
