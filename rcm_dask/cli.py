@@ -322,7 +322,12 @@ def _print_dry_run(plan: DryRun) -> None:
 @click.argument("query")
 @click.option("--limit", "-n", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--bm25", "lexical", is_flag=True, help="Keyword (BM25) ranking only.")
-@click.option("--vector", "semantic", is_flag=True, help="Vector (meaning) ranking only.")
+@click.option(
+    "--vector",
+    "semantic",
+    is_flag=True,
+    help="Vector (meaning) ranking only (not on an index built with --vectors none).",
+)
 @click.option(
     "--kind",
     "kinds",

@@ -287,7 +287,7 @@ def test_pipeline_keeps_its_backpressure(
 ) -> None:
     """No more than ``max_inflight_batches`` batches between chunking and the writer."""
     in_flight: list[int] = []
-    submit, on_batch = _DaskRun.submit_embed, _DaskRun._on_embedded
+    submit, on_batch = _DaskRun.submit_batch, _DaskRun._on_batch
     count = [0]
 
     def counted_submit(self: _DaskRun, segments: Any) -> Any:
@@ -299,8 +299,8 @@ def test_pipeline_keeps_its_backpressure(
         count[0] -= 1
         on_batch(self, fut)
 
-    monkeypatch.setattr(_DaskRun, "submit_embed", counted_submit)
-    monkeypatch.setattr(_DaskRun, "_on_embedded", counted_done)
+    monkeypatch.setattr(_DaskRun, "submit_batch", counted_submit)
+    monkeypatch.setattr(_DaskRun, "_on_batch", counted_done)
     stats = index(
         str(corpus),
         _config(tmp_path / "idx", vectors="none", batch_size=5, max_inflight_batches=2),
