@@ -468,8 +468,10 @@ def status_cmd(codebase: str | None, index_dir: str | None, as_json: bool) -> No
                 return
             for entry in known:
                 ago = _ago(time.time() - float(entry["mtime"]))
+                kind = ", keyword-only" if entry.get("vectors") == "none" else ""
                 out.print(
-                    f"{entry['root']}  ->  {entry['index_dir']}  (updated {ago})", markup=False
+                    f"{entry['root']}  ->  {entry['index_dir']}  (updated {ago}{kind})",
+                    markup=False,
                 )
             return
         with open_index(codebase, config=config) as idx:

@@ -420,6 +420,16 @@ def test_code_intelligence_is_the_same_without_vectors(pair: tuple[Path, Path]) 
         assert a.complexity("src/long.rs") == b.complexity("src/long.rs")
 
 
+def test_status_lists_keyword_only_indexes_as_such(small: Path) -> None:
+    from click.testing import CliRunner
+
+    from rcm_dask.cli import main
+
+    index(str(small), mode="sequential", vectors="none", embedder=HashEmbedder())
+    listed = CliRunner().invoke(main, ["status"], catch_exceptions=False).stdout
+    assert f"{small}  ->  " in listed and ", keyword-only)" in listed
+
+
 # --------------------------------------------------------------------------- the real model
 
 
