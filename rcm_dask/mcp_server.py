@@ -1956,6 +1956,9 @@ def _serve_http(server: MCPServer, port: int) -> None:
     except OSError as e:
         sock.close()
         raise RcmError(f"cannot listen on 127.0.0.1:{port}: {e}; pick another --port") from e
+    # listening before the address is printed: a client that reads it and connects at
+    # once waits in the backlog until uvicorn accepts, instead of being refused
+    sock.listen(2048)
     actual = sock.getsockname()[1]
     app = server.streamable_http_app(host="127.0.0.1")
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
