@@ -21,7 +21,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from . import __version__
-from .config import MODES, IndexConfig, env_name
+from .config import MODES, VECTORS, IndexConfig, env_name
 from .errors import IndexInterrupted, RcmError
 from .progress import ProgressDisplay
 from .records import Hit, IndexStats
@@ -151,6 +151,15 @@ def main() -> None:
 )
 @model_options
 @click.option(
+    "--vectors",
+    type=click.Choice(VECTORS),
+    default=None,
+    help="What to keep besides BM25: qdrant (default: embed every chunk, for hybrid and vector "
+    "search) or none (keyword-only: nothing embedded, no model weights loaded; BM25 search and "
+    "code intelligence, for huge codebases or machines without a GPU). An index keeps the "
+    "setting it was built with: changing it needs --force." + _env("vectors"),
+)
+@click.option(
     "--batch-size",
     type=click.IntRange(1),
     default=None,
@@ -213,6 +222,7 @@ def index_cmd(
     model: str | None,
     device: str | None,
     qdrant_url: str | None,
+    vectors: str | None,
     batch_size: int | None,
     cpu_batch_size: int | None,
     precision: str | None,
@@ -241,6 +251,7 @@ def index_cmd(
             model=model,
             device=device,
             qdrant_url=qdrant_url,
+            vectors=vectors,
             batch_size=batch_size,
             cpu_batch_size=cpu_batch_size,
             precision=precision,
@@ -311,7 +322,12 @@ def _print_dry_run(plan: DryRun) -> None:
 @click.argument("query")
 @click.option("--limit", "-n", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--bm25", "lexical", is_flag=True, help="Keyword (BM25) ranking only.")
-@click.option("--vector", "semantic", is_flag=True, help="Vector (meaning) ranking only.")
+@click.option(
+    "--vector",
+    "semantic",
+    is_flag=True,
+    help="Vector (meaning) ranking only (not on an index built with --vectors none).",
+)
 @click.option(
     "--kind",
     "kinds",
@@ -452,8 +468,10 @@ def status_cmd(codebase: str | None, index_dir: str | None, as_json: bool) -> No
                 return
             for entry in known:
                 ago = _ago(time.time() - float(entry["mtime"]))
+                kind = ", keyword-only" if entry.get("vectors") == "none" else ""
                 out.print(
-                    f"{entry['root']}  ->  {entry['index_dir']}  (updated {ago})", markup=False
+                    f"{entry['root']}  ->  {entry['index_dir']}  (updated {ago}{kind})",
+                    markup=False,
                 )
             return
         with open_index(codebase, config=config) as idx:

@@ -23,6 +23,10 @@ MODES = ("auto", "sequential", "parallel", "pipeline")
 SEARCH_MODES = ("hybrid", "bm25", "vector")
 """How a query is answered."""
 
+VECTORS = ("qdrant", "none")
+"""What an index keeps besides BM25: ``qdrant`` (every chunk embedded, vectors in Qdrant)
+or ``none`` (keyword-only: nothing embedded, no model weights loaded)."""
+
 
 @dataclass(frozen=True, slots=True)
 class IndexConfig:
@@ -66,6 +70,11 @@ class IndexConfig:
     """Token budget per embedded text; None: the model's own maximum (256 for MiniLM)."""
     torch_threads: int | None = None
     """Torch intra-op threads for CPU embedding; None: one per core."""
+    vectors: str = "qdrant"
+    """``qdrant``: embed every chunk and keep its vector (hybrid and vector search);
+    ``none``: a keyword-only index (BM25 and code intelligence; nothing is embedded and
+    no model weights are loaded, the tokenizer still splits long items). One of
+    :data:`VECTORS`."""
     precision: str = "auto"
     """Forward-pass precision: ``auto`` (fp16 on a GPU, bf16 on a CPU with native
     bfloat16, else fp32), ``fp32``, ``bf16``, ``fp16`` (GPU), ``int8`` (CPU)."""
@@ -103,6 +112,10 @@ class IndexConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.vectors not in VECTORS:
+            raise ConfigError(
+                f"unknown vectors setting {self.vectors!r}; choose one of {', '.join(VECTORS)}"
+            )
         for name in (
             "batch_size",
             "candidates",

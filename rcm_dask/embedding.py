@@ -191,6 +191,7 @@ class Embedder:
         self.device_request = device
         self.torch_threads = torch_threads
         self.fingerprint: str = _fingerprint(self.model_dir)
+        self.tokenizer_fingerprint: str = _tokenizer_fingerprint(self.model_dir)
 
     def __repr__(self) -> str:
         return (
@@ -207,6 +208,17 @@ class Embedder:
             "dimensions": self.dimension,
             "max_tokens": self.max_tokens,
             "precision": self.precision,
+        }
+
+    @property
+    def tokenizer_identity(self) -> dict[str, Any]:
+        """What chunk ids depend on, for a keyword-only index: the tokenizer and the token
+        budget that split long items. Nothing here needs the weights, the device or torch
+        (unlike :attr:`identity`, which resolves the precision on a device)."""
+        return {
+            "model": self.name,
+            "tokenizer_fingerprint": self.tokenizer_fingerprint,
+            "max_tokens": self.max_tokens,
         }
 
     @property
@@ -550,6 +562,31 @@ def _model_max_tokens(model_dir: Path, config: dict[str, Any]) -> int:
         except (OSError, ValueError):
             pass
     return min(limits)
+
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+"""Files a Hugging Face tokenizer may be built from (those present are fingerprinted)."""
+
+
+def _tokenizer_fingerprint(model_dir: Path) -> str:
+    """Fingerprint of a model folder's tokenizer files (their contents; no weights read)."""
+    h = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        p = model_dir / name
+        if p.is_file():
+            h.update(name.encode() + b"\0")
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _fingerprint(model_dir: Path) -> str:

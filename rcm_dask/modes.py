@@ -29,6 +29,12 @@ The driver never sees file contents; it sees chunk counts and ids, and it hands
 each embedded batch (~0.5 MB for 128 chunks) to the writer actor. Feeding the actor
 from the driver keeps writes off the embedding workers' threads (an actor called
 from inside a task blocks that task's thread).
+
+A keyword-only run (``vectors="none"``) has no embedding stage: each cross-file
+batch is gathered by a small :func:`gather_segments` task on any worker and goes to
+the writer without vectors, under the same bounds on work in flight. Chunking still
+splits long items with the model's tokenizer (so chunk ids match a run with
+vectors), but no weights are loaded anywhere.
 """
 
 from __future__ import annotations
@@ -126,6 +132,11 @@ def embed_chunks(chunks: Sequence[Chunk], embedder: Embedder) -> EmbeddedBatch:
     """Embed chunks (their :func:`format_for_embedding` texts) into a writer batch."""
     vectors = embedder.embed_batch([format_for_embedding(c) for c in chunks])
     return EmbeddedBatch(chunks=tuple(chunks), vectors=vectors)
+
+
+def keyword_batch(chunks: Sequence[Chunk]) -> EmbeddedBatch:
+    """Chunks as a writer batch without vectors: what a keyword-only run writes."""
+    return EmbeddedBatch(chunks=tuple(chunks), vectors=None)
 
 
 def indexed_file(source: SourceFile, chunks: Sequence[Chunk]) -> IndexedFile:
@@ -232,6 +243,12 @@ def embed_segments(
     if not str(getattr(embedder, "device", "cpu")).startswith("cpu"):
         threads = 0
     return EmbedResult(batch, worker, started, time.time(), threads)
+
+
+def gather_segments(segments: Sequence[tuple[ParsedPartition, int, int]]) -> EmbeddedBatch:
+    """One cross-file batch of a keyword-only run: ``chunks[start:stop]`` of each
+    partition, in order, without vectors (the stand-in for :func:`embed_segments`)."""
+    return keyword_batch([c for part, start, stop in segments for c in part.chunks[start:stop]])
 
 
 class _ThreadAffinity:
@@ -343,14 +360,40 @@ def group_files(
 # --------------------------------------------------------------------------- planning
 
 
-def run_identity(root: SourceRoot, embedder: Embedder) -> dict[str, Any]:
-    """The identity an index built by this run must have."""
+def run_identity(root: SourceRoot, embedder: Embedder, vectors: str = "qdrant") -> dict[str, Any]:
+    """The identity an index built by this run must have.
+
+    With vectors it names the model's weights, width and precision
+    (:attr:`~rcm_dask.embedding.Embedder.identity`). A keyword-only index
+    (``vectors="none"``) names only what its chunk ids depend on, the tokenizer and
+    the token budget (:attr:`~rcm_dask.embedding.Embedder.tokenizer_identity`): its
+    identity does not change with the weights, and working it out loads neither them
+    nor a device.
+    """
+    if vectors == "none":
+        model = _tokenizer_identity(embedder)
+    else:
+        model = dict(embedder.identity)
     return {
         "format": INDEX_FORMAT,
+        "vectors": vectors,
         "chunker_version": CHUNKER_VERSION,
         "root": root.url,
         "model_dir": str(embedder.model_dir),
-        **embedder.identity,
+        **model,
+    }
+
+
+def _tokenizer_identity(embedder: Embedder) -> dict[str, Any]:
+    """The embedder's tokenizer identity; for stand-ins without one (tests), its name,
+    fingerprint and token budget."""
+    found = getattr(embedder, "tokenizer_identity", None)
+    if isinstance(found, dict):
+        return dict(found)
+    return {
+        "model": embedder.name,
+        "tokenizer_fingerprint": embedder.fingerprint,
+        "max_tokens": embedder.max_tokens,
     }
 
 
@@ -417,6 +460,7 @@ def plan_run(
         files_unchanged=unchanged,
         files_removed=len(removed),
         files_recovered=len(pending),
+        vectors=config.vectors,
     )
     for skip in discovery.skipped:
         stats.add_skip(skip)
@@ -478,6 +522,12 @@ def _account_embed(stats: IndexStats, res: EmbedResult) -> None:
     stats.embed_workers[res.worker] = stats.embed_workers.get(res.worker, 0) + 1
 
 
+def _account_batch(stats: IndexStats, batch: EmbeddedBatch) -> None:
+    """Add one batch of a keyword-only run (written without embedding) to the run's stats."""
+    stats.batches += 1
+    stats.chunks_with_errors += sum(c.has_error for c in batch.chunks)
+
+
 def _same(old: IndexedFile, new: IndexedFile) -> IndexedFile:
     """The manifest record of a file whose content did not change (new size/mtime)."""
     return IndexedFile(new.path, new.size, new.mtime, new.sha256, old.chunk_ids)
@@ -493,7 +543,9 @@ def run_sequential(
     writer: IndexWriter,
     progress: ProgressCallback | None = None,
 ) -> IndexStats:
-    """The sequential mode: read, chunk, embed and write each file in turn."""
+    """The sequential mode: read, chunk, embed and write each file in turn (keyword-only:
+    read, chunk and write)."""
+    keyword_only = config.vectors == "none"
     stats = plan.stats
     stats.cluster = IN_PROCESS
     stats.writer_worker = IN_PROCESS
@@ -513,12 +565,15 @@ def run_sequential(
         _account_partition(stats, part)
         writer.touch_files([_same(plan.known[f.path], f) for f in part.unchanged])
         for f in part.files:
-            if part.chunks:
+            if part.chunks and keyword_only:
+                batch = keyword_batch(part.chunks)
+                _account_batch(stats, batch)
+            elif part.chunks:
                 res = embed_segments(embedder, [(part, 0, len(part.chunks))])
                 _account_embed(stats, res)
                 batch = res.batch
             else:
-                batch = EmbeddedBatch((), _no_vectors(embedder))
+                batch = EmbeddedBatch((), None if keyword_only else _no_vectors(embedder))
             start = time.time()
             with _timed(stats, "write"):
                 stats.chunks += writer.write_file(f, batch)
@@ -733,11 +788,13 @@ class _DaskRun:
         self.progress = progress
         self.stats = plan.stats
         self.cluster = _Cluster.inspect(client, config.torch_threads)
+        self.keyword_only = config.vectors == "none"
         self.batch_size = config.batch_size
         self.max_batches = config.max_inflight_batches or max(4, 2 * self.cluster.slots)
-        # read+chunk tasks use the threads that embedding leaves free
+        # read+chunk tasks use the threads that embedding leaves free (all of them when
+        # nothing is embedded)
         threads = sum(int(w.get("nthreads") or 1) for w in self.cluster.workers.values())
-        self.max_parse = max(1, threads - self.cluster.slots)
+        self.max_parse = max(1, threads - (0 if self.keyword_only else self.cluster.slots))
         self.futures: set[Future] = set()
         # every future of the run that is still referenced anywhere (a traceback's
         # frames included): what an error must cancel so that no task is orphaned
@@ -772,17 +829,23 @@ class _DaskRun:
         self.alive.update((fut, summary))
         return fut, summary
 
-    def submit_embed(self, segments: list[tuple[Future, int, int]]) -> Future:
-        """Start one embedding batch; annotated at submission so that the GPU
-        restriction survives (graph optimisation drops ``dask.annotate``, dask#7036)."""
-        fut = self.client.submit(
-            embed_segments,
-            self.embedder,
-            segments,
-            self.cluster.threads_by_host,
-            resources=self.cluster.resources,
-            pure=False,
-        )
+    def submit_batch(self, segments: list[tuple[Future, int, int]]) -> Future:
+        """Start one batch: an embedding task, annotated at submission so that the GPU
+        restriction survives (graph optimisation drops ``dask.annotate``, dask#7036);
+        in a keyword-only run a :func:`gather_segments` task (any worker: no model, no
+        resource)."""
+        fut: Future
+        if self.keyword_only:
+            fut = self.client.submit(gather_segments, segments, pure=False)
+        else:
+            fut = self.client.submit(
+                embed_segments,
+                self.embedder,
+                segments,
+                self.cluster.threads_by_host,
+                resources=self.cluster.resources,
+                pure=False,
+            )
         self.futures.add(fut)
         self.alive.add(fut)
         return fut
@@ -887,12 +950,17 @@ class _DaskRun:
             last = (summary.files or summary.unchanged or summary.skipped or (None,))[-1]
             self.progress(self.stats, getattr(last, "path", ""))
 
-    def _on_embedded(self, fut: Future) -> None:
-        """A batch is embedded: hand it to the writer."""
-        res: EmbedResult = fut.result()
+    def _on_batch(self, fut: Future) -> None:
+        """A batch is embedded (keyword-only: gathered): hand it to the writer."""
+        res: EmbedResult | EmbeddedBatch = fut.result()
         self.futures.discard(fut)
-        _account_embed(self.stats, res)
-        written = self.call_writer("write_batch", res.batch)
+        if isinstance(res, EmbedResult):
+            _account_embed(self.stats, res)
+            batch = res.batch
+        else:
+            _account_batch(self.stats, res)
+            batch = res
+        written = self.call_writer("write_batch", batch)
         self.stats.chunks += written
         if self.progress is not None:
             self.progress(self.stats, "")
@@ -933,7 +1001,8 @@ class _DaskRun:
     def _check_cluster(self) -> None:
         """Fail, rather than wait for ever, when no worker can run embedding any more."""
         workers = self.client.scheduler_info(n_workers=-1)["workers"]
-        needed = next(iter(self.cluster.resources or {}), None)
+        # a keyword-only run's batch tasks run on any worker
+        needed = None if self.keyword_only else next(iter(self.cluster.resources or {}), None)
         if needed and not any((w.get("resources") or {}).get(needed) for w in workers.values()):
             raise ClusterError(
                 f"no worker offers the {needed} resource any more; embedding cannot go "
@@ -960,7 +1029,7 @@ class _DaskRun:
                 segments = self._take_batch(pending, final=not todo and not parsing)
                 if segments is None:
                     break
-                embedding.add(self.submit_embed(segments))
+                embedding.add(self.submit_batch(segments))
             if not parsing and not embedding:
                 if todo:
                     continue
@@ -976,7 +1045,7 @@ class _DaskRun:
                     self.futures.discard(part)  # embedding tasks hold it from here
                 else:
                     embedding.discard(fut)
-                    self._on_embedded(fut)
+                    self._on_batch(fut)
 
     def _stage_by_stage(self, parts: list[Any]) -> None:
         """Read+chunk everything, then embed everything, then write everything."""
@@ -998,7 +1067,7 @@ class _DaskRun:
                 pending.append([part, 0, summary.n_chunks])
         batches = []
         while (segments := self._take_batch(pending, final=True)) is not None:
-            batches.append(self.submit_embed(segments))
+            batches.append(self.submit_batch(segments))
         waiting = set(batches)
         while waiting:  # all of them, failing on the first error
             done = self._wait(waiting)
@@ -1011,7 +1080,7 @@ class _DaskRun:
             self.futures.discard(summary_fut)
         started.clear()
         for fut in batches:
-            self._on_embedded(fut)
+            self._on_batch(fut)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -1074,7 +1143,8 @@ def index(
         run holds the index and ``wait`` (a config field) lets this one queue.
     **overrides
         Any :class:`~rcm_dask.config.IndexConfig` field (``index_dir="idx"``,
-        ``batch_size=64``, ``n_workers=2``...); ``None`` values are ignored.
+        ``batch_size=64``, ``n_workers=2``, ``vectors="none"`` for a keyword-only
+        index...); ``None`` values are ignored.
 
     Returns
     -------
@@ -1087,7 +1157,8 @@ def index(
     SourceError
         The path is missing, not a folder, or holds no ``.rs`` files.
     IndexIdentityError
-        The index was built with another model or chunker; use ``force=True``.
+        The index was built with another model or chunker, or with the other
+        ``vectors`` setting; use ``force=True``.
     IndexLockedError
         Another run is writing this index (and ``wait`` ran out).
     ClusterError
@@ -1103,6 +1174,9 @@ def index(
     >>> print(stats)                                               # doctest: +SKIP
     Indexed /usr/src/rustc-1.63.0/library/alloc -> idx (pipeline mode)
     ...
+    >>> stats = rcm_dask.index("huge-repo", vectors="none")       # doctest: +SKIP
+    >>> stats.vectors, stats.chunks_embedded                       # doctest: +SKIP
+    ('none', 0)
     """
     if isinstance(progress, bool):
         if progress:
@@ -1163,7 +1237,7 @@ def index(
     index_dir = (
         Path(config.index_dir).expanduser() if config.index_dir else default_index_dir(root.url)
     ).absolute()
-    identity = run_identity(root, embedder)
+    identity = run_identity(root, embedder, config.vectors)
     # One run per index: taken before anything is read from or written to the folder
     with _reporting_interrupt(index_dir), IndexLock(index_dir, wait=config.wait, on_wait=on_wait):
         check_identity(index_dir, identity, config.qdrant_url, force)

@@ -157,8 +157,9 @@ class EmbeddedBatch:
 
     chunks: tuple[Chunk, ...]
     """The chunks of this batch (possibly from several files)."""
-    vectors: np.ndarray
-    """float32 array of shape ``(len(chunks), dimension)``, rows L2-normalised."""
+    vectors: np.ndarray | None
+    """float32 array of shape ``(len(chunks), dimension)``, rows L2-normalised; None in a
+    keyword-only run (``vectors="none"``), where nothing is embedded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +246,11 @@ class IndexStats:
     chunks_with_errors: int = 0
     """Chunks whose syntax tree holds errors (indexed, but flagged)."""
     batches: int = 0
-    """Embedding batches run."""
+    """Batches written: embedded ones, or in a keyword-only run the same cross-file
+    batches, straight from chunking."""
+    vectors: str = "qdrant"
+    """What the run kept besides BM25: ``qdrant`` (vectors), or ``none`` (keyword-only:
+    nothing embedded, :attr:`chunks_embedded` stays 0)."""
     seconds: float = 0.0
     """Wall-clock seconds of the run."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -382,7 +387,15 @@ class IndexStats:
             if self.chunks_with_errors
             else ""
         )
-        lines.append(f"  chunks: {self.chunks} written{errors}, {self.batches} embedding batches")
+        if self.vectors == "none":
+            lines.append(
+                f"  chunks: {self.chunks} written{errors}, {self.batches} batches, "
+                "keyword-only (nothing embedded)"
+            )
+        else:
+            lines.append(
+                f"  chunks: {self.chunks} written{errors}, {self.batches} embedding batches"
+            )
         lines.append(f"  time: {self.seconds:.1f}s, {self.chunks_per_second:.1f} chunks/s")
         if self.stage_seconds:
             stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())

@@ -3,6 +3,9 @@
 :func:`fuse_rrf` is a pure function over rankings. :class:`SearchIndex` opens the
 read side of an index folder (Tantivy reader, Qdrant store, the model the index
 was built with) and answers queries with :class:`~rcm_dask.records.Hit` records.
+A keyword-only index (built with ``vectors="none"``) answers from BM25 alone: hybrid
+search says so in :attr:`SearchIndex.notices`, vector search refuses, and no model
+is loaded.
 :class:`Index`, what :func:`open_index` returns, adds the code-intelligence questions
 (definitions, references, call graphs, dependencies, complexity), answered by
 :class:`rcm_dask.intel.CodeIntel` from the chunk metadata, and :meth:`Index.stats`.
@@ -30,7 +33,7 @@ from .stores.bm25 import Bm25Store
 from .stores.lock import describe_holder, is_locked, read_holder
 from .stores.manifest import Manifest, read_identity
 from .stores.vectors import VectorStore
-from .writer import BM25_DIR, open_vectors_for
+from .writer import BM25_DIR, open_vectors_for, vectors_setting
 
 if TYPE_CHECKING:
     from .intel import CodeIntel
@@ -38,6 +41,12 @@ if TYPE_CHECKING:
 
 SNIPPET_LINES = 8
 SNIPPET_WIDTH = 160
+
+KEYWORD_ONLY_NOTICE = (
+    "keyword-only index: hybrid search used BM25 only (rebuild it with --vectors qdrant "
+    "for search by meaning)"
+)
+"""What a hybrid search of a keyword-only index adds to :attr:`SearchIndex.notices`."""
 
 
 def fuse_rrf(
@@ -182,6 +191,7 @@ def list_indexes() -> list[dict[str, Any]]:
             {
                 "index_dir": str(ident_path.parent),
                 "root": ident.get("root", ""),
+                "vectors": vectors_setting(ident),
                 "mtime": ident_path.parent.joinpath("manifest.sqlite").stat().st_mtime
                 if ident_path.parent.joinpath("manifest.sqlite").exists()
                 else ident_path.stat().st_mtime,
@@ -208,6 +218,9 @@ class IndexInfo:
     """Epoch seconds of the last commit, None before the first."""
     identity: dict[str, Any] = field(default_factory=dict)
     """Model, fingerprint, dimensions, token budget, chunker version, vector backend."""
+    vectors: str = "qdrant"
+    """What the index keeps besides BM25: ``qdrant`` (vectors: hybrid and vector search)
+    or ``none`` (keyword-only: BM25 search and code intelligence)."""
     last_run: dict[str, Any] | None = None
     """The last index run's stats (:meth:`~rcm_dask.records.IndexStats.to_dict`)."""
     pending: int = 0
@@ -237,13 +250,26 @@ class IndexInfo:
             f"index:    {self.index_dir}",
             f"root:     {self.root}",
             f"files:    {self.files:,}    chunks: {self.chunks:,}",
-            (
-                f"model:    {ident.get('model')} ({ident.get('dimensions')} dims, max "
-                f"{ident.get('max_tokens')} tokens, {ident.get('precision') or 'fp32'}), "
-                f"chunker v{ident.get('chunker_version')}"
-            ),
-            f"vectors:  {ident.get('qdrant_url') or 'embedded Qdrant (qdrant-edge)'}",
         ]
+        if self.vectors == "none":
+            lines += [
+                (
+                    f"model:    {ident.get('model')} (its tokenizer only: max "
+                    f"{ident.get('max_tokens')} tokens per chunk), "
+                    f"chunker v{ident.get('chunker_version')}"
+                ),
+                "vectors:  none (keyword-only: BM25 search and code intelligence, "
+                "no search by meaning)",
+            ]
+        else:
+            lines += [
+                (
+                    f"model:    {ident.get('model')} ({ident.get('dimensions')} dims, max "
+                    f"{ident.get('max_tokens')} tokens, {ident.get('precision') or 'fp32'}), "
+                    f"chunker v{ident.get('chunker_version')}"
+                ),
+                f"vectors:  {ident.get('qdrant_url') or 'embedded Qdrant (qdrant-edge)'}",
+            ]
         if self.updated:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.updated))
             lines.append(f"updated:  {when} ({_ago(self.updated_ago_s or 0.0)})")
@@ -313,6 +339,9 @@ class SearchIndex:
     ...     hits = idx.search("push onto a binary heap", limit=5)
     """
 
+    keyword_only: bool
+    """Whether the index was built with ``vectors="none"`` (BM25 only, no model)."""
+
     def __init__(
         self,
         index_dir: str | Path,
@@ -328,6 +357,7 @@ class SearchIndex:
                 f"no index at {self.index_dir}: run `rcm-dask index PATH` first"
             )
         self.identity: dict[str, Any] = identity
+        self.keyword_only = vectors_setting(identity) == "none"
         self.bm25 = Bm25Store.open(self.index_dir / BM25_DIR, writable=False)
         self._vectors: VectorStore | None = None
         self._embedder: Embedder | None = embedder
@@ -341,7 +371,14 @@ class SearchIndex:
 
         The embedded Qdrant engine admits one process at a time: while an index run
         holds the index it is not opened at all (:class:`StoreBusyError`), so that a
-        busy searcher never starves the run of it."""
+        busy searcher never starves the run of it.
+
+        Raises
+        ------
+        ConfigError
+            The index is keyword-only: it has no vector store."""
+        if self.keyword_only:
+            raise self._no_vectors_error()
         if self._vectors is None:
             if not self.identity.get("qdrant_url") and is_locked(self.index_dir):
                 raise StoreBusyError(
@@ -353,9 +390,25 @@ class SearchIndex:
             )
         return self._vectors
 
+    def _no_vectors_error(self) -> ConfigError:
+        """What asking a keyword-only index for vectors raises."""
+        return ConfigError(
+            f"the index at {self.index_dir} is keyword-only (built with --vectors none): it "
+            "has no vectors, so vector search cannot answer. Use hybrid or bm25 search, or "
+            f"rebuild it with vectors: rcm-dask index {self.identity.get('root') or 'PATH'} "
+            f"--index-dir {self.index_dir} --force --vectors qdrant"
+        )
+
     @property
     def embedder(self) -> Embedder:
-        """The model the index was built with (its weights load on first query)."""
+        """The model the index was built with (its weights load on first query).
+
+        Raises
+        ------
+        ConfigError
+            The index is keyword-only: queries are never embedded."""
+        if self.keyword_only:
+            raise self._no_vectors_error()
         if self._embedder is None:
             model = self.config.model or self.identity.get("model_dir") or None
             if model and not Path(str(model)).is_dir():
@@ -411,7 +464,8 @@ class SearchIndex:
         limit
             Hits to return.
         mode
-            ``hybrid`` (BM25 + vectors, RRF), ``bm25`` or ``vector``.
+            ``hybrid`` (BM25 + vectors, RRF), ``bm25`` or ``vector``. A keyword-only
+            index answers ``hybrid`` with BM25 alone (and says so in :attr:`notices`).
         kinds
             Keep only these chunk kinds (``function``, ``method``, ``struct``...).
         path_glob
@@ -425,13 +479,19 @@ class SearchIndex:
         Raises
         ------
         ConfigError
-            Unknown ``mode`` or ``limit`` < 1.
+            Unknown ``mode``, ``limit`` < 1, or ``vector`` on a keyword-only index.
         """
         if mode not in SEARCH_MODES:
             raise ConfigError(f"unknown search mode {mode!r}; choose one of {SEARCH_MODES}")
         if limit < 1:
             raise ConfigError(f"limit must be at least 1, got {limit}")
         self.notices = []
+        if self.keyword_only and mode != "bm25":
+            if mode == "vector":
+                raise self._no_vectors_error()
+            # nothing to fuse, and no query to embed: no model is loaded
+            self.notices.append(KEYWORD_ONLY_NOTICE)
+            mode = "bm25"
         query = query.strip()
         if not query:
             return []
@@ -507,6 +567,7 @@ class SearchIndex:
             bm25_documents=self.bm25.count(),
             updated=float(str(updated)) if updated else None,
             identity=self.identity,
+            vectors=vectors_setting(self.identity),
             last_run=last_run if isinstance(last_run, dict) else None,
             pending=pending,
             writer=writer,
@@ -734,6 +795,7 @@ def search(
 
 
 __all__ = [
+    "KEYWORD_ONLY_NOTICE",
     "Index",
     "IndexInfo",
     "SearchIndex",

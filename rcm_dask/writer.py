@@ -5,14 +5,17 @@ Index folder layout::
     <index_dir>/
       identity.json      model, fingerprint, dimensions, max_tokens, chunker version, root
       bm25/              Tantivy index
-      vectors/           embedded Qdrant shard (absent with --qdrant-url: a server collection)
+      vectors/           embedded Qdrant shard (absent with --qdrant-url: a server collection,
+                         and with --vectors none: a keyword-only index keeps no vectors)
       manifest.sqlite    per file: size, mtime, sha256, chunk ids; symbols, references,
                          imports (rcm_dask.intel), in the same transaction as the file's row
 
 Order of a commit: Tantivy, then Qdrant, then the manifest (one SQLite transaction).
 A file enters the manifest only once all of its chunks are in both stores, so the
-manifest never claims what the stores lack. Before a file's chunks change in either
-store, its path is committed to the manifest's ``pending`` table; the next run
+manifest never claims what the stores lack. A keyword-only index (identity
+``vectors: none``) has one store, Tantivy, and the same protocol otherwise. Before a
+file's chunks change in either store, its path is committed to the manifest's
+``pending`` table; the next run
 re-indexes every pending path, so a crash at any point converges (see
 :mod:`rcm_dask.stores.manifest`). Stores without a manifest beside them are
 unaccounted for (a crash during ``--force`` or before the first commit) and are
@@ -48,6 +51,17 @@ BM25_DIR = "bm25"
 VECTORS_DIR = "vectors"
 
 
+def keeps_vectors(identity: dict[str, Any]) -> bool:
+    """Whether an index identity has a vector store (false for ``vectors: none``; indexes
+    from before the setting existed all have one)."""
+    return identity.get("vectors", "qdrant") != "none"
+
+
+def vectors_setting(identity: dict[str, Any]) -> str:
+    """An identity's ``vectors`` setting: ``qdrant`` or ``none`` (keyword-only)."""
+    return "qdrant" if keeps_vectors(identity) else "none"
+
+
 def collection_name(index_dir: str | Path) -> str:
     """Qdrant collection used for an index folder on a Qdrant server."""
     name = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(index_dir).resolve().name)
@@ -70,12 +84,28 @@ def check_identity(
         The folder holds an index built differently and ``force`` is false.
     """
     identity = dict(identity)
-    identity["vector_backend"] = "qdrant-server" if qdrant_url else "qdrant-edge"
+    if not keeps_vectors(identity):
+        qdrant_url = None
+        identity["vector_backend"] = "none"
+    else:
+        identity["vector_backend"] = "qdrant-server" if qdrant_url else "qdrant-edge"
     identity["qdrant_url"] = qdrant_url or ""
     identity["collection"] = collection_name(index_dir) if qdrant_url else ""
     stored = read_identity(index_dir)
     if stored is not None and not force:
         diffs = identity_mismatch(stored, identity)
+        old, new = vectors_setting(stored), vectors_setting(identity)
+        if old != new:
+            # the one difference a plain re-run most often has: say it in words
+            what = {"none": "keyword-only, no vectors", "qdrant": "BM25 and vectors"}
+            rest = [d for d in diffs if not d.startswith("vectors:")]
+            also = f" It also differs in: {'; '.join(rest)}." if rest else ""
+            raise IndexIdentityError(
+                f"the index at {index_dir} was built with --vectors {old} ({what[old]}), "
+                f"but this run uses --vectors {new}: one index never mixes the two.{also} "
+                f"Re-run with --vectors {old} to update it as it was built, or with --force "
+                f"--vectors {new} to rebuild it, or use another --index-dir."
+            )
         if diffs:
             raise IndexIdentityError(
                 f"the index at {index_dir} was built differently ("
@@ -167,12 +197,14 @@ class IndexWriter:
         except Exception:
             self.manifest.close()
             raise
-        try:
-            self.vectors = self._open_vectors(busy_wait)
-        except Exception:
-            self.bm25.close()
-            self.manifest.close()
-            raise
+        self.vectors: VectorStore | None = None
+        if keeps_vectors(identity):
+            try:
+                self.vectors = self._open_vectors(busy_wait)
+            except Exception:
+                self.bm25.close()
+                self.manifest.close()
+                raise
         self._expected: dict[str, IndexedFile] = {}
         self._remaining: dict[str, int] = {}
         self._replaced: set[str] = set()
@@ -241,22 +273,31 @@ class IndexWriter:
         """Apply one batch to both stores; returns the chunks written.
 
         The first time a run writes a chunk of some file, that file's old chunks are
-        removed from both stores first.
+        removed from both stores first. A keyword-only index takes batches without
+        vectors (``batch.vectors`` None) and writes BM25 only.
 
         Raises
         ------
         IndexWriteError
-            A store refused the write; what was committed before is intact.
+            A store refused the write (what was committed before is intact), or a batch
+            without vectors came to an index that keeps them.
         """
         if not batch.chunks:
             return 0
+        if self.vectors is not None and batch.vectors is None:
+            raise IndexWriteError(
+                f"a batch without vectors reached the index at {self.index_dir}, which keeps "
+                "vectors: re-run with --vectors qdrant, or rebuild it with --force --vectors none"
+            )
         start = time.perf_counter()
         fresh = sorted({c.path for c in batch.chunks} - self._replaced)
         try:
             if fresh:
                 self._replace(fresh)
             self.bm25.add_batch(batch.chunks)
-            self.vectors.upsert_batch(batch.chunks, batch.vectors)
+            # vectors sent to a keyword-only index are dropped: it keeps none by design
+            if self.vectors is not None and batch.vectors is not None:
+                self.vectors.upsert_batch(batch.chunks, batch.vectors)
         except IndexWriteError:
             raise
         except Exception as e:
@@ -322,7 +363,8 @@ class IndexWriter:
         try:
             self.manifest.mark_pending(paths)
             self.bm25.delete_paths(paths)
-            self.vectors.delete_paths(paths)
+            if self.vectors is not None:
+                self.vectors.delete_paths(paths)
         except Exception as e:
             raise IndexWriteError(f"removing old chunks from {self.index_dir} failed: {e}") from e
         self._replaced.update(paths)
@@ -338,7 +380,8 @@ class IndexWriter:
         start = time.perf_counter()
         try:
             self.bm25.commit()
-            self.vectors.commit()
+            if self.vectors is not None:
+                self.vectors.commit()
         except Exception as e:
             raise IndexWriteError(f"committing the index at {self.index_dir} failed: {e}") from e
         self.manifest.apply(self._complete, self._removals, self._symbols)
@@ -358,7 +401,8 @@ class IndexWriter:
                 self.commit()
         finally:
             try:
-                self.vectors.close()
+                if self.vectors is not None:
+                    self.vectors.close()
             finally:
                 self.bm25.close()
                 self.manifest.close()

@@ -16,6 +16,8 @@ from rcm_dask.errors import ConfigError
         ({"RCM_EXCLUDE": "gen/**, *.pb.rs"}, "exclude", ("gen/**", "*.pb.rs")),
         ({"RCM_QDRANT_URL": "http://127.0.0.1:6333"}, "qdrant_url", "http://127.0.0.1:6333"),
         ({}, "batch_size", 128),
+        ({"RCM_VECTORS": "none"}, "vectors", "none"),
+        ({}, "vectors", "qdrant"),
     ],
 )
 def test_env_variables(env: dict[str, str], field: str, expected: object) -> None:
@@ -34,6 +36,7 @@ def test_explicit_wins_over_env_and_none_falls_through() -> None:
         ({"RCM_INCLUDE_HIDDEN": "maybe"}, "RCM_INCLUDE_HIDDEN"),
         ({"RCM_MODE": "turbo"}, "unknown mode"),
         ({"RCM_BATCH_SIZE": "0"}, "batch_size must be at least 1"),
+        ({"RCM_VECTORS": "faiss"}, "unknown vectors setting 'faiss'; choose one of qdrant, none"),
     ],
 )
 def test_bad_values_are_clear_errors(env: dict[str, str], message: str) -> None:
