@@ -7,6 +7,7 @@
 ...     print(hit)                                    # path:line  kind qualname  score
 >>> with rcm_dask.open_index("path/to/crate") as idx:              # doctest: +SKIP
 ...     idx.find_definition("BinaryHeap::push")
+>>> stats = rcm_dask.index("path/to/huge/repo", vectors="none")  # doctest: +SKIP
 
 Heavy modules (torch, tantivy, qdrant) load on first use, so ``import rcm_dask``
 and ``rcm-dask --help`` stay fast.

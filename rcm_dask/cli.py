@@ -322,7 +322,12 @@ def _print_dry_run(plan: DryRun) -> None:
 @click.argument("query")
 @click.option("--limit", "-n", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--bm25", "lexical", is_flag=True, help="Keyword (BM25) ranking only.")
-@click.option("--vector", "semantic", is_flag=True, help="Vector (meaning) ranking only.")
+@click.option(
+    "--vector",
+    "semantic",
+    is_flag=True,
+    help="Vector (meaning) ranking only (not on an index built with --vectors none).",
+)
 @click.option(
     "--kind",
     "kinds",
@@ -463,8 +468,10 @@ def status_cmd(codebase: str | None, index_dir: str | None, as_json: bool) -> No
                 return
             for entry in known:
                 ago = _ago(time.time() - float(entry["mtime"]))
+                kind = ", keyword-only" if entry.get("vectors") == "none" else ""
                 out.print(
-                    f"{entry['root']}  ->  {entry['index_dir']}  (updated {ago})", markup=False
+                    f"{entry['root']}  ->  {entry['index_dir']}  (updated {ago}{kind})",
+                    markup=False,
                 )
             return
         with open_index(codebase, config=config) as idx:

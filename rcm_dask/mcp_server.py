@@ -34,6 +34,11 @@ process) and from the registry (a failed run and its reason), and every tool tha
 reads an index goes through the same derivation, so the status never says ``ready``
 while a search would refuse.
 
+A keyword-only index (``index_codebase(directory, vectors="none")``: nothing embedded,
+for huge codebases) serves ``search`` from BM25 (hybrid says so in its notices), every
+code-intelligence tool and ``read_file_content``; ``search`` in vector mode and
+``get_similar_code`` refuse, naming the rebuild that would give them vectors.
+
 Errors come back as MCP tool errors (``is_error``) with the library's message; an
 unexpected exception is logged with its traceback to stderr and reported as its type
 and message. Nothing is ever printed to stdout.
@@ -87,7 +92,8 @@ from .records import (
 from .search import SearchIndex, list_indexes, resolve_index_dir, snippet_of
 from .sources import SENSITIVE_CONTENT_PATTERNS, SENSITIVE_NAME_PATTERNS, open_root
 from .stores.lock import describe_holder, is_locked, read_holder
-from .stores.manifest import Manifest
+from .stores.manifest import Manifest, read_identity
+from .writer import vectors_setting
 
 if TYPE_CHECKING:
     from .intel import CodeIntel
@@ -124,6 +130,7 @@ RunState = Literal["indexing", "ready", "failed"]
 IndexState = Literal["not_indexed", "indexing", "ready", "failed"]
 SearchMode = Literal["hybrid", "bm25", "vector"]
 IndexMode = Literal["auto", "sequential", "parallel", "pipeline"]
+VectorsSetting = Literal["qdrant", "none"]
 
 _SENSITIVE_NAMES = pathspec.GitIgnoreSpec.from_lines(SENSITIVE_NAME_PATTERNS)
 _SYMBOL = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*)(?:::[A-Za-z_][A-Za-z0-9_]*)*!?$")
@@ -140,6 +147,7 @@ _SUMMARY_KEYS = (
     "chunks",
     "chunks_with_errors",
     "chunks_per_second",
+    "vectors",
     "batches",
     "commits",
     "stage_seconds",
@@ -241,6 +249,9 @@ class RunOut(BaseModel):
     index_dir: str
     mode: str
     force: bool
+    vectors: str = Field(
+        default="qdrant", description="qdrant (embedded: hybrid and vector search) or none."
+    )
     started: float = Field(description="Epoch seconds.")
     finished: float | None = None
     files_todo: int = Field(
@@ -303,6 +314,12 @@ class IndexStatusOut(BaseModel):
     identity: dict[str, Any] = Field(
         default_factory=dict, description="Model, dimensions, chunker version, root."
     )
+    vectors: str = Field(
+        default="",
+        description="What the index keeps besides BM25: qdrant (hybrid and vector search) or "
+        "none (keyword-only: BM25 search and code navigation, no vector search); '' when "
+        "nothing is committed.",
+    )
     last_run: dict[str, Any] | None = Field(
         default=None, description="The last finished run's stats, stage metrics included."
     )
@@ -320,7 +337,12 @@ class IndexStatusOut(BaseModel):
         if self.updated:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.updated))
             lines.append(f"updated: {when}")
-        if self.identity:
+        if self.identity and self.vectors == "none":
+            lines.append(
+                "vectors: none (keyword-only: search uses BM25, code navigation works, "
+                f"no vector search), chunker v{self.identity.get('chunker_version')}"
+            )
+        elif self.identity:
             ident = self.identity
             lines.append(
                 f"model: {ident.get('model')} ({ident.get('dimensions')} dims), "
@@ -500,6 +522,7 @@ class IndexRun:
     index_dir: Path
     mode: str
     force: bool
+    vectors: str
     process: subprocess.Popen[bytes]
     started: float = field(default_factory=time.time)
     state: RunState = "indexing"
@@ -522,6 +545,7 @@ class IndexRun:
             index_dir=str(self.index_dir),
             mode=self.mode,
             force=self.force,
+            vectors=self.vectors,
             started=self.started,
             finished=self.finished,
             files_todo=int(p.get("files_todo", 0)),
@@ -557,7 +581,7 @@ def run_index_child(spec_json: str) -> int:
     Parameters
     ----------
     spec_json
-        ``{"directory", "index_dir", "mode", "force"}`` as JSON.
+        ``{"directory", "index_dir", "mode", "force", "vectors"}`` as JSON.
 
     Returns
     -------
@@ -593,6 +617,7 @@ def run_index_child(spec_json: str) -> int:
             mode=str(spec["mode"]),
             force=bool(spec["force"]),
             index_dir=str(spec["index_dir"]),
+            vectors=spec.get("vectors"),
             progress=progress,
         )
     except RcmError as e:
@@ -617,9 +642,17 @@ _CHILD_CODE = (
 )
 
 
-def _start_run(directory: str, index_dir: Path, mode: str, force: bool) -> IndexRun:
+def _start_run(
+    directory: str, index_dir: Path, mode: str, force: bool, vectors: str = "qdrant"
+) -> IndexRun:
     """Start an index child process and the threads that follow it."""
-    spec = {"directory": directory, "index_dir": str(index_dir), "mode": mode, "force": force}
+    spec = {
+        "directory": directory,
+        "index_dir": str(index_dir),
+        "mode": mode,
+        "force": force,
+        "vectors": vectors,
+    }
     process = subprocess.Popen(
         [sys.executable, "-c", _CHILD_CODE, json.dumps(spec)],
         stdin=subprocess.DEVNULL,
@@ -634,6 +667,7 @@ def _start_run(directory: str, index_dir: Path, mode: str, force: bool) -> Index
         index_dir=index_dir,
         mode=mode,
         force=force,
+        vectors=vectors,
         process=process,
     )
     threading.Thread(target=_follow_stderr, args=(run,), daemon=True).start()
@@ -650,6 +684,8 @@ def _follow_stderr(run: IndexRun) -> None:
         with contextlib.suppress(OSError, ValueError):
             sys.stderr.write(line)
             sys.stderr.flush()
+    # at EOF: closed here, not whenever the run record is collected (a ResourceWarning)
+    run.process.stderr.close()
 
 
 def _follow_stdout(run: IndexRun) -> None:
@@ -667,6 +703,7 @@ def _follow_stdout(run: IndexRun) -> None:
             run.progress = dict(event.get("progress") or {})
         elif event.get("event") in ("done", "failed"):
             final = event
+    run.process.stdout.close()
     code = run.process.wait()
     if final is not None and final["event"] == "done":
         run.stats = dict(final.get("stats") or {})
@@ -925,6 +962,7 @@ class CodeTools:
                 pending=int(info.get("pending") or 0),
                 updated=float(updated) if updated is not None else None,
                 identity=dict(info.get("identity") or {}),
+                vectors=str(info.get("vectors") or ""),
                 last_run=_summary(info.get("last_run")),
             )
         if running or locked:
@@ -1050,11 +1088,19 @@ class CodeTools:
         mode: str = "pipeline",
         force: bool = False,
         wait_seconds: float = QUICK_RUN_SECONDS,
+        vectors: str | None = None,
     ) -> IndexRunOut:
         """Start (or join) an index run; answer with its outcome, or with its run id when
-        it is still going after ``wait_seconds``."""
+        it is still going after ``wait_seconds``.
+
+        ``vectors`` None keeps what the index was built with (a plain re-run of a
+        keyword-only index stays keyword-only), and for a new index (or with ``force``)
+        takes the server's setting (``RCM_VECTORS``, else ``qdrant``)."""
         root, index_dir = self._resolve(directory)
         index_dir = index_dir.absolute()
+        if vectors is None:
+            stored = None if force else read_identity(index_dir)
+            vectors = vectors_setting(stored) if stored is not None else self.config.vectors
         with self._lock:
             run = self._runs.get(index_dir)
             if run is not None and run.state == "indexing":
@@ -1076,7 +1122,7 @@ class CodeTools:
                     message=f"{root} is being indexed by {who}; poll index_status until it is "
                     "ready, then call index_codebase again if files changed meanwhile.",
                 )
-            run = _start_run(root, index_dir, mode, force)
+            run = _start_run(root, index_dir, mode, force, vectors)
             self._runs[index_dir] = run
         run.done.wait(max(0.0, wait_seconds))
         if run.state == "failed":
@@ -1135,6 +1181,13 @@ class CodeTools:
         if not text:
             raise RcmError("code_or_symbol is empty: give a code fragment or a symbol name")
         with self._searching(index_dir) as idx:
+            if idx.keyword_only:
+                raise RcmError(
+                    f"get_similar_code compares meanings, and the index of {root} is "
+                    "keyword-only (built with vectors='none'): it has no vectors. Use search "
+                    f"(BM25), or rebuild it with index_codebase({root!r}, vectors='qdrant', "
+                    "force=True)."
+                )
             source: dict[str, Any] | None = None
             if _SYMBOL.match(text):
                 source, others = _find_symbol(idx, text)
@@ -1426,7 +1479,13 @@ class CodeTools:
                 )
             except Exception as e:
                 bm25 = ComponentHealth(ok=False, detail=f"{type(e).__name__}: {e}")
-            if is_locked(index_dir) and not idx.identity.get("qdrant_url"):
+            if idx.keyword_only:
+                vectors = ComponentHealth(
+                    ok=True,
+                    detail="none: a keyword-only index (search uses BM25)",
+                    info={"keyword_only": True},
+                )
+            elif is_locked(index_dir) and not idx.identity.get("qdrant_url"):
                 vectors = ComponentHealth(
                     ok=True,
                     detail="busy: an index run holds the embedded vector store "
@@ -1661,7 +1720,9 @@ def build_server(tools: CodeTools | None = None) -> MCPServer:
             "Search and navigate Rust codebases. Call index_codebase(directory) once per "
             "codebase (re-runs are incremental), poll index_status(directory) until its state "
             "is ready, then use search, get_similar_code, find_definition, find_references, "
-            "get_call_graph, get_dependencies, analyze_complexity and read_file_content."
+            "get_call_graph, get_dependencies, analyze_complexity and read_file_content. For a "
+            "huge codebase, index_codebase(directory, vectors='none') skips embedding: search "
+            "then uses BM25 and the code-navigation tools work as usual."
         ),
         log_level="WARNING",
     )
@@ -1695,6 +1756,16 @@ def build_server(tools: CodeTools | None = None) -> MCPServer:
                 "its run_id (it goes on in the background either way).",
             ),
         ] = QUICK_RUN_SECONDS,
+        vectors: Annotated[
+            VectorsSetting | None,
+            Field(
+                description="qdrant: embed every chunk (hybrid and vector search, "
+                "get_similar_code); none: keyword-only, nothing embedded (BM25 search and "
+                "code navigation; far faster on huge codebases or without a GPU). Default: "
+                "what the existing index was built with, else qdrant. Changing an existing "
+                "index's setting needs force=true."
+            ),
+        ] = None,
     ) -> Annotated[CallToolResult, IndexRunOut]:
         """Index (or re-index) the Rust codebase in a folder, for search and code navigation.
 
@@ -1705,7 +1776,7 @@ def build_server(tools: CodeTools | None = None) -> MCPServer:
         """
         return _answer(
             "index_codebase",
-            lambda: tools.index_codebase(directory, mode, force, wait_seconds),
+            lambda: tools.index_codebase(directory, mode, force, wait_seconds, vectors),
         )
 
     @server.tool(annotations=_READ_ONLY)
@@ -1735,7 +1806,11 @@ def build_server(tools: CodeTools | None = None) -> MCPServer:
         ] = None,
         mode: Annotated[
             SearchMode,
-            Field(description="hybrid (keywords and meaning, fused), bm25 or vector."),
+            Field(
+                description="hybrid (keywords and meaning, fused), bm25 or vector. A "
+                "keyword-only index answers hybrid with BM25 (a notice says so) and refuses "
+                "vector."
+            ),
         ] = "hybrid",
     ) -> Annotated[CallToolResult, SearchOut]:
         """Search an indexed codebase; each hit has its file, line range, symbol and a snippet."""
@@ -1755,7 +1830,8 @@ def build_server(tools: CodeTools | None = None) -> MCPServer:
         directory: Directory,
         limit: Annotated[int, Field(ge=1, le=100, description="Hits to return.")] = 10,
     ) -> Annotated[CallToolResult, SearchOut]:
-        """Find code that means the same as a fragment or as a named symbol (vector search)."""
+        """Find code that means the same as a fragment or as a named symbol (vector search;
+        not on a keyword-only index)."""
         return _answer(
             "get_similar_code", lambda: tools.get_similar_code(code_or_symbol, directory, limit)
         )
@@ -1880,6 +1956,9 @@ def _serve_http(server: MCPServer, port: int) -> None:
     except OSError as e:
         sock.close()
         raise RcmError(f"cannot listen on 127.0.0.1:{port}: {e}; pick another --port") from e
+    # listening before the address is printed: a client that reads it and connects at
+    # once waits in the backlog until uvicorn accepts, instead of being refused
+    sock.listen(2048)
     actual = sock.getsockname()[1]
     app = server.streamable_http_app(host="127.0.0.1")
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")

@@ -829,12 +829,11 @@ class _DaskRun:
         self.alive.update((fut, summary))
         return fut, summary
 
-    def submit_embed(self, segments: list[tuple[Future, int, int]]) -> Future:
-        """Start one embedding batch; annotated at submission so that the GPU
-        restriction survives (graph optimisation drops ``dask.annotate``, dask#7036).
-
-        A keyword-only run gathers the batch instead (:func:`gather_segments`, on any
-        worker: no model, no resource)."""
+    def submit_batch(self, segments: list[tuple[Future, int, int]]) -> Future:
+        """Start one batch: an embedding task, annotated at submission so that the GPU
+        restriction survives (graph optimisation drops ``dask.annotate``, dask#7036);
+        in a keyword-only run a :func:`gather_segments` task (any worker: no model, no
+        resource)."""
         fut: Future
         if self.keyword_only:
             fut = self.client.submit(gather_segments, segments, pure=False)
@@ -951,7 +950,7 @@ class _DaskRun:
             last = (summary.files or summary.unchanged or summary.skipped or (None,))[-1]
             self.progress(self.stats, getattr(last, "path", ""))
 
-    def _on_embedded(self, fut: Future) -> None:
+    def _on_batch(self, fut: Future) -> None:
         """A batch is embedded (keyword-only: gathered): hand it to the writer."""
         res: EmbedResult | EmbeddedBatch = fut.result()
         self.futures.discard(fut)
@@ -1030,7 +1029,7 @@ class _DaskRun:
                 segments = self._take_batch(pending, final=not todo and not parsing)
                 if segments is None:
                     break
-                embedding.add(self.submit_embed(segments))
+                embedding.add(self.submit_batch(segments))
             if not parsing and not embedding:
                 if todo:
                     continue
@@ -1046,7 +1045,7 @@ class _DaskRun:
                     self.futures.discard(part)  # embedding tasks hold it from here
                 else:
                     embedding.discard(fut)
-                    self._on_embedded(fut)
+                    self._on_batch(fut)
 
     def _stage_by_stage(self, parts: list[Any]) -> None:
         """Read+chunk everything, then embed everything, then write everything."""
@@ -1068,7 +1067,7 @@ class _DaskRun:
                 pending.append([part, 0, summary.n_chunks])
         batches = []
         while (segments := self._take_batch(pending, final=True)) is not None:
-            batches.append(self.submit_embed(segments))
+            batches.append(self.submit_batch(segments))
         waiting = set(batches)
         while waiting:  # all of them, failing on the first error
             done = self._wait(waiting)
@@ -1081,7 +1080,7 @@ class _DaskRun:
             self.futures.discard(summary_fut)
         started.clear()
         for fut in batches:
-            self._on_embedded(fut)
+            self._on_batch(fut)
 
 
 # --------------------------------------------------------------------------- entry point

@@ -191,6 +191,7 @@ def list_indexes() -> list[dict[str, Any]]:
             {
                 "index_dir": str(ident_path.parent),
                 "root": ident.get("root", ""),
+                "vectors": vectors_setting(ident),
                 "mtime": ident_path.parent.joinpath("manifest.sqlite").stat().st_mtime
                 if ident_path.parent.joinpath("manifest.sqlite").exists()
                 else ident_path.stat().st_mtime,

@@ -294,8 +294,44 @@ def test_status_text_and_json(indexed: tuple[Path, Path, str]) -> None:
     text = _cli("status", "--index-dir", str(idx)).stdout
     assert f"index:    {idx}" in text and f"root:     {root}" in text
     assert "files:    4" in text and "last run: sequential mode" in text
+    assert "vectors:  embedded Qdrant (qdrant-edge)" in text
     st = json.loads(_cli("status", "--index-dir", str(idx), "--json").stdout)
     assert st["files"] == 4 and st["root"] == str(root) and st["chunks"] == st["bm25_documents"]
+    assert st["vectors"] == "qdrant"
+
+
+def test_keyword_only_index_search_and_status(tiny_model: Path, tmp_path: Path) -> None:
+    """--vectors none end to end: nothing embedded, BM25 search with a note, vector search
+    refused, the setting kept by re-runs and changed only with --force."""
+    root = tmp_path / "mini_crate"
+    shutil.copytree(DATA / "mini_crate", root)
+    idx = tmp_path / "idx"
+    common = ["--model", str(tiny_model), "--index-dir", str(idx)]
+    result = _cli("index", str(root), "--vectors", "none", *common)
+    assert result.exit_code == 0, result.output
+    assert "keyword-only (nothing embedded)" in result.stdout and " embed " not in result.stdout
+
+    text = _cli("status", "--index-dir", str(idx)).stdout
+    assert "vectors:  none (keyword-only: BM25 search and code intelligence" in text
+    assert json.loads(_cli("status", "--index-dir", str(idx), "--json").stdout)["vectors"] == "none"
+
+    found = _cli("search", "ConnectionPool", "--index-dir", str(idx))
+    assert found.exit_code == 0 and "net::ConnectionPool" in found.stdout
+    assert "Note: keyword-only index: hybrid search used BM25 only" in found.stderr
+    refused = _cli("search", "ConnectionPool", "--vector", "--index-dir", str(idx))
+    why = " ".join(refused.stderr.split())
+    assert refused.exit_code == 1 and "keyword-only" in why and "--force --vectors qdrant" in why
+
+    # the environment variable is the option's mirror; a plain run is refused with the fix
+    again = CliRunner(env={"RCM_VECTORS": "none"}).invoke(main, ["index", str(root), "-q", *common])
+    assert again.exit_code == 0 and "0 files indexed, 4 unchanged" in again.stdout
+    plain = _cli("index", str(root), *common)
+    assert plain.exit_code == 1
+    message = " ".join(plain.stderr.split())
+    assert "built with --vectors none" in message and "Re-run with --vectors none" in message
+    rebuilt = _cli("index", str(root), "--force", "--json", *common)
+    assert rebuilt.exit_code == 0 and json.loads(rebuilt.stdout)["vectors"] == "qdrant"
+    assert "embedded Qdrant" in _cli("status", "--index-dir", str(idx)).stdout
 
 
 def test_query_terms_and_spans() -> None:

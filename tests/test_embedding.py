@@ -212,6 +212,16 @@ def test_token_budget_passes_cover_every_text_once_within_budget() -> None:
     assert token_budget_passes([500], 8, 100) == [(0, 1)]
 
 
+def test_padded_widths_are_few_and_never_cut_a_text() -> None:
+    from rcm_dask.embedding import PAD_MULTIPLE, padded_width
+
+    widths = {padded_width(n, 256) for n in range(1, 257)}
+    assert len(widths) == 256 // PAD_MULTIPLE and max(widths) == 256
+    assert all(n <= padded_width(n, 256) < n + PAD_MULTIPLE for n in range(1, 257))
+    # a limit that is not a multiple caps the padding, and is never below the text
+    assert padded_width(99, 100) == 100 and padded_width(120, 100) == 120
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="checked in a fresh process")
 def test_kernel_cache_is_limited_unless_the_user_chose() -> None:
     code = (

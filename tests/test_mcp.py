@@ -172,6 +172,9 @@ def test_tools_are_listed_with_schemas_and_bad_input_is_refused(
             assert index["properties"]["mode"]["default"] == "pipeline"
             assert index["properties"]["force"]["default"] is False
             assert index["properties"]["wait_seconds"]["minimum"] == 0
+            vectors = index["properties"]["vectors"]
+            assert vectors["default"] is None and "keyword-only" in vectors["description"]
+            assert {"enum": ["qdrant", "none"], "type": "string"} in vectors["anyOf"]
             assert by_name["read_file_content"].input_schema["required"] == ["file"]
             assert by_name["health_check"].input_schema.get("required", []) == []
 
