@@ -3,33 +3,36 @@
 Each series grows one copy of the tree in a temporary folder, slice by slice (only the
 files a slice adds are copied, mtimes kept, before the run and outside its timing), and
 indexes it with a fresh ``rcm-dask index --force --mode pipeline --json`` process, so the
-index root, the relative paths and the settings are the same at every size. Two series:
+index root, the relative paths and the settings are the same at every size. What is kept:
 
 - ``real-model``: the bundled all-MiniLM-L6-v2 embeds every chunk (the default
   ``--vectors qdrant``);
 - ``keyword-only``: ``--vectors none``, BM25 and the manifest only, nothing embedded.
 
 The files are those ``rcm-dask index`` takes from the rust-src root (its ``.gitignore``
-files applied), and the slices hold each other:
+files applied), and the slices of a series hold each other. Two ways to choose them:
 
-- the ladder named in the issue: ``library/`` (1,256 files), ``+ compiler/`` (2,700),
-  ``+ src/tools/`` (4,849) and the whole tree (21,559, three quarters of it
-  ``src/test/``);
-- samples of the whole tree: 1 file in 128, 64 and 32 in path order, the same mix of
-  folders at every size (the ladder's rungs differ: ``library/`` files are large,
-  ``src/test/`` files small).
+- ``folders``, the ladder named in the issue: ``library/`` (1,256 files),
+  ``+ compiler/`` (2,700), ``+ src/tools/`` (4,849) and the whole tree (21,559, three
+  quarters of it ``src/test/``). The rungs differ in kind (``library/`` files are large,
+  ``src/test/`` files small), so files/s moves with them;
+- ``samples`` of the whole tree: 1 file in k in path order, the same mix of folders at
+  every size, so a rate that moves is the size's doing.
 
-``--size small`` (default): real model on the three samples; keyword-only on
-``library/``, ``+ compiler/ + src/tools/`` and the whole tree (each rung about 4x the
-files of the one before). ``--size full``: real model on ``library/``, ``+ compiler/``,
-``+ src/tools/``; keyword-only on all four rungs.
+``--size small`` (default): real-model on samples 1 in 128, 64 and 32 (169 to 674
+files); keyword-only on samples 1 in 16, 4 and the whole tree, and on the folders
+``library/``, ``+ compiler/ + src/tools/`` and the whole tree (measured once for both).
+``--size full``: real-model on the folders ``library/``, ``+ compiler/``,
+``+ src/tools/``; keyword-only on all four rungs and on the same samples as small.
 
-Per slice: files and chunks indexed, wall seconds of the whole process, the busy window
-(first stage task's start to the last one's end: the run without imports, cluster start
-and shut-down; the model loads inside it), files/s and chunks/s, peak memory (largest sum
-of RSS over the process and all its children, sampled every 0.2 s, the sampler of
-``benchmarks/modes``) and the index's size on disk. The flatness summary is, per series,
-the largest slice's figure over the smallest slice's.
+Per slice: files and chunks indexed, wall seconds of the whole process (imports, cluster
+start and model load included), files/s and chunks/s over it, the chunks/s of what the
+slice adds to the one before (difference of chunks over difference of seconds: fixed
+costs cancel, so this is the rate at which the cost grows), peak memory (largest sum of
+RSS over the process and all its children, sampled every 0.2 s, the sampler of
+``benchmarks/modes``), the index's size on disk and the 1-minute load average before and
+after (the machine may be shared). The flatness summary is, per series, the largest
+slice's figure over the smallest slice's.
 
 Usage:
   python benchmarks/scale/run.py                  # ~15 min on 2 cores
@@ -60,7 +63,7 @@ sys.path.insert(0, str(HERE.parent))
 # one way to find the corpus and to run and measure an index, shared with benchmarks/modes
 from modes.run import measure, rust_src
 
-SERIES = ("real-model", "keyword-only")
+VECTORS = {"real-model": "qdrant", "keyword-only": "none"}
 # the issue's ladder: each rung adds folders to the one before; None is the whole tree
 LADDER: dict[str, tuple[str, ...] | None] = {
     "library/": ("library",),
@@ -68,7 +71,9 @@ LADDER: dict[str, tuple[str, ...] | None] = {
     "library/ + compiler/ + src/tools/": ("library", "compiler", "src/tools"),
     "whole tree": None,
 }
-SAMPLE_STEPS = (128, 64, 32)  # 1 file in k of the whole tree, path order: nested samples
+# 1 file in k of the whole tree, path order: nested samples with the whole tree's mix
+REAL_MODEL_SAMPLES = (128, 64, 32)
+KEYWORD_SAMPLES = (16, 4, 1)
 
 
 @dataclass(frozen=True)
@@ -98,19 +103,42 @@ def ladder_slice(name: str, folders: tuple[str, ...] | None, files: list[str]) -
 
 def sample_slice(k: int, files: list[str]) -> Slice:
     """Every k-th file in path order: the same mix of folders as the whole tree."""
-    return Slice(f"1 file in {k}", tuple(p for i, p in enumerate(files) if i % k == 0))
+    name = "whole tree" if k == 1 else f"1 file in {k}"
+    return Slice(name, tuple(p for i, p in enumerate(files) if i % k == 0))
 
 
-def plan(size: str, root: Path) -> dict[str, list[Slice]]:
-    """The slices of each series for one size, smallest first."""
+@dataclass(frozen=True)
+class Series:
+    """Slices indexed one after the other with the same settings, smallest first."""
+
+    name: str
+    """``real-model`` or ``keyword-only``, then how the slices were chosen."""
+    vectors: str
+    """The run's ``--vectors``: ``qdrant`` (the real model embeds) or ``none``."""
+    slices: tuple[Slice, ...]
+    """Each holding the one before."""
+
+
+def plan(size: str, root: Path) -> list[Series]:
+    """The series of one size."""
     files = discover(root)
     ladder = [ladder_slice(name, folders, files) for name, folders in LADDER.items()]
+
+    def samples(steps: tuple[int, ...]) -> tuple[Slice, ...]:
+        return tuple(sample_slice(k, files) for k in steps)
+
+    keyword_samples = Series("keyword-only, samples", "none", samples(KEYWORD_SAMPLES))
     if size == "full":
-        return {"real-model": ladder[:3], "keyword-only": ladder}
-    return {
-        "real-model": [sample_slice(k, files) for k in SAMPLE_STEPS],
-        "keyword-only": [ladder[0], ladder[2], ladder[3]],
-    }
+        return [
+            Series("real-model, folders", "qdrant", tuple(ladder[:3])),
+            Series("keyword-only, folders", "none", tuple(ladder)),
+            keyword_samples,
+        ]
+    return [
+        Series("real-model, samples", "qdrant", samples(REAL_MODEL_SAMPLES)),
+        keyword_samples,
+        Series("keyword-only, folders", "none", (ladder[0], ladder[2], ladder[3])),
+    ]
 
 
 def grow_tree(tree: Path, root: Path, files: tuple[str, ...]) -> float:
@@ -142,7 +170,7 @@ def disk_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
-def run_slice(series: str, piece: Slice, tree: Path, index_dir: Path) -> dict[str, Any]:
+def run_slice(series: Series, piece: Slice, tree: Path, index_dir: Path) -> dict[str, Any]:
     """One measured ``rcm-dask index --force`` of ``tree``, which holds the slice."""
     cmd = [
         sys.executable,
@@ -157,13 +185,14 @@ def run_slice(series: str, piece: Slice, tree: Path, index_dir: Path) -> dict[st
         str(index_dir),
         "--json",
     ]
-    if series == "keyword-only":
-        cmd += ["--vectors", "none"]
+    if series.vectors != "qdrant":  # the default: leave it out, as a user would
+        cmd += ["--vectors", series.vectors]
     load_before = os.getloadavg()[0]
     stats, wall, peak = measure(cmd)
     window = busy_window(stats)
     result = {
-        "series": series,
+        "series": series.name,
+        "vectors": series.vectors,
         "slice": piece.name,
         "files": stats["files_indexed"],
         "chunks": stats["chunks"],
@@ -204,19 +233,31 @@ def median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
+def add_marginal_rates(rows: list[dict[str, Any]]) -> None:
+    """Chunks/s and files/s of what each slice adds to the one before (fixed costs cancel)."""
+    previous: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        before = previous.get(r["series"])
+        r["marginal_chunks_per_s"] = r["marginal_files_per_s"] = None
+        if before is not None and r["wall_s"] > before["wall_s"]:
+            dt = r["wall_s"] - before["wall_s"]
+            r["marginal_chunks_per_s"] = (r["chunks"] - before["chunks"]) / dt
+            r["marginal_files_per_s"] = (r["files"] - before["files"]) / dt
+        previous[r["series"]] = r
+
+
 def flatness(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per series: the largest slice's rates and peak memory over the smallest slice's."""
     out = {}
-    for series in SERIES:
-        mine = sorted((r for r in rows if r["series"] == series), key=lambda r: r["chunks"])
+    for name in dict.fromkeys(r["series"] for r in rows):
+        mine = sorted((r for r in rows if r["series"] == name), key=lambda r: r["chunks"])
         if len(mine) < 2:
             continue
         small, large = mine[0], mine[-1]
-        out[series] = {
+        out[name] = {
             "size_ratio_chunks": large["chunks"] / small["chunks"],
             "size_ratio_files": large["files"] / small["files"],
             "chunks_per_s": large["chunks_per_s"] / small["chunks_per_s"],
-            "window_chunks_per_s": large["window_chunks_per_s"] / small["window_chunks_per_s"],
             "files_per_s": large["files_per_s"] / small["files_per_s"],
             "peak_mb": large["peak_mb"] / small["peak_mb"],
         }
@@ -228,29 +269,30 @@ def table(rows: list[dict[str, Any]], flat: dict[str, dict[str, float]]) -> str:
     lines = [
         (
             "| series | slice | files | chunks | wall s | files/s | chunks/s "
-            "| busy window s | chunks/s in window | peak MB | index MB |"
+            "| chunks/s of what the slice adds | peak MB | index MB | load before → after |"
         ),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        marginal = r.get("marginal_chunks_per_s")
         lines.append(
             f"| {r['series']} | {r['slice']} | {r['files']:,} | {r['chunks']:,} "
             f"| {r['wall_s']:.1f} | {r['files_per_s']:.2f} | {r['chunks_per_s']:.1f} "
-            f"| {r['window_s']:.1f} | {r['window_chunks_per_s']:.1f} "
-            f"| {r['peak_mb']:,.0f} | {r['index_mb']:,.0f} |"
+            f"| {'' if marginal is None else f'{marginal:.1f}'} "
+            f"| {r['peak_mb']:,.0f} | {r['index_mb']:,.0f} "
+            f"| {r['load_1min'][0]:.1f} → {r['load_1min'][1]:.1f} |"
         )
     lines += [
         "",
         "Largest slice over smallest (1.00 is flat):",
         "",
-        "| series | chunks × | files × | chunks/s | chunks/s in window | files/s | peak MB |",
-        "|---|---|---|---|---|---|---|",
+        "| series | chunks × | files × | chunks/s | files/s | peak MB |",
+        "|---|---|---|---|---|---|",
     ]
-    for series, f in flat.items():
+    for name, f in flat.items():
         lines.append(
-            f"| {series} | {f['size_ratio_chunks']:.1f} | {f['size_ratio_files']:.1f} "
-            f"| {f['chunks_per_s']:.2f} | {f['window_chunks_per_s']:.2f} "
-            f"| {f['files_per_s']:.2f} | {f['peak_mb']:.2f} |"
+            f"| {name} | {f['size_ratio_chunks']:.1f} | {f['size_ratio_files']:.1f} "
+            f"| {f['chunks_per_s']:.2f} | {f['files_per_s']:.2f} | {f['peak_mb']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -266,12 +308,23 @@ def plot(rows: list[dict[str, Any]], out: Path, title: str) -> None:
     from matplotlib.ticker import FuncFormatter
 
     plain = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
-    styles = {"real-model": ("tab:blue", "o"), "keyword-only": ("tab:orange", "s")}
-    by_series = {
-        s: sorted((r for r in rows if r["series"] == s), key=lambda r: r["chunks"]) for s in SERIES
-    }
-    by_series = {s: mine for s, mine in by_series.items() if mine}
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), constrained_layout=True)
+    # between decades label only 2x and 5x, or the labels run into each other
+    sparse = FuncFormatter(lambda v, _: plain(v) if f"{v:e}"[0] in "25" else "")
+    by_series: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_series.setdefault(r["series"], []).append(r)
+
+    def style(name: str, mine: list[dict[str, Any]]) -> dict[str, Any]:
+        # colour: what is kept (the real model or keywords); line: how slices were chosen
+        real = mine[0]["vectors"] == "qdrant"
+        samples = "sample" in name
+        return {
+            "color": "tab:blue" if real else "tab:orange",
+            "marker": "o" if samples else "s",
+            "linestyle": "-" if samples else "--",
+        }
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9), constrained_layout=True)
     (ax_chunks, ax_files), (ax_peak, ax_rel) = axes
 
     def decades(ax: Any, values: list[float]) -> None:
@@ -283,62 +336,53 @@ def plot(rows: list[dict[str, Any]], out: Path, title: str) -> None:
         (ax_chunks, "chunks", "chunks_per_s", "chunks/s (whole process, log)"),
         (ax_files, "files", "files_per_s", "files/s (whole process, log)"),
     ):
-        for series, mine in by_series.items():
-            color, marker = styles[series]
-            xs, ys = [r[x] for r in mine], [r[y] for r in mine]
-            ax.plot(xs, ys, marker=marker, color=color, label=series)
+        for name, mine in by_series.items():
+            st = style(name, mine)
+            ax.plot([r[x] for r in mine], [r[y] for r in mine], label=name, **st)
             if ax is ax_chunks:
                 for r in mine:
                     ax.annotate(
                         r["slice"],
                         (r[x], r[y]),
                         textcoords="offset points",
-                        xytext=(4, 6),
+                        xytext=(3, 5),
                         fontsize=7,
-                        color=color,
+                        color=st["color"],
                     )
         ax.set_yscale("log")
         decades(ax, [r[y] for mine in by_series.values() for r in mine])
         ax.set_ylabel(label)
         ax.set_xlabel(f"{x} indexed (log)")
-    for series, mine in by_series.items():
-        color, marker = styles[series]
-        ax_peak.plot(
-            [r["chunks"] for r in mine],
-            [r["peak_mb"] for r in mine],
-            marker=marker,
-            color=color,
-            label=series,
-        )
+    highest = 2.0
+    for name, mine in by_series.items():
+        st = style(name, mine)
+        ax_peak.plot([r["chunks"] for r in mine], [r["peak_mb"] for r in mine], label=name, **st)
         first = mine[0]
-        for key, style, what in (
-            ("chunks_per_s", "-", "chunks/s"),
-            ("files_per_s", ":", "files/s"),
-            ("peak_mb", "--", "peak MB"),
-        ):
+        for key, what, width in (("chunks_per_s", "chunks/s", 1.8), ("peak_mb", "peak MB", 0.9)):
+            ys = [r[key] / first[key] for r in mine]
+            highest = max(highest, *ys)
             ax_rel.plot(
                 [r["chunks"] for r in mine],
-                [r[key] / first[key] for r in mine],
-                marker=marker,
-                linestyle=style,
-                color=color,
-                label=f"{series}: {what}",
+                ys,
+                label=f"{name}: {what}",
+                **{**st, "linewidth": width},
             )
     ax_peak.set_ylim(bottom=0)
     ax_peak.set_ylabel("peak memory, MB (all processes)")
     ax_peak.set_xlabel("chunks indexed (log)")
     ax_rel.axhline(1.0, color="grey", linewidth=0.8)
-    ax_rel.set_ylim(0, max(2.0, *(max(line.get_ydata()) for line in ax_rel.lines)) * 1.05)
-    ax_rel.set_ylabel("relative to the series' smallest slice (1 = flat)")
+    ax_rel.set_ylim(0, highest * 1.05)
+    ax_rel.set_ylabel("chunks/s (thick), peak MB (thin): over the series' first slice")
     ax_rel.set_xlabel("chunks indexed (log)")
     for ax in axes.flat:
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(plain)
+        ax.xaxis.set_minor_formatter(sparse)
+        ax.tick_params(axis="x", which="minor", labelsize=7)
         if ax.get_yscale() == "log":
             ax.yaxis.set_major_formatter(plain)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -391,7 +435,11 @@ def main() -> None:
     )
     parser.add_argument("--size", choices=("small", "full"), default="small")
     parser.add_argument("--root", help="the rust-src root (default: the installed one)")
-    parser.add_argument("--series", default=",".join(SERIES))
+    parser.add_argument(
+        "--series",
+        help="run only the series whose names hold one of these comma-separated words "
+        "(real-model, keyword-only, samples, folders)",
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", default=str(HERE / "last_run.json"))
     parser.add_argument("--png", default=str(HERE / "scale.png"))
@@ -404,25 +452,32 @@ def main() -> None:
         plot(figures["rows"], Path(args.png), figures["plot_title"])
         return
     root = Path(args.root) if args.root else rust_src()
-    wanted = [s.strip() for s in args.series.split(",") if s.strip()]
-    unknown = set(wanted) - set(SERIES)
-    if unknown:
-        parser.error(f"unknown series {sorted(unknown)}; pick from {', '.join(SERIES)}")
-    slices = {s: v for s, v in plan(args.size, root).items() if s in wanted}
+    series = plan(args.size, root)
+    if args.series:
+        words = [w.strip() for w in args.series.split(",") if w.strip()]
+        series = [s for s in series if any(w in s.name for w in words)]
+        if not series:
+            parser.error(f"no series of --size {args.size} matches --series {args.series}")
     started = time.time()
     rows = []
+    # a slice that two series share (the whole tree) is measured once
+    measured: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="rcm-scale-") as tmp:
-        for series, pieces in slices.items():
+        for s in series:
             # one folder per series, grown slice by slice: the index root never changes
-            tree = Path(tmp) / series / root.name
-            for piece in pieces:
+            tree = Path(tmp) / s.name.replace(", ", "-") / root.name
+            for piece in s.slices:
+                key = (s.vectors, piece.files)
+                if key in measured:
+                    rows.append({**measured[key], "series": s.name, "slice": piece.name})
+                    continue
                 copy_s = grow_tree(tree, root, piece.files)
                 runs = []
                 for rep in range(args.repeats):
-                    r = run_slice(series, piece, tree, Path(tmp) / "index")
+                    r = run_slice(s, piece, tree, Path(tmp) / "index")
                     runs.append(r)
                     print(
-                        f"[{series} | {piece.name} | {rep + 1}/{args.repeats}] "
+                        f"[{s.name} | {piece.name} | {rep + 1}/{args.repeats}] "
                         f"{r['files']:,} files, {r['chunks']:,} chunks in {r['wall_s']:.1f} s: "
                         f"{r['files_per_s']:.2f} files/s, {r['chunks_per_s']:.1f} chunks/s, "
                         f"peak {r['peak_mb']:,.0f} MB, index {r['index_mb']:,.0f} MB "
@@ -433,7 +488,9 @@ def main() -> None:
                 row = median_runs(runs)
                 row["copy_s"] = round(copy_s, 2)
                 row["runs"] = runs
+                measured[key] = row
                 rows.append(row)
+    add_marginal_rates(rows)
     flat = flatness(rows)
     info = machine()
     figures = {
@@ -448,7 +505,7 @@ def main() -> None:
         "table": table(rows, flat),
         "plot_title": (
             f"rcm-dask index --mode pipeline on growing slices of {root.name} "
-            f"({info['cores']} cores, {args.size} size)"
+            f"({info['cores']} cores, --size {args.size})"
         ),
     }
     Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
