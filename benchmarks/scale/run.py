@@ -31,14 +31,15 @@ slice adds to the one before (difference of chunks over difference of seconds: f
 costs cancel, so this is the rate at which the cost grows), peak memory (largest sum of
 RSS over the process and all its children, sampled every 0.2 s, the sampler of
 ``benchmarks/modes``), the index's size on disk and the 1-minute load average before and
-after (the machine may be shared). The flatness summary is, per series, the largest
-slice's figure over the smallest slice's.
+after (the machine may be shared). The summary gives, per series, the largest slice's
+figures over the smallest slice's, and per ``--vectors`` setting a least-squares fit of
+wall seconds as fixed + per-file + per-chunk costs with its worst miss.
 
 Usage:
   python benchmarks/scale/run.py                  # ~15 min on 2 cores
   python benchmarks/scale/run.py --size full      # hours on 2 cores (real model on 4.8k files)
   python benchmarks/scale/run.py --series keyword-only --repeats 3
-  python benchmarks/scale/run.py --plot-only      # redraw scale.png from last_run.json
+  python benchmarks/scale/run.py --redraw         # summary and scale.png again from last_run.json
 Writes benchmarks/scale/last_run.json and scale.png, and prints a Markdown table.
 """
 
@@ -264,8 +265,43 @@ def flatness(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def table(rows: list[dict[str, Any]], flat: dict[str, dict[str, float]]) -> str:
-    """The rows and the flatness ratios as Markdown."""
+def linear_fit(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per ``--vectors`` setting, wall seconds as fixed + per-file + per-chunk costs.
+
+    Least squares over the distinct slices measured with that setting; with fewer than
+    four, files are left out (wall = fixed + per chunk). A cost that grows linearly is
+    one the fit misses by little at every size; the worst miss is the largest relative one.
+    """
+    import numpy as np
+
+    out = {}
+    for vectors in dict.fromkeys(r["vectors"] for r in rows):
+        points = {(r["files"], r["chunks"]): r["wall_s"] for r in rows if r["vectors"] == vectors}
+        if len(points) < 3:
+            continue
+        with_files = len(points) >= 4
+        x = np.array([[1.0, f, c] if with_files else [1.0, c] for f, c in points])
+        y = np.array(list(points.values()))
+        coef = np.linalg.lstsq(x, y, rcond=None)[0]
+        miss = x @ coef - y
+        worst = int(np.argmax(np.abs(miss) / y))  # relative: small slices count as much
+        out[vectors] = {
+            "slices": len(points),
+            "fixed_s": float(coef[0]),
+            "ms_per_file": float(coef[1] * 1000) if with_files else None,
+            "ms_per_chunk": float(coef[-1] * 1000),
+            "worst_miss_s": float(miss[worst]),
+            "worst_miss_pct": float(100 * miss[worst] / y[worst]),
+        }
+    return out
+
+
+def table(
+    rows: list[dict[str, Any]],
+    flat: dict[str, dict[str, float]],
+    fit: dict[str, dict[str, Any]],
+) -> str:
+    """The rows, the flatness ratios and the linear fit as Markdown."""
     lines = [
         (
             "| series | slice | files | chunks | wall s | files/s | chunks/s "
@@ -293,6 +329,20 @@ def table(rows: list[dict[str, Any]], flat: dict[str, dict[str, float]]) -> str:
         lines.append(
             f"| {name} | {f['size_ratio_chunks']:.1f} | {f['size_ratio_files']:.1f} "
             f"| {f['chunks_per_s']:.2f} | {f['files_per_s']:.2f} | {f['peak_mb']:.2f} |"
+        )
+    lines += [
+        "",
+        "Wall seconds fitted as fixed + per file + per chunk (least squares over the slices):",
+        "",
+        "| --vectors | slices | fixed s | ms per file | ms per chunk | worst miss |",
+        "|---|---|---|---|---|---|",
+    ]
+    for vectors, f in fit.items():
+        per_file = "" if f["ms_per_file"] is None else f"{f['ms_per_file']:.2f}"
+        lines.append(
+            f"| {vectors} | {f['slices']} | {f['fixed_s']:.1f} | {per_file} "
+            f"| {f['ms_per_chunk']:.3f} | {f['worst_miss_s']:+.1f} s "
+            f"({f['worst_miss_pct']:+.0f} %) |"
         )
     return "\n".join(lines)
 
@@ -345,7 +395,8 @@ def plot(rows: list[dict[str, Any]], out: Path, title: str) -> None:
                         r["slice"],
                         (r[x], r[y]),
                         textcoords="offset points",
-                        xytext=(3, 5),
+                        # samples' names above their points, folders' below
+                        xytext=(3, 5) if "sample" in name else (3, -11),
                         fontsize=7,
                         color=st["color"],
                     )
@@ -429,6 +480,15 @@ def machine() -> dict[str, Any]:
     }
 
 
+def summarise(figures: dict[str, Any]) -> None:
+    """Add the marginal rates, flatness ratios, linear fit and Markdown table."""
+    rows = figures["rows"]
+    add_marginal_rates(rows)
+    figures["flatness"] = flatness(rows)
+    figures["linear_fit"] = linear_fit(rows)
+    figures["table"] = table(rows, figures["flatness"], figures["linear_fit"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -444,12 +504,17 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "last_run.json"))
     parser.add_argument("--png", default=str(HERE / "scale.png"))
     parser.add_argument(
-        "--plot-only", action="store_true", help="redraw the PNG from --out, run nothing"
+        "--redraw",
+        action="store_true",
+        help="recompute the summary and the PNG from the rows in --out, run nothing",
     )
     args = parser.parse_args()
-    if args.plot_only:
+    if args.redraw:
         figures = json.loads(Path(args.out).read_text())
+        summarise(figures)
+        Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
         plot(figures["rows"], Path(args.png), figures["plot_title"])
+        print(figures["table"])
         return
     root = Path(args.root) if args.root else rust_src()
     series = plan(args.size, root)
@@ -490,8 +555,6 @@ def main() -> None:
                 row["runs"] = runs
                 measured[key] = row
                 rows.append(row)
-    add_marginal_rates(rows)
-    flat = flatness(rows)
     info = machine()
     figures = {
         "size": args.size,
@@ -501,13 +564,12 @@ def main() -> None:
         "machine": info,
         "settings": {k: v for k, v in os.environ.items() if k.startswith("RCM_")},
         "rows": rows,
-        "flatness": flat,
-        "table": table(rows, flat),
         "plot_title": (
             f"rcm-dask index --mode pipeline on growing slices of {root.name} "
             f"({info['cores']} cores, --size {args.size})"
         ),
     }
+    summarise(figures)
     Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
     plot(rows, Path(args.png), figures["plot_title"])
     print(figures["table"])
