@@ -36,7 +36,7 @@ figures over the smallest slice's, and per ``--vectors`` setting a least-squares
 wall seconds as fixed + per-file + per-chunk costs with its worst miss.
 
 Usage:
-  python benchmarks/scale/run.py                  # ~15 min on 2 cores
+  python benchmarks/scale/run.py                  # 11 min on an idle 2-core machine
   python benchmarks/scale/run.py --size full      # hours on 2 cores (real model on 4.8k files)
   python benchmarks/scale/run.py --series keyword-only --repeats 3
   python benchmarks/scale/run.py --redraw         # summary and scale.png again from last_run.json
