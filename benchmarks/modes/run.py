@@ -48,6 +48,17 @@ def rust_src() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def measure(cmd: list[str]) -> tuple[dict[str, Any], float, float]:
     """Run a command; return its JSON stdout, wall seconds and peak tree RSS in MB."""
     import psutil

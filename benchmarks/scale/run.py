@@ -62,7 +62,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 # one way to find the corpus and to run and measure an index, shared with benchmarks/modes
-from modes.run import measure, rust_src
+from modes.run import cpu_model, measure, rust_src
 
 VECTORS = {"real-model": "qdrant", "keyword-only": "none"}
 # the ladder: each rung adds folders to the one before; None is the whole tree
@@ -449,14 +449,6 @@ def machine() -> dict[str, Any]:
 
     import rcm_dask
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     repo = HERE.parents[1]
     commit = subprocess.run(
         ["git", "-C", str(repo), "describe", "--always", "--dirty", "--abbrev=12"],
@@ -465,7 +457,7 @@ def machine() -> dict[str, Any]:
         check=False,
     ).stdout.strip()
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "platform": platform.platform(),
