@@ -29,6 +29,7 @@ STATUS_KEYS = {
     "updated",
     "updated_ago_s",
     "identity",
+    "vectors",
     "last_run",
     "pending",
     "writer",
@@ -167,6 +168,7 @@ def test_stats_record_prints_and_matches_status(built: tuple[Path, Path, IndexSt
     assert (info.files, info.chunks, info.bm25_documents) == (4, stats.chunks, stats.chunks)
     assert info.last_run is not None and info.last_run["files_indexed"] == 4
     assert set(status) == STATUS_KEYS and status["files"] == 4
+    assert status["vectors"] == "qdrant"
     assert json.loads(info.to_json())["chunks"] == stats.chunks
     text = str(info)
     assert f"index:    {idx}" in text and f"root:     {crate}" in text
