@@ -47,9 +47,10 @@ import tree_sitter_rust
 from rcm_dask.embedding import CHARS_PER_TOKEN_BOUND
 from rcm_dask.records import Chunk, ChunkKind, SourceFile
 
-CHUNKER_VERSION: str = "2"
-"""Version of the chunk output; bump whenever :func:`chunk_source` or
-:func:`split_chunks` would produce different chunks for the same input."""
+CHUNKER_VERSION: str = "3"
+"""Version of the chunk output; bump whenever :func:`chunk_source`, :func:`split_chunks` or
+the embedded text would produce different chunks or vectors for the same input (3: doc
+comments cut to their first paragraph in the embedded text)."""
 
 __all__ = [
     "CHUNKER_VERSION",
@@ -940,6 +941,54 @@ def _uses_line(imports: Sequence[str]) -> str:
     return line
 
 
+_DOC_COMMENT = re.compile(r"[ \t]*//[/!](?!/)")
+"""A ``///`` or ``//!`` doc-comment line (``////`` is a plain comment)."""
+
+EMBED_DOCS = "summary"
+"""How much of each doc comment the model sees: ``"summary"`` (its first paragraph,
+rustdoc's summary line) or ``"full"``. Part of :data:`CHUNKER_VERSION`."""
+
+
+def _embedded_lines(lines: Sequence[str]) -> list[bool]:
+    """For each line of code: does the model see it? (BM25 sees every line.)
+
+    With :data:`EMBED_DOCS` ``"summary"``, a run of doc-comment lines is cut to its first
+    paragraph: the lines up to its first blank doc line. The rest (details, ``# Examples``
+    with their code, ``# Safety`` notes...) is prose and test code that a long doc comment
+    would spread over several parts of the item, each embedded under the same header.
+    """
+    if EMBED_DOCS == "full":
+        return [True] * len(lines)
+    keep: list[bool] = []
+    state = 0  # 0: not in a doc run, 1: in its first paragraph, 2: past it
+    for line in lines:
+        match = _DOC_COMMENT.match(line)
+        if match is None:
+            state = 0
+            keep.append(True)
+            continue
+        if state == 0:
+            state = 1
+        if state == 1 and not line[match.end() :].strip():
+            state = 2  # the blank line ending the first paragraph goes too
+        keep.append(state == 1)
+    return keep
+
+
+def embedding_code(code: str) -> str:
+    """The code as the model sees it: doc comments cut to their first paragraph.
+
+    Examples
+    --------
+    >>> code = "/// Adds.\\n///\\n/// # Examples\\n/// ```\\n/// add(1);\\n/// ```\\nfn add() {}"
+    >>> print(embedding_code(code))
+    /// Adds.
+    fn add() {}
+    """
+    lines = _lines(code)
+    return "".join(line for line, kept in zip(lines, _embedded_lines(lines)) if kept)
+
+
 def format_for_embedding(chunk: Chunk) -> str:
     """Return the text an embedding model sees for a chunk: a short header, then the code.
 
@@ -961,7 +1010,8 @@ def format_for_embedding(chunk: Chunk) -> str:
             // calls: {first 6 calls}
             // part {part}/{parts}        (only when split)
 
-        then the code. For an impl chunk, whose name already reads ``impl ...``, the
+        then the code as :func:`embedding_code` gives it (doc comments cut to their
+        first paragraph). For an impl chunk, whose name already reads ``impl ...``, the
         kind is not repeated.
 
     Examples
@@ -992,7 +1042,7 @@ def format_for_embedding(chunk: Chunk) -> str:
         lines.append(f"// calls: {', '.join(chunk.calls[:6])}")
     if chunk.parts > 1:
         lines.append(f"// part {chunk.part}/{chunk.parts}")
-    return "\n".join(lines) + "\n" + chunk.code
+    return "\n".join(lines) + "\n" + embedding_code(chunk.code)
 
 
 # --------------------------------------------------------------------------- splitting
@@ -1141,7 +1191,9 @@ def _split_chunk(chunk: Chunk, count_tokens: TokenCounter, max_tokens: int) -> l
     if len(code) > MAX_SPLIT_CHARS:
         code, tail = code[:MAX_SPLIT_CHARS], code[MAX_SPLIT_CHARS:]
     lines = _lines(code)
-    counts = _count(count_tokens, [format_for_embedding(probe), ""] + lines)
+    kept = _embedded_lines(lines)
+    counted = [line if k else "" for line, k in zip(lines, kept)]
+    counts = _count(count_tokens, [format_for_embedding(probe), ""] + counted)
     header, overhead = counts[0], counts[1]
     room = max_tokens - header
     if room > 0:
@@ -1150,7 +1202,8 @@ def _split_chunk(chunk: Chunk, count_tokens: TokenCounter, max_tokens: int) -> l
     else:
         # The header alone is over: no part can fit, so keep the number of parts sane.
         budget = max(8, max_tokens // 4)
-    costs = [max(0, n - overhead) for n in counts[2:]]
+    # Lines the model does not see cost nothing: they ride along in the part before them.
+    costs = [max(0, n - overhead) if k else 0 for n, k in zip(counts[2:], kept)]
     pieces = _measure(lines, costs, budget, count_tokens, overhead)
 
     texts: list[str] = []

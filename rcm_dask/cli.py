@@ -8,6 +8,7 @@ set with its ``RCM_*`` variable; the option wins. Usage mistakes exit 2; an
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -76,6 +77,27 @@ def model_options(f: F) -> F:
 def _config(**options: Any) -> IndexConfig:
     """Config from RCM_* variables with the given options on top."""
     return IndexConfig.from_env(**options)
+
+
+def _stored_vectors(path: str, config: IndexConfig) -> str | None:
+    """The ``vectors`` setting of the index a run on ``path`` would add to, if it exists."""
+    from pathlib import Path
+
+    from .config import default_index_dir
+    from .sources import open_root
+    from .stores.manifest import read_identity
+    from .writer import vectors_setting
+
+    try:
+        folder = (
+            Path(config.index_dir).expanduser()
+            if config.index_dir
+            else default_index_dir(open_root(path).url)
+        )
+    except RcmError:
+        return None  # the run itself reports a bad path
+    stored = read_identity(folder.absolute())
+    return vectors_setting(stored) if stored is not None else None
 
 
 def _run(action: Callable[[], None]) -> None:
@@ -157,7 +179,8 @@ def main() -> None:
     help="What to keep besides BM25: qdrant (default: embed every chunk, for hybrid and vector "
     "search) or none (keyword-only: nothing embedded, no model weights loaded; BM25 search and "
     "code intelligence, for huge codebases or machines without a GPU). An index keeps the "
-    "setting it was built with: changing it needs --force." + _env("vectors"),
+    "setting it was built with: a re-run without --vectors keeps it; changing it needs --force."
+    + _env("vectors"),
 )
 @click.option(
     "--batch-size",
@@ -261,6 +284,11 @@ def index_cmd(
             include_hidden=True if include_hidden else None,
             wait=wait,
         )
+        if vectors is None and not force and env_name("vectors") not in os.environ:
+            # a plain re-run keeps what the index was built with (as the MCP tool does)
+            kept = _stored_vectors(path, config)
+            if kept is not None and kept != config.vectors:
+                config = config.replace(vectors=kept)
 
         def on_wait(holder: dict[str, Any] | None) -> None:
             from .stores.lock import describe_holder

@@ -22,6 +22,7 @@ import pytest
 from rcm_dask.chunking import (
     CHUNKER_VERSION,
     chunk_source,
+    embedding_code,
     format_for_embedding,
     make_chunk_id,
     module_path_for,
@@ -954,6 +955,77 @@ def test_split_rejects_a_counter_that_miscounts() -> None:
     chunks = chunk_source(make_source("fn a() {}\nfn b() {}\n"))
     with pytest.raises(ValueError, match="count_tokens returned 1 counts for 2 texts"):
         split_chunks(chunks, lambda texts: [1], 10)
+
+
+DOCUMENTED = """\
+/// Reserves capacity for `n` more elements.
+/// The buffer may grow by more.
+///
+/// # Panics
+///
+/// Panics if the new capacity overflows.
+///
+/// # Examples
+///
+/// ```
+/// let mut v = Vec::new();
+/// v.reserve(10);
+/// ```
+#[inline]
+pub fn reserve(&mut self, n: usize) {
+    //// a plain comment with four slashes stays
+    self.buf.reserve(n);
+}
+"""
+
+
+def test_embedding_code_keeps_each_doc_comments_first_paragraph() -> None:
+    text = embedding_code(DOCUMENTED)
+    assert text.splitlines() == [
+        "/// Reserves capacity for `n` more elements.",
+        "/// The buffer may grow by more.",
+        "#[inline]",
+        "pub fn reserve(&mut self, n: usize) {",
+        "    //// a plain comment with four slashes stays",
+        "    self.buf.reserve(n);",
+        "}",
+    ]
+    # inner docs and a second doc run (a field's) get the same treatment
+    inner = "//! Module summary.\n//!\n//! Details.\nstruct S {\n    /// f\n    ///\n    /// more\n    f: u8,\n}\n"
+    assert embedding_code(inner) == "//! Module summary.\nstruct S {\n    /// f\n    f: u8,\n}\n"
+    assert embedding_code("fn f() {}\n") == "fn f() {}\n"
+
+
+def test_embedding_code_full_docs_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rcm_dask import chunking
+
+    monkeypatch.setattr(chunking, "EMBED_DOCS", "full")
+    assert embedding_code(DOCUMENTED) == DOCUMENTED
+
+
+def test_format_for_embedding_embeds_the_doc_summary_and_the_code() -> None:
+    [chunk] = chunk_source(make_source(DOCUMENTED))
+    assert chunk.code.startswith("/// Reserves") and "# Examples" in chunk.code  # BM25 sees all
+    text = format_for_embedding(chunk)
+    assert "# Examples" not in text and "v.reserve(10)" not in text
+    assert "/// Reserves capacity" in text and "self.buf.reserve(n);" in text
+
+
+def test_split_does_not_make_parts_for_what_the_model_does_not_see() -> None:
+    """A long doc comment over a short body is one chunk; its parts would only repeat the
+    header over example code that is not embedded."""
+    docs = "".join(f"/// example line {i} with some words in it\n" for i in range(200))
+    source = make_source(f"/// Summary.\n///\n{docs}pub fn short() -> u8 {{ 1 }}\n")
+    whole = chunk_source(source)
+    assert split_chunks(whole, word_counter, 60) == whole
+    # a long body still splits, and the doc lines ride in the first part
+    body = "".join(f"    let v{i} = {i} + {i} + {i};\n" for i in range(80))
+    source = make_source(f"/// Summary.\n///\n{docs}pub fn long() {{\n{body}}}\n")
+    whole = chunk_source(source)
+    parts = split_chunks(whole, word_counter, 60)
+    assert len(parts) > 1 and "example line 199" in parts[0].code
+    assert max(word_counter([format_for_embedding(p) for p in parts])) <= 60
+    check_parts(source, whole, parts)
 
 
 @pytest.fixture(scope="module")

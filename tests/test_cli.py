@@ -322,12 +322,15 @@ def test_keyword_only_index_search_and_status(tiny_model: Path, tmp_path: Path) 
     why = " ".join(refused.stderr.split())
     assert refused.exit_code == 1 and "keyword-only" in why and "--force --vectors qdrant" in why
 
-    # the environment variable is the option's mirror; a plain run is refused with the fix
+    # the environment variable is the option's mirror; a plain run keeps the setting, the
+    # other one is refused with the fix
     again = CliRunner(env={"RCM_VECTORS": "none"}).invoke(main, ["index", str(root), "-q", *common])
     assert again.exit_code == 0 and "0 files indexed, 4 unchanged" in again.stdout
-    plain = _cli("index", str(root), *common)
-    assert plain.exit_code == 1
-    message = " ".join(plain.stderr.split())
+    plain = _cli("index", str(root), "--json", *common)
+    assert plain.exit_code == 0 and json.loads(plain.stdout)["vectors"] == "none"
+    other = _cli("index", str(root), "--vectors", "qdrant", *common)
+    assert other.exit_code == 1
+    message = " ".join(other.stderr.split())
     assert "built with --vectors none" in message and "Re-run with --vectors none" in message
     rebuilt = _cli("index", str(root), "--force", "--json", *common)
     assert rebuilt.exit_code == 0 and json.loads(rebuilt.stdout)["vectors"] == "qdrant"

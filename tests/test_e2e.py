@@ -36,7 +36,8 @@ def alloc_index(rust_src: Path, tmp_path_factory: pytest.TempPathFactory, real_e
 def test_slice_indexes_every_item(alloc_index) -> None:  # type: ignore[no-untyped-def]
     _, _, stats = alloc_index
     assert stats.files_indexed == 3 and stats.files_skipped == 0
-    assert stats.chunks > 500  # long std items are split into parts, not truncated
+    # long std items are split into parts, not truncated (465 chunks at chunker version 3)
+    assert stats.chunks > 400
     assert stats.stage_seconds["embed"] > 0
 
 
@@ -58,7 +59,11 @@ def test_slice_indexes_every_item(alloc_index) -> None:  # type: ignore[no-untyp
         (
             "remove the first element from a doubly linked list",
             "hybrid",
-            "collections::linked_list::LinkedList::pop_front",
+            # both remove and return the first element of a LinkedList
+            (
+                "collections::linked_list::LinkedList::pop_front",
+                "collections::linked_list::CursorMut::pop_front",
+            ),
             5,
         ),
         ("clone on write smart pointer", "hybrid", "borrow::Cow", 3),
@@ -84,8 +89,10 @@ def test_queries_find_the_expected_symbol(
     with SearchIndex(idx_dir, embedder=real_embedder) as idx:
         hits = idx.search(query, limit=10, mode=mode)
     names = [h.qualname for h in hits]
-    assert expected in names[:within], names
-    hit = hits[names.index(expected)]
+    wanted = (expected,) if isinstance(expected, str) else expected
+    found = [name for name in names[:within] if name in wanted]
+    assert found, names
+    hit = hits[names.index(found[0])]
     assert hit.path.startswith("src/") and 0 < hit.start_line <= hit.end_line
     assert hit.snippet
 
@@ -93,12 +100,15 @@ def test_queries_find_the_expected_symbol(
 def test_one_hit_per_symbol_even_when_split_into_parts(alloc_index, real_embedder) -> None:  # type: ignore[no-untyped-def]
     _, idx_dir, _ = alloc_index
     with SearchIndex(idx_dir, embedder=real_embedder) as idx:
-        parts = [p for p in idx.bm25.iter_payloads() if p["parts"] > 1]
-        assert parts, "std items with long docs should have been split"
+        payloads = {p["id"]: p for p in idx.bm25.iter_payloads()}
         hits = idx.search("binary heap", limit=50)
-    keys = [(h.path, h.qualname, h.kind) for h in hits]
-    assert len({h.id for h in hits}) == len(hits)
-    assert len(hits) == 50 and len(set(keys)) >= 45  # same-name overloads may repeat, parts never
+    assert any(p["parts"] > 1 for p in payloads.values()), "long std items should be split"
+    assert len(hits) == 50 and len({h.id for h in hits}) == len(hits)
+    # some hits are parts of split items, and no item shows up twice (same-name overloads,
+    # such as several `impl From for BinaryHeap`, are different items)
+    assert any(payloads[h.id]["parts"] > 1 for h in hits)
+    symbols = [payloads[h.id]["symbol_id"] or h.id for h in hits]
+    assert len(set(symbols)) == len(symbols)
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

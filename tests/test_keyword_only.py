@@ -7,6 +7,8 @@ workers); an index never mixes the two settings; search answers from BM25 and sa
 
 from __future__ import annotations
 
+import json
+
 import shutil
 import sys
 from pathlib import Path
@@ -428,6 +430,33 @@ def test_status_lists_keyword_only_indexes_as_such(small: Path) -> None:
     index(str(small), mode="sequential", vectors="none", embedder=HashEmbedder())
     listed = CliRunner().invoke(main, ["status"], catch_exceptions=False).stdout
     assert f"{small}  ->  " in listed and ", keyword-only)" in listed
+
+
+def test_cli_rerun_keeps_the_setting_the_index_was_built_with(
+    small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain CLI re-run of a keyword-only index stays keyword-only (as the MCP tool's
+    does); naming the other setting is still refused, and --force rebuilds with the default."""
+    from click.testing import CliRunner
+
+    from rcm_dask.cli import main
+
+    monkeypatch.delenv("RCM_VECTORS", raising=False)
+    loaded = _no_weights(monkeypatch)
+    idx = tmp_path / "idx"
+    base = ["index", str(small), "--index-dir", str(idx), "--mode", "sequential", "--json"]
+    runner = CliRunner()
+    first = runner.invoke(main, [*base, "--vectors", "none"], catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    (small / "src" / "extra.rs").write_text("pub fn added_later() -> u8 { 7 }\n")
+    again = runner.invoke(main, base, catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    stats = json.loads(again.stdout)
+    assert stats["vectors"] == "none" and stats["files_indexed"] == 1
+    assert loaded == []
+    refused = runner.invoke(main, [*base, "--vectors", "qdrant"], catch_exceptions=False)
+    assert refused.exit_code == 1
+    assert "built with --vectors none" in " ".join(refused.output.split())
 
 
 # --------------------------------------------------------------------------- the real model
