@@ -8,7 +8,6 @@ workers); an index never mixes the two settings; search answers from BM25 and sa
 from __future__ import annotations
 
 import json
-
 import shutil
 import sys
 from pathlib import Path
