@@ -548,16 +548,23 @@ def main(argv: list[str] | None = None) -> int:
             index_dir = index_dir.with_name(f"{index_dir.name}-{digest}")
         log(f"indexing into {index_dir} (incremental; --force rebuilds)")
         mode = "sequential" if args.embedder == "hash" else None
-        stats, seconds = timed(
-            lambda: rcm_dask.index(
+
+        def build(force: bool) -> Any:
+            return rcm_dask.index(
                 str(library),
                 mode=mode,
-                force=args.force,
+                force=force,
                 embedder=embedder,
                 index_dir=str(index_dir),
                 exclude=tuple(patterns),
             )
-        )
+
+        try:
+            stats, seconds = timed(lambda: build(args.force))
+        except rcm_dask.IndexIdentityError as e:
+            # this script's own index, left by an older chunker or model: rebuild it
+            log(f"rebuilding: {e}")
+            stats, seconds = timed(lambda: build(True))
         index_info.update(
             seconds=seconds,
             files_indexed=stats.files_indexed,
