@@ -946,7 +946,9 @@ _DOC_COMMENT = re.compile(r"[ \t]*//[/!](?!/)")
 
 EMBED_DOCS = "summary"
 """How much of each doc comment the model sees: ``"summary"`` (its first paragraph,
-rustdoc's summary line) or ``"full"``. Part of :data:`CHUNKER_VERSION`."""
+rustdoc's summary line) or ``"full"`` (chunker 2's text). A switch for trials in one
+process (``benchmarks/search_quality`` measured both), not a setting: an index records
+only :data:`CHUNKER_VERSION`, which means ``"summary"``."""
 
 
 def _embedded_lines(lines: Sequence[str]) -> list[bool]:
