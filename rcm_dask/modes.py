@@ -1169,7 +1169,7 @@ def index(
     >>> import rcm_dask
     >>> stats = rcm_dask.index("library/alloc", mode="pipeline")   # doctest: +SKIP
     >>> stats.files_indexed, stats.chunks                          # doctest: +SKIP
-    (106, 7982)
+    (106, 6791)
     >>> stats = rcm_dask.index("library/alloc", index_dir="idx", progress=True)  # doctest: +SKIP
     >>> print(stats)                                               # doctest: +SKIP
     Indexed /usr/src/rustc-1.63.0/library/alloc -> idx (pipeline mode)
