@@ -33,12 +33,21 @@ def alloc_index(rust_src: Path, tmp_path_factory: pytest.TempPathFactory, real_e
     return root, idx_dir, stats
 
 
-def test_slice_indexes_every_item(alloc_index) -> None:  # type: ignore[no-untyped-def]
-    _, _, stats = alloc_index
+def test_slice_indexes_every_item(alloc_index, real_embedder) -> None:  # type: ignore[no-untyped-def]
+    _, idx_dir, stats = alloc_index
     assert stats.files_indexed == 3 and stats.files_skipped == 0
     # long std items are split into parts, not truncated (465 chunks at chunker version 3)
     assert stats.chunks > 400
     assert stats.stage_seconds["embed"] > 0
+    with SearchIndex(idx_dir, embedder=real_embedder) as idx:
+        payloads = list(idx.bm25.iter_payloads())
+    assert len(payloads) == stats.chunks
+    parts: dict[str, list[int]] = {}
+    for p in payloads:
+        parts.setdefault(p["symbol_id"] or p["id"], []).append(p["part"])
+    # more chunks than items, and every split item has all of its parts
+    assert len(parts) < stats.chunks
+    assert all(sorted(found) == list(range(1, len(found) + 1)) for found in parts.values())
 
 
 @pytest.mark.parametrize(
