@@ -245,7 +245,7 @@ class Embedder:
 
                 try:
                     tok = AutoTokenizer.from_pretrained(key, local_files_only=True)
-                except (OSError, ValueError) as e:
+                except Exception as e:  # a damaged tokenizer.json raises the tokenizers error
                     raise ModelError(f"cannot load the tokenizer from {self.model_dir}: {e}") from e
             cache[key] = tok
         return tok
@@ -275,7 +275,7 @@ class Embedder:
                 limit_kernel_cache()
                 try:
                     model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True)
-                except (OSError, ValueError) as e:
+                except Exception as e:  # a damaged file raises SafetensorError, EOFError...
                     raise ModelError(f"cannot load the model from {self.model_dir}: {e}") from e
                 model.eval()
                 try:
@@ -301,6 +301,58 @@ class Embedder:
                 loaded = (model, torch)
                 _LOADED[key] = loaded
         return loaded[0]
+
+    def check_files(self, *, weights: bool = True) -> None:
+        """Check, cheaply, that the model folder can be loaded: before a run records the
+        model in an index's identity, so that a broken folder is refused without an
+        index that then refuses the good one.
+
+        Reads no weights and imports neither torch nor transformers: it looks for the
+        tokenizer's files and, with ``weights``, for weight files, and parses the header
+        of each ``.safetensors`` file (which says how long the file must be, so a
+        truncated or garbled download is caught here, not in the middle of a run).
+
+        Parameters
+        ----------
+        weights
+            Also check the weights (a keyword-only run needs only the tokenizer).
+
+        Raises
+        ------
+        ModelError
+            No tokenizer files, no weight files, or a damaged ``.safetensors`` file.
+        """
+        where = self.model_dir
+        if not any((where / name).is_file() for name in TOKENIZER_FILES):
+            raise ModelError(
+                f"{where} holds no tokenizer (tokenizer.json or vocab.txt...): "
+                "pass --model with a complete Hugging Face model folder"
+            )
+        if not weights:
+            return
+        found = sorted(
+            p for p in where.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file()
+        )
+        if not found:
+            raise ModelError(
+                f"{where} holds no model weights (model.safetensors or pytorch_model.bin): "
+                "pass --model with a complete Hugging Face model folder"
+            )
+        try:
+            from safetensors import safe_open
+        except ImportError:  # transformers then loads only .bin files: it will say
+            return
+        for path in found:
+            if path.suffix != ".safetensors":
+                continue
+            try:
+                with safe_open(str(path), framework="numpy") as f:
+                    f.keys()
+            except Exception as e:  # SafetensorError derives from Exception only
+                raise ModelError(
+                    f"cannot load the model from {where}: {path.name} is damaged ({e}); "
+                    "download the model again (or pass --model with a good copy)"
+                ) from e
 
     def load(self) -> Embedder:
         """Load tokenizer and weights now (instead of on the first batch); returns self."""

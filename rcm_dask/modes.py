@@ -618,9 +618,10 @@ def dask_client(
     from distributed import Client, LocalCluster
 
     if config.scheduler:
+        _check_scheduler(config.scheduler, SCHEDULER_TIMEOUT)
         try:
-            own = Client(config.scheduler, timeout=10)
-        except (OSError, TimeoutError) as e:
+            own = Client(config.scheduler, timeout=SCHEDULER_TIMEOUT)
+        except (OSError, TimeoutError, ValueError) as e:
             raise ClusterError(f"cannot reach the Dask scheduler at {config.scheduler}: {e}") from e
         try:
             yield own, f"scheduler {own.scheduler.address}"
@@ -662,6 +663,55 @@ def dask_client(
             own.close()
     finally:
         cluster.close()
+
+
+SCHEDULER_TIMEOUT = 10.0
+"""Seconds a run waits for a Dask scheduler to answer before it gives up."""
+
+
+def _check_scheduler(address: str, timeout: float) -> None:
+    """Raise :class:`ClusterError` unless a Dask scheduler answers at ``address`` in time.
+
+    ``Client(address, timeout=...)`` waits for ever on a port that accepts connections
+    but does not speak Dask (an HTTP server, the dashboard's port): its timeout covers
+    the connection, not the handshake. This speaks the handshake under a hard deadline,
+    in a thread of its own so that it works under a running event loop (Jupyter).
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed.comm import connect
+    from distributed.comm.addressing import get_address_host_port
+
+    usage = "give the scheduler's address as tcp://HOST:PORT (its port is 8786 by default)"
+    try:
+        get_address_host_port(address)
+    except (ValueError, TypeError) as e:
+        raise ClusterError(f"{address!r} is not a Dask scheduler address ({e}): {usage}") from e
+
+    # past distributed's own timeout (refused, no route: it says why), the handshake hangs
+    deadline = timeout + 2
+
+    async def handshake() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=timeout), deadline)
+        await comm.close()
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="rcm-scheduler-check")
+    try:
+        pool.submit(asyncio.run, handshake()).result()
+    except (asyncio.TimeoutError, TimeoutError) as e:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {address}: nothing answered as a Dask "
+            f"scheduler within {deadline:.0f} s. Is that the scheduler's port (8786 by "
+            "default), not its dashboard or another service?"
+        ) from e
+    except Exception as e:  # refused, unknown host, TLS without certificates...
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {address}: {e}. Is it running, and is that "
+            "its address?"
+        ) from e
+    finally:
+        pool.shutdown(wait=False)
 
 
 def dask_setup(worker: Any) -> None:
@@ -1234,6 +1284,9 @@ def index(
         torch_threads=config.torch_threads,
         precision=config.precision,
     )
+    if isinstance(embedder, Embedder):
+        # a broken model folder fails here, before an index records it as its identity
+        embedder.check_files(weights=config.vectors != "none")
     index_dir = (
         Path(config.index_dir).expanduser() if config.index_dir else default_index_dir(root.url)
     ).absolute()

@@ -8,6 +8,7 @@ loop, inside ``map_partitions`` or inside the index writer. They are plain data
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -23,10 +24,66 @@ SkipReason = Literal[
     "target-dir",
     "sensitive",
     "vanished",
+    "not-regular",
+    "not-utf8-name",
 ]
-"""Closed set of reasons a file is not indexed (see :class:`Skipped`)."""
+"""Closed set of reasons a file is not indexed (see :class:`Skipped`).
+
+``not-regular``: a FIFO, socket or device named ``*.rs`` (never opened: reading one
+can block for ever); ``not-utf8-name``: a file or folder name that is not valid UTF-8
+(no ``mod`` declaration can name it, and no tokenizer, store or terminal takes it)."""
 
 SKIP_REASONS: tuple[str, ...] = SkipReason.__args__  # type: ignore[attr-defined]
+
+_C_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _needs_quoting(ch: str) -> bool:
+    """Whether a character of a path cannot be shown as it is."""
+    if ch in _C_ESCAPES:
+        return True
+    # Cc: control characters (newline, escape...); Cf: format characters such as the
+    # bidi overrides that make text read differently from what it is; Cs: the lone
+    # surrogates Python uses for bytes of a name that are not UTF-8
+    return unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp")
+
+
+def display_path(path: str) -> str:
+    r"""A path as shown to a person: as it is when it is plain, else quoted with C escapes.
+
+    Git's rule for ``core.quotePath``: a name holding a control character (a newline
+    would break ``path:line`` output and anything that reads it line by line), a
+    format character (bidi overrides), a byte that is not UTF-8 (kept by Python as a
+    lone surrogate), a backslash or a double quote is shown in double quotes, those
+    characters escaped (``\n``, ``\xff``, ``\u202e``). Printable non-ASCII
+    letters are kept. The quoted form is unambiguous: no plain name starts with ``"``.
+
+    Examples
+    --------
+    >>> display_path("src/lib.rs")
+    'src/lib.rs'
+    >>> print(display_path("src/two\nlines.rs"))
+    "src/two\nlines.rs"
+    >>> print(display_path("bad\udcffname.rs"))
+    "bad\xffname.rs"
+    >>> print(display_path("ünï cödé.rs"))
+    ünï cödé.rs
+    """
+    if not any(_needs_quoting(ch) for ch in path):
+        return path
+    out = []
+    for ch in path:
+        if ch in _C_ESCAPES:
+            out.append(_C_ESCAPES[ch])
+        elif not _needs_quoting(ch):
+            out.append(ch)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # surrogateescape of one raw byte
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}")
+    return '"' + "".join(out) + '"'
 
 ChunkKind = Literal[
     "function",
@@ -195,7 +252,8 @@ class Hit:
 
     def __str__(self) -> str:
         """``path:line  kind qualname  score``, one line (``repr`` keeps every field)."""
-        return f"{self.location}  {self.kind} {self.qualname or self.name}  {self.score:.4f}"
+        where = f"{display_path(self.path)}:{self.start_line}"
+        return f"{where}  {self.kind} {self.qualname or self.name}  {self.score:.4f}"
 
     @property
     def location(self) -> str:
@@ -286,7 +344,8 @@ class IndexStats:
         self.skipped[skip.reason] = self.skipped.get(skip.reason, 0) + 1
         examples = self.skipped_examples.setdefault(skip.reason, [])
         if len(examples) < keep:
-            examples.append(f"{skip.path}: {skip.detail}" if skip.detail else skip.path)
+            shown = display_path(skip.path)
+            examples.append(f"{shown}: {skip.detail}" if skip.detail else shown)
 
     def add_time(self, stage: str, seconds: float) -> None:
         """Add busy seconds to a stage."""

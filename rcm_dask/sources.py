@@ -15,6 +15,10 @@ What is skipped by default, each with its reason:
 - ``sensitive``: names that look like secrets (:data:`SENSITIVE_NAME_PATTERNS`) and files
   whose content holds a private key or a known token format
   (:data:`SENSITIVE_CONTENT_PATTERNS`);
+- ``not-regular``: FIFOs, sockets and devices named ``*.rs``, decided from the listing
+  (never opened: opening a FIFO blocks until something writes to it);
+- ``not-utf8-name``: file and folder names that are not valid UTF-8 (no ``mod``
+  declaration can name such a file; tokenizers, stores and terminals refuse the name);
 - ``too-large``, ``binary``, ``not-utf8``, ``unreadable``, ``vanished``: found on reading.
 """
 
@@ -25,6 +29,7 @@ import hashlib
 import os
 import posixpath
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +60,10 @@ SENSITIVE_NAME_PATTERNS: tuple[str, ...] = (
 SENSITIVE_CONTENT_PATTERNS: tuple[tuple[str, re.Pattern[bytes]], ...] = (
     ("private key block", re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")),
     ("AWS access key id", re.compile(rb"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
+    ("PGP private key block", re.compile(rb"-----BEGIN PGP PRIVATE KEY BLOCK-----")),
     ("GitHub token", re.compile(rb"\bgh[pousr]_[A-Za-z0-9]{36,}\b")),
+    # fine-grained personal access tokens: github_pat_ + 22 + _ + 59 alphanumerics
+    ("GitHub token", re.compile(rb"\bgithub_pat_[A-Za-z0-9_]{50,}")),
     ("Slack token", re.compile(rb"\bxox[abprs]-[A-Za-z0-9-]{10,}")),
     ("Google API key", re.compile(rb"\bAIza[0-9A-Za-z_-]{35}\b")),
 )
@@ -184,7 +192,7 @@ def discover_sources(
             found.skipped.append(Skipped(rel_folder or ".", "unreadable", str(e)))
             continue
         names = {posixpath.basename(e["name"].rstrip("/")): e for e in entries}
-        if respect_gitignore and ".gitignore" in names:
+        if respect_gitignore and names.get(".gitignore", {}).get("type") == "file":
             spec = _load_gitignore(fs, names[".gitignore"]["name"])
             if spec is not None:
                 ignores.append((rel_folder, spec))
@@ -207,6 +215,8 @@ def discover_sources(
                 extra,
                 None if include_sensitive else sensitive,
             )
+            if reason is None and not _is_utf8(name):
+                reason = "not-utf8-name", "the name is not valid UTF-8"
             if is_dir:
                 if reason is not None:
                     found.skipped.append(Skipped(rel + "/", reason[0], reason[1]))
@@ -226,6 +236,9 @@ def discover_sources(
             if local and entry.get("islink"):
                 found.skipped.append(Skipped(rel, "ignored", _link_detail(full, real_root)))
                 continue
+            if entry.get("type") != "file":
+                found.skipped.append(Skipped(rel, "not-regular", _kind_detail(entry)))
+                continue
             found.files.append(
                 FileRef(path=rel, url=full, size=int(entry.get("size") or 0), mtime=_mtime(entry))
             )
@@ -237,6 +250,38 @@ def discover_sources(
             ignores = [(d, s) for d, s in ignores if d == "" or nxt == d or nxt.startswith(d + "/")]
     found.files.sort(key=lambda f: f.path)
     return found
+
+
+def _is_utf8(name: str) -> bool:
+    """Whether a listed name came from valid UTF-8 bytes (Python keeps other bytes as
+    lone surrogates, which no encoder, tokenizer or store accepts)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _kind_detail(entry: dict[str, Any]) -> str:
+    """What a listed entry that is neither a file nor a folder is (FIFO, socket...)."""
+    mode = entry.get("mode")
+    if isinstance(mode, int):
+        return _mode_kind(mode) + ": only regular files are read"
+    return f"listed as {entry.get('type')!r}: only regular files are read"
+
+
+def _mode_kind(mode: int) -> str:
+    """A stat mode's file kind in words."""
+    for test, kind in (
+        (stat.S_ISFIFO, "FIFO (named pipe)"),
+        (stat.S_ISSOCK, "Unix socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISDIR, "folder"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 def _link_detail(full: str, real_root: str) -> str:
@@ -314,6 +359,30 @@ def _mtime(info: dict[str, Any]) -> float | None:
     return None
 
 
+class _NotRegular(Exception):
+    """A local path is a FIFO, socket or device (the message says which)."""
+
+
+def _read_local(path: str, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a local regular file; raises :class:`_NotRegular` for any
+    other kind without blocking (the file may have been swapped for a FIFO since it was
+    listed: opened non-blocking, its kind is checked on the open descriptor)."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):  # a socket or device is not even opened
+        raise _NotRegular(_mode_kind(mode))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _NotRegular(_mode_kind(mode))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit)
+    finally:
+        os.close(fd)
+
+
 def read_source(
     fs: Any,
     ref: FileRef,
@@ -337,8 +406,9 @@ def read_source(
     Returns
     -------
     SourceFile or Skipped
-        ``Skipped`` reasons: ``too-large``, ``vanished``, ``unreadable``, ``binary``,
-        ``not-utf8``, ``sensitive``.
+        ``Skipped`` reasons: ``too-large``, ``vanished``, ``not-regular`` (a local file
+        that turned into a FIFO, socket or device since it was listed: never left
+        blocking in ``open``), ``unreadable``, ``binary``, ``not-utf8``, ``sensitive``.
 
     Examples
     --------
@@ -351,8 +421,13 @@ def read_source(
     if ref.size > max_file_size:
         return Skipped(ref.path, "too-large", f"{ref.size} bytes > limit {max_file_size}")
     try:
-        with fs.open(ref.url, "rb") as f:
-            data = f.read(max_file_size + 1)
+        if isinstance(fs, LocalFileSystem):
+            data = _read_local(ref.url, max_file_size + 1)
+        else:
+            with fs.open(ref.url, "rb") as f:
+                data = f.read(max_file_size + 1)
+    except _NotRegular as e:
+        return Skipped(ref.path, "not-regular", f"{e}: only regular files are read")
     except FileNotFoundError:
         return Skipped(ref.path, "vanished", "deleted after it was listed")
     except (OSError, ValueError) as e:

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import fsspec
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from rcm_dask.errors import SourceError
 from rcm_dask.records import FileRef, Skipped, SourceFile
 from rcm_dask.sources import discover_sources, open_root, read_source
+
+T = TypeVar("T")
 
 TREE: dict[str, bytes] = {
     "src/lib.rs": b"pub mod a;\n",
@@ -176,9 +180,90 @@ def test_read_vanished_and_unreadable(tmp_path: Path) -> None:
     folder = tmp_path / "dir.rs"
     folder.mkdir()
     bad = read_source(fs, FileRef("dir.rs", str(folder), 10, None))
-    assert isinstance(bad, Skipped) and bad.reason == "unreadable"
+    assert isinstance(bad, Skipped) and bad.reason == "not-regular" and "folder" in bad.detail
 
 
 def test_sensitive_content_can_be_included(tmp_path: Path) -> None:
     out = _read(tmp_path, b"// -----BEGIN PRIVATE KEY-----\n", include_sensitive=True)
     assert isinstance(out, SourceFile)
+
+
+FINE_GRAINED_PAT = "github_pat_11ABCDEFG0123456789abcd_" + "Zy9" * 19 + "xw"
+
+
+@pytest.mark.parametrize(
+    ("data", "label"),
+    [
+        (f'const T: &str = "{FINE_GRAINED_PAT}";'.encode(), "GitHub token"),
+        (
+            b"// -----BEGIN PGP PRIVATE KEY BLOCK-----\n// lQOYBF...\n"
+            b"// -----END PGP PRIVATE KEY BLOCK-----\npub fn k() {}\n",
+            "PGP private key block",
+        ),
+    ],
+)
+def test_more_secret_formats_are_sensitive(tmp_path: Path, data: bytes, label: str) -> None:
+    out = _read(tmp_path, data)
+    assert isinstance(out, Skipped) and out.reason == "sensitive" and label in out.detail
+
+
+def test_public_pgp_keys_and_short_pat_lookalikes_are_read(tmp_path: Path) -> None:
+    data = b"// -----BEGIN PGP PUBLIC KEY BLOCK-----\nconst P: &str = \"github_pat_\";\n"
+    assert isinstance(_read(tmp_path, data), SourceFile)
+
+
+def _fifo_and_socket(root: Path) -> Any:
+    """A FIFO and a Unix socket named like Rust files, a FIFO named .gitignore."""
+    import socket
+
+    os.mkfifo(root / "src" / "pipe.rs")
+    os.mkfifo(root / ".gitignore")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "src" / "sock.rs"))
+    return sock
+
+
+def test_fifos_and_sockets_are_listed_as_not_regular_without_opening(tmp_path: Path) -> None:
+    _write_local(tmp_path, {"src/lib.rs": b"fn a() {}\n"})
+    sock = _fifo_and_socket(tmp_path)
+    try:
+        found = _in_thread(lambda: discover_sources(open_root(str(tmp_path))))
+    finally:
+        sock.close()
+    assert [f.path for f in found.files] == ["src/lib.rs"]
+    skips = {s.path: (s.reason, s.detail) for s in found.skipped}
+    assert skips["src/pipe.rs"][0] == "not-regular" and "FIFO" in skips["src/pipe.rs"][1]
+    assert skips["src/sock.rs"][0] == "not-regular" and "socket" in skips["src/sock.rs"][1]
+
+
+def test_a_file_turned_fifo_after_listing_is_skipped_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "x.rs")
+    fs = fsspec.filesystem("file")
+    out = _in_thread(lambda: read_source(fs, FileRef("x.rs", str(tmp_path / "x.rs"), 10, None)))
+    assert isinstance(out, Skipped) and out.reason == "not-regular" and "FIFO" in out.detail
+
+
+def test_names_that_are_not_utf8_are_skipped(tmp_path: Path) -> None:
+    _write_local(tmp_path, {"src/lib.rs": b"fn a() {}\n"})
+    base = os.fsencode(tmp_path / "src")
+    with open(base + b"/bad\xffname.rs", "wb") as f:
+        f.write(b"fn bad() {}\n")
+    os.mkdir(base + b"/dir\xfe")
+    with open(base + b"/dir\xfe/inside.rs", "wb") as f:
+        f.write(b"fn inside() {}\n")
+    found = discover_sources(open_root(str(tmp_path)))
+    assert [f.path for f in found.files] == ["src/lib.rs"]
+    skips = {s.path: s.reason for s in found.skipped}
+    assert skips == {"src/bad\udcffname.rs": "not-utf8-name", "src/dir\udcfe/": "not-utf8-name"}
+
+
+def _in_thread(fn: Callable[[], T], timeout: float = 10.0) -> T:
+    """Run ``fn`` in a daemon thread; fail (instead of hanging the suite) if it blocks."""
+    import threading
+
+    got: list[T] = []
+    thread = threading.Thread(target=lambda: got.append(fn()), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert got, f"blocked for more than {timeout} s"
+    return got[0]
