@@ -817,7 +817,19 @@ class _Cluster:
 
 
 class _DaskRun:
-    """One run of the ``parallel`` or ``pipeline`` mode on a Dask client."""
+    """One run of the ``parallel`` or ``pipeline`` mode on a Dask client.
+
+    Its tasks are grouped in Dask spans (:func:`distributed.span`), so that the
+    dashboard's Fine Performance Metrics page and the performance report split the run's
+    time by stage: one run span :attr:`RUN_SPAN` holding one child span per stage of
+    :attr:`STAGE_SPANS`.
+    """
+
+    RUN_SPAN = ("rcm-dask", "index")
+    """Tags of the span that holds a whole run (a ``rcm-dask`` span, its ``index`` child)."""
+    STAGE_SPANS = ("read-chunk", "embed", "write")
+    """Child spans of the run span: the read+chunk tasks, the embedding (keyword-only:
+    gathering) tasks, and the writer actor with its busy seconds."""
 
     def __init__(
         self,
@@ -851,6 +863,66 @@ class _DaskRun:
         self.alive: weakref.WeakSet[Future] = weakref.WeakSet()
         self.writer: Any = None
         self.writer_future: Future | None = None
+        self.spans: dict[str, dict[str, Any]] = {}
+        """The ``span`` annotation of each stage, by stage name (set while :meth:`run` runs)."""
+
+    # -- spans -------------------------------------------------------------------------
+    @contextmanager
+    def open_spans(self) -> Iterator[None]:
+        """Open the run span and, once each, the stage spans inside it.
+
+        Each stage span is opened once and its annotation kept, so that every task of a
+        stage, whenever it is submitted, lands in the same span (closing and reopening
+        ``span("embed")`` would make a new span each time).
+        """
+        import dask
+        from distributed import span
+
+        with span(*self.RUN_SPAN):
+            for stage in self.STAGE_SPANS:
+                with span(stage):
+                    self.spans[stage] = dask.get_annotations()["span"]
+            try:
+                yield
+            finally:
+                self.spans.clear()
+
+    def in_span(self, stage: str) -> Any:
+        """A context in which submitted tasks belong to ``stage``'s span."""
+        import dask
+
+        return dask.annotate(span=self.spans[stage]) if stage in self.spans else ExitStack()
+
+    def book_write_seconds(self, seconds: float) -> None:
+        """Book the writer's busy seconds in the ``write`` span, on the writer's worker.
+
+        Calls to an actor are not tasks, so Dask meters none of the writer's work; the
+        writer times it itself, and this adds that time to the worker's metrics as
+        activity ``write`` of task prefix ``IndexWriter``, which the worker's next
+        heartbeat carries to the span.
+        """
+        if "write" not in self.spans or not self.stats.writer_worker:
+            return
+        span_id = self.spans["write"]["ids"][-1]
+        # the scheduler fails a heartbeat that names a span it does not know (one without
+        # spans, or whose IndexWriter task group, still held by another run, kept its span)
+        if not self.client.run_on_scheduler(_DaskRun._has_span, span_id):
+            return
+        name = ("execute", span_id, "IndexWriter", "write", "seconds")
+        self.client.run(
+            _DaskRun._digest_metric, name, seconds, workers=[self.stats.writer_worker]
+        )
+
+    @staticmethod
+    def _has_span(span_id: str, dask_scheduler: Any = None) -> bool:
+        """Whether the scheduler knows span ``span_id`` (run there by ``run_on_scheduler``)."""
+        spans = dask_scheduler.extensions.get("spans")
+        return spans is not None and span_id in spans.spans
+
+    @staticmethod
+    def _digest_metric(name: tuple[str, ...], value: float, dask_worker: Any = None) -> None:
+        """Add ``value`` to a worker's metric ``name`` (run on the worker by ``client.run``)."""
+        dask_worker.digest_metric(name, value)
 
     # -- building the graph ----------------------------------------------------------
     def build_partitions(self) -> list[Any]:
@@ -862,19 +934,22 @@ class _DaskRun:
         elements = [
             (g, {r.path: known[r.path].sha256 for r in g if r.path in known}) for g in groups
         ]
-        bag = db.from_sequence(elements, partition_size=1).map_partitions(
-            _read_chunk_groups,
-            self.plan.root.fs,
-            self.embedder,
-            self.config.max_file_size,
-            self.config.include_sensitive,
-        )
-        return list(bag.to_delayed())
+        # a collection's tasks take the span that is open when its graph is built
+        with self.in_span("read-chunk"):
+            bag = db.from_sequence(elements, partition_size=1).map_partitions(
+                _read_chunk_groups,
+                self.plan.root.fs,
+                self.embedder,
+                self.config.max_file_size,
+                self.config.include_sensitive,
+            )
+            return list(bag.to_delayed())
 
     def submit_parse(self, part: Any) -> tuple[Future, Future]:
         """Start one read+chunk partition; returns (partition, summary) futures."""
-        fut = self.client.compute(part)
-        summary = self.client.submit(_summary, fut, pure=False)
+        with self.in_span("read-chunk"):
+            fut = self.client.compute(part)
+            summary = self.client.submit(_summary, fut, pure=False)
         self.futures.update((fut, summary))
         self.alive.update((fut, summary))
         return fut, summary
@@ -885,17 +960,18 @@ class _DaskRun:
         in a keyword-only run a :func:`gather_segments` task (any worker: no model, no
         resource)."""
         fut: Future
-        if self.keyword_only:
-            fut = self.client.submit(gather_segments, segments, pure=False)
-        else:
-            fut = self.client.submit(
-                embed_segments,
-                self.embedder,
-                segments,
-                self.cluster.threads_by_host,
-                resources=self.cluster.resources,
-                pure=False,
-            )
+        with self.in_span("embed"):
+            if self.keyword_only:
+                fut = self.client.submit(gather_segments, segments, pure=False)
+            else:
+                fut = self.client.submit(
+                    embed_segments,
+                    self.embedder,
+                    segments,
+                    self.cluster.threads_by_host,
+                    resources=self.cluster.resources,
+                    pure=False,
+                )
         self.futures.add(fut)
         self.alive.add(fut)
         return fut
@@ -904,20 +980,21 @@ class _DaskRun:
     def start_writer(self) -> None:
         """Create the one index writer, as an actor on :meth:`_Cluster.writer_worker`."""
         address = self.cluster.writer_worker()
-        self.writer_future = self.client.submit(
-            IndexWriter,
-            str(self.plan.index_dir),
-            self.identity,
-            qdrant_url=self.config.qdrant_url,
-            qdrant_api_key=self.config.qdrant_api_key,
-            force=self.force,
-            commit_every=self.config.commit_every,
-            commit_seconds=self.config.commit_seconds,
-            actor=True,
-            workers=[address],
-            allow_other_workers=False,
-            pure=False,
-        )
+        with self.in_span("write"):
+            self.writer_future = self.client.submit(
+                IndexWriter,
+                str(self.plan.index_dir),
+                self.identity,
+                qdrant_url=self.config.qdrant_url,
+                qdrant_api_key=self.config.qdrant_api_key,
+                force=self.force,
+                commit_every=self.config.commit_every,
+                commit_seconds=self.config.commit_seconds,
+                actor=True,
+                workers=[address],
+                allow_other_workers=False,
+                pure=False,
+            )
         self.writer = self.writer_future.result()
         self.stats.writer_worker = address
 
@@ -947,25 +1024,27 @@ class _DaskRun:
     # -- driving -----------------------------------------------------------------------
     def run(self, pipelined: bool) -> IndexStats:
         """Run the whole dataflow; on any error cancel everything in flight and re-raise."""
-        try:
-            self.start_writer()
-            parts = self.build_partitions()
-            if pipelined:
-                self._pipeline(parts)
-            else:
-                self._stage_by_stage(parts)
-            self.call_writer("remove_files", self.plan.removed)
-            self.call_writer("commit")
-            report = self.call_writer("report")
-            self.stats.chunks_written = report["chunks_written"]
-            self.stats.commits = report["commits"]
-            self.stats.add_time("write", report["write_seconds"])
-            for start, end in report["spans"]:
-                self.stats.add_span("write", start, end)
-            self.call_writer("close", False)
-            self.writer = None
-        finally:
-            self._cancel()
+        with self.open_spans():
+            try:
+                self.start_writer()
+                parts = self.build_partitions()
+                if pipelined:
+                    self._pipeline(parts)
+                else:
+                    self._stage_by_stage(parts)
+                self.call_writer("remove_files", self.plan.removed)
+                self.call_writer("commit")
+                report = self.call_writer("report")
+                self.stats.chunks_written = report["chunks_written"]
+                self.stats.commits = report["commits"]
+                self.stats.add_time("write", report["write_seconds"])
+                for start, end in report["spans"]:
+                    self.stats.add_span("write", start, end)
+                self.call_writer("close", False)
+                self.writer = None
+                self.book_write_seconds(report["write_seconds"])
+            finally:
+                self._cancel()
         return self.stats
 
     def _cancel(self) -> None:
