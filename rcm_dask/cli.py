@@ -531,16 +531,27 @@ def status_cmd(codebase: str | None, index_dir: str | None, as_json: bool) -> No
     envvar="RCM_MCP_PORT",
     help="Port for --http; 0 picks a free one (printed on stderr). [env: RCM_MCP_PORT]",
 )
-def mcp_cmd(http: bool, port: int) -> None:
+@click.option(
+    "--root",
+    "roots",
+    multiple=True,
+    metavar="DIR",
+    help="A folder the tools may index and read (repeatable); nothing outside the roots is "
+    "touched. Default: the folders in RCM_MCP_ROOTS (separated by the path separator, ':'), "
+    "else the working directory. [env: RCM_MCP_ROOTS]",
+)
+def mcp_cmd(http: bool, port: int, roots: tuple[str, ...]) -> None:
     """Serve the index, search and code-navigation tools to AI coding agents over MCP.
 
     By default speaks MCP on stdin/stdout, as MCP clients expect of a server they start.
+    The tools work only inside the roots you allow (--root, RCM_MCP_ROOTS); a client that
+    offers its own roots narrows them further.
     """
 
     def body() -> None:
         from .mcp_server import serve
 
-        serve("http" if http else "stdio", port=port)
+        serve("http" if http else "stdio", port=port, roots=roots)
 
     _run(body)
 

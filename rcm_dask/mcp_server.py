@@ -15,7 +15,7 @@ find_references        where a symbol is used
 get_call_graph         callers and callees of a function, to a depth
 get_dependencies       a file's ``use`` imports and the files that import it
 analyze_complexity     lines, items by kind, cyclomatic complexity per function
-read_file_content      lines of a file inside an indexed root (never outside it)
+read_file_content      lines of an indexed file, a Cargo.toml or a README (nothing else)
 health_check           both stores of each index, the model, the Dask cluster, versions
 =====================  ====================================================================
 
@@ -38,6 +38,15 @@ A keyword-only index (``index_codebase(directory, vectors="none")``: nothing emb
 for huge codebases) serves ``search`` from BM25 (hybrid says so in its notices), every
 code-intelligence tool and ``read_file_content``; ``search`` in vector mode and
 ``get_similar_code`` refuse, naming the rebuild that would give them vectors.
+
+The user, not the agent, decides where the tools may go (:mod:`rcm_dask.roots`): every
+``directory`` and absolute ``file`` argument must lie inside the allowed roots
+(``rcm-dask mcp --root DIR``, ``RCM_MCP_ROOTS``, else the working directory; narrowed by
+the client's roots when it offers them), symlinks resolved. A folder becomes readable
+only once it has a committed index inside them (a failed or unfinished first run makes
+nothing readable), and ``read_file_content`` returns only what that index covers: its
+``.rs`` files, ``Cargo.toml`` files and the README files of the root and of crate folders,
+never a file whose name or content looks like a secret.
 
 Errors come back as MCP tool errors (``is_error``) with the library's message; an
 unexpected exception is logged with its traceback to stderr and reported as its type
@@ -64,15 +73,25 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, TypeVar
 
+import anyio
+import anyio.to_thread
 import pathspec
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.shared.exceptions import MCPError, NoBackChannelError
+from mcp.shared.message import ServerMessageMetadata
+from mcp.types import (
+    CallToolResult,
+    ListRootsRequest,
+    ListRootsResult,
+    TextContent,
+    ToolAnnotations,
+)
 from pydantic import BaseModel, Field, PrivateAttr
 
 from . import __version__
@@ -89,6 +108,7 @@ from .records import (
     IndexStats,
     Reference,
 )
+from .roots import HOW_TO_ALLOW, AllowedRoots, RootNotAllowedError
 from .search import SearchIndex, list_indexes, resolve_index_dir, snippet_of
 from .sources import SENSITIVE_CONTENT_PATTERNS, SENSITIVE_NAME_PATTERNS, open_root
 from .stores.lock import describe_holder, is_locked, read_holder
@@ -116,6 +136,9 @@ READ_MAX_LINES = 2000
 
 READ_MAX_CHARS = 200_000
 """Characters ``read_file_content`` returns at most per call."""
+
+CLIENT_ROOTS_TIMEOUT = 10.0
+"""Seconds a client that offers the roots capability has to list its roots."""
 
 CLUSTER_PROBE_TTL = 600.0
 """Seconds a LocalCluster probe of ``health_check`` stays valid (starting one costs seconds)."""
@@ -787,6 +810,37 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def _inside_hint(root: str, indexed: list[tuple[str, Path]]) -> str:
+    """`` (it lies inside the indexed codebase X: pass that folder)``, or ''."""
+    outer = [r for r, _ in indexed if _inside(root, r) and r != root]
+    return f" (it lies inside the indexed codebase {outer[0]}: pass that folder)" if outer else ""
+
+
+def _is_crate_file(root: str, rel: str) -> bool:
+    """Whether a root-relative path is a ``Cargo.toml``, or a ``README*`` of the root or of a
+    crate folder (one holding a ``Cargo.toml``)."""
+    folder, name = posixpath.split(rel)
+    if name == "Cargo.toml":
+        return True
+    if not name.lower().startswith("readme"):
+        return False
+    return not folder or os.path.isfile(os.path.join(root, folder, "Cargo.toml"))
+
+
+def _in_manifest(index_dir: Path, rel: str) -> bool:
+    """Whether the committed manifest of an index records the file."""
+    try:
+        manifest = Manifest(index_dir, readonly=True)
+    except sqlite3.Error:
+        return False
+    try:
+        return manifest.get(rel) is not None
+    except sqlite3.Error:
+        return False
+    finally:
+        manifest.close()
+
+
 def _is_sensitive_name(rel: str) -> str:
     """Why a root-relative path must not be read ('' when it may be)."""
     parts = rel.split("/")
@@ -809,14 +863,23 @@ class CodeTools:
     The MCP layer (:func:`build_server`) only renders what these return; tests and
     other front ends can call them directly.
 
+    Every folder a tool touches must lie inside the allowed roots: :attr:`roots`, or the
+    narrower ``roots`` a call passes (the user's narrowed by the MCP client's, see
+    :mod:`rcm_dask.roots`). Files are read only from indexed roots (a committed index)
+    inside them.
+
     Parameters
     ----------
     config
         Search settings and model (default: from ``RCM_*`` variables).
+    roots
+        The folders the user allows (default: :meth:`AllowedRoots.from_settings`:
+        ``RCM_MCP_ROOTS``, else the working directory).
     """
 
-    def __init__(self, config: IndexConfig | None = None) -> None:
+    def __init__(self, config: IndexConfig | None = None, roots: AllowedRoots | None = None) -> None:
         self.config = config or IndexConfig.from_env()
+        self.roots = roots if roots is not None else AllowedRoots.from_settings()
         self._lock = threading.Lock()
         self._runs: dict[Path, IndexRun] = {}
         self._searchers: dict[Path, _Searcher] = {}
@@ -826,33 +889,60 @@ class CodeTools:
 
     # ----------------------------------------------------------------- resolving
 
-    def _resolve(self, directory: str) -> tuple[str, Path]:
-        """(root, index folder) of a codebase folder; SourceError when it does not exist."""
-        if not directory or not directory.strip():
-            raise SourceError("directory is empty: give the folder of the codebase")
-        root = open_root(directory.strip())
-        return root.url, resolve_index_dir(path=directory.strip())
+    def _allowed(self, roots: AllowedRoots | None) -> AllowedRoots:
+        """The roots a call may use: its own (narrowed by the client), else the user's."""
+        return self.roots if roots is None else roots
 
-    def _roots(self) -> list[tuple[str, Path]]:
-        """Every indexed local root and its index folder, most recently updated first."""
+    def _resolve(self, directory: str, roots: AllowedRoots | None = None) -> tuple[str, Path]:
+        """(root, index folder) of a codebase folder inside the allowed roots.
+
+        Refuses a folder outside them (RootNotAllowedError, before looking whether it
+        exists: no probing outside) and a folder that does not exist (SourceError)."""
+        allowed = self._allowed(roots)
+        text = (directory or "").strip()
+        if not text:
+            raise SourceError("directory is empty: give the folder of the codebase")
+        if text.startswith("file://"):
+            text = text[len("file://") :]
+        elif "://" in text:
+            raise SourceError(
+                f"{directory} is not a local folder: this server indexes and reads local "
+                f"folders only, inside {allowed.describe()}"
+            )
+        real = allowed.check(text, what=directory.strip())
+        root = open_root(real)
+        return root.url, resolve_index_dir(path=root.url)
+
+    def _indexed(
+        self, roots: AllowedRoots | None = None, *, committed: bool = True
+    ) -> list[tuple[str, Path]]:
+        """Indexed local roots inside the allowed roots and their index folders, most
+        recently updated first; only those with a commit unless ``committed`` is False.
+
+        Only a commit makes a folder readable: a run that is starting, still writing its
+        first batch, or failed registers nothing."""
+        allowed = self._allowed(roots)
         seen: dict[str, Path] = {}
         for entry in list_indexes():
             root = str(entry.get("root") or "")
-            if root.startswith("/") and root not in seen:
-                seen[root] = Path(str(entry["index_dir"]))
-        with self._lock:
-            for run in self._runs.values():
-                if run.directory.startswith("/") and run.directory not in seen:
-                    seen[run.directory] = run.index_dir
+            if not root.startswith("/") or root in seen or not allowed.contains(root):
+                continue
+            index_dir = Path(str(entry["index_dir"]))
+            if committed and _manifest_updated(index_dir) is None:
+                continue
+            seen[root] = index_dir
         return list(seen.items())
 
-    def _locate(self, file: str, directory: str | None) -> _Located:
+    def _locate(
+        self, file: str, directory: str | None, roots: AllowedRoots | None = None
+    ) -> _Located:
         """Resolve a file argument to a path inside an indexed root, refusing escapes.
 
         Accepts a path relative to the root, or an absolute path inside it. Refuses
-        ``..`` components, absolute paths outside every root, and paths whose real
-        location (symlinks resolved) leaves the root.
+        ``..`` components, absolute paths outside the allowed roots or outside every
+        indexed root, and paths whose real location (symlinks resolved) leaves the root.
         """
+        allowed = self._allowed(roots)
         text = file.strip()
         if not text:
             raise SourceError("file is empty: give a path relative to the indexed root")
@@ -863,16 +953,26 @@ class CodeTools:
             raise SourceError(
                 f"refused {file!r}: '..' is not allowed; give a path inside the indexed root"
             )
+        if os.path.isabs(text):
+            allowed.check(text, what=repr(file))
+        indexed = self._indexed(allowed)
         if directory is not None and directory.strip():
-            root_url, index_dir = self._resolve(directory)
-            if not root_url.startswith("/"):
-                raise SourceError(f"{directory} is not a local folder: files are read locally")
+            root_url, index_dir = self._resolve(directory, allowed)
+            if root_url not in dict(indexed):
+                raise IndexNotFoundError(
+                    f"{root_url} is not an indexed codebase: files are read only from a "
+                    f"folder with a committed index; call index_codebase({root_url!r}) first"
+                    + _inside_hint(root_url, indexed)
+                )
             candidates = [(root_url, index_dir)]
         else:
-            candidates = self._roots()
+            candidates = indexed
+            if not allowed.paths:
+                raise RootNotAllowedError(f"refused {file!r}: {allowed.note}")
             if not candidates:
                 raise IndexNotFoundError(
-                    "no codebase is indexed yet: call index_codebase(directory) first"
+                    "no codebase is indexed yet inside the allowed roots "
+                    f"({allowed.describe()}): call index_codebase(directory) first"
                 )
         if os.path.isabs(text):
             path = os.path.normpath(text)
@@ -883,9 +983,9 @@ class CodeTools:
                 path = os.path.realpath(path)
                 inside = [(r, d) for r, d in candidates if _inside(path, os.path.realpath(r))]
             if not inside:
-                roots = ", ".join(r for r, _ in candidates)
+                listed = ", ".join(r for r, _ in candidates)
                 raise SourceError(
-                    f"refused {file!r}: it is outside the indexed root(s) ({roots}); only "
+                    f"refused {file!r}: it is outside the indexed root(s) ({listed}); only "
                     "files inside an indexed codebase can be read"
                 )
             root, index_dir = max(inside, key=lambda c: len(c[0]))
@@ -894,22 +994,22 @@ class CodeTools:
             rel = posixpath.normpath(text.replace("\\", "/"))
             found = [(r, d) for r, d in candidates if os.path.lexists(os.path.join(r, rel))]
             if not found:
-                roots = ", ".join(r for r, _ in candidates)
+                listed = ", ".join(r for r, _ in candidates)
                 raise SourceError(
-                    f"{file!r} is not in any indexed root ({roots}): give a path relative to "
+                    f"{file!r} is not in any indexed root ({listed}): give a path relative to "
                     "the root, or pass directory"
                 )
             if len(found) > 1:
-                roots = ", ".join(r for r, _ in found)
+                listed = ", ".join(r for r, _ in found)
                 raise SourceError(
-                    f"{file!r} exists in several indexed roots ({roots}): pass directory, or "
+                    f"{file!r} exists in several indexed roots ({listed}): pass directory, or "
                     "give an absolute path"
                 )
             root, index_dir = found[0]
         rel = rel.replace(os.sep, "/")
         real = os.path.realpath(os.path.join(root, rel))
         real_root = os.path.realpath(root)
-        if not _inside(real, real_root):
+        if not _inside(real, real_root) or not allowed.contains(real):
             raise SourceError(
                 f"refused {file!r}: it is a symlink (or under one) that resolves to {real}, "
                 f"outside the indexed root {root}"
@@ -923,9 +1023,9 @@ class CodeTools:
         with self._lock:
             return self._runs.get(index_dir)
 
-    def status(self, directory: str) -> IndexStatusOut:
+    def status(self, directory: str, *, roots: AllowedRoots | None = None) -> IndexStatusOut:
         """The state of a codebase's index (see :meth:`_state`)."""
-        root, index_dir = self._resolve(directory)
+        root, index_dir = self._resolve(directory, roots)
         return self._state(root, index_dir)
 
     def _state(self, root: str, index_dir: Path) -> IndexStatusOut:
@@ -1023,7 +1123,9 @@ class CodeTools:
             **common,
         )
 
-    def _require_searchable(self, root: str, index_dir: Path) -> list[str]:
+    def _require_searchable(
+        self, root: str, index_dir: Path, roots: AllowedRoots | None = None
+    ) -> list[str]:
         """Refuse unless the index has a commit; notices to pass on otherwise."""
         state = self._state(root, index_dir)
         if state.searchable:
@@ -1046,12 +1148,7 @@ class CodeTools:
             )
         if state.state == "failed":
             raise IndexNotFoundError(f"{root} is not indexed: the index run failed ({state.error})")
-        inside = [r for r, _ in self._roots() if _inside(root, r) and r != root]
-        hint = (
-            f" (it lies inside the indexed codebase {inside[0]}: pass that folder)"
-            if inside
-            else ""
-        )
+        hint = _inside_hint(root, self._indexed(roots))
         raise IndexNotFoundError(
             f"{root} is not indexed yet{hint}: call index_codebase({root!r}) first"
         )
@@ -1089,14 +1186,17 @@ class CodeTools:
         force: bool = False,
         wait_seconds: float = QUICK_RUN_SECONDS,
         vectors: str | None = None,
+        *,
+        roots: AllowedRoots | None = None,
     ) -> IndexRunOut:
         """Start (or join) an index run; answer with its outcome, or with its run id when
         it is still going after ``wait_seconds``.
 
         ``vectors`` None keeps what the index was built with (a plain re-run of a
         keyword-only index stays keyword-only), and for a new index (or with ``force``)
-        takes the server's setting (``RCM_VECTORS``, else ``qdrant``)."""
-        root, index_dir = self._resolve(directory)
+        takes the server's setting (``RCM_VECTORS``, else ``qdrant``). The folder must lie
+        inside the allowed roots; it becomes readable once the run has committed."""
+        root, index_dir = self._resolve(directory, roots)
         index_dir = index_dir.absolute()
         if vectors is None:
             stored = None if force else read_identity(index_dir)
@@ -1155,10 +1255,12 @@ class CodeTools:
         kind: str | None = None,
         path_glob: str | None = None,
         mode: str = "hybrid",
+        *,
+        roots: AllowedRoots | None = None,
     ) -> SearchOut:
         """Search one index."""
-        root, index_dir = self._resolve(directory)
-        notices = self._require_searchable(root, index_dir)
+        root, index_dir = self._resolve(directory, roots)
+        notices = self._require_searchable(root, index_dir, roots)
         kinds = _kinds(kind)
         with self._searching(index_dir) as idx:
             hits = idx.search(query, limit=limit, mode=mode, kinds=kinds, path_glob=path_glob)
@@ -1173,10 +1275,17 @@ class CodeTools:
             notices=notices,
         )
 
-    def get_similar_code(self, code_or_symbol: str, directory: str, limit: int = 10) -> SearchOut:
+    def get_similar_code(
+        self,
+        code_or_symbol: str,
+        directory: str,
+        limit: int = 10,
+        *,
+        roots: AllowedRoots | None = None,
+    ) -> SearchOut:
         """Vector search from a code fragment, or from a named symbol's own code."""
-        root, index_dir = self._resolve(directory)
-        notices = self._require_searchable(root, index_dir)
+        root, index_dir = self._resolve(directory, roots)
+        notices = self._require_searchable(root, index_dir, roots)
         text = code_or_symbol.strip()
         if not text:
             raise RcmError("code_or_symbol is empty: give a code fragment or a symbol name")
@@ -1220,21 +1329,29 @@ class CodeTools:
         )
 
     @contextlib.contextmanager
-    def _intel(self, directory: str) -> Iterator[tuple[str, CodeIntel]]:
+    def _intel(
+        self, directory: str, roots: AllowedRoots | None = None
+    ) -> Iterator[tuple[str, CodeIntel]]:
         """(root, CodeIntel) of a searchable index."""
-        root, index_dir = self._resolve(directory)
-        self._require_searchable(root, index_dir)
+        root, index_dir = self._resolve(directory, roots)
+        self._require_searchable(root, index_dir, roots)
         from .intel import CodeIntel
 
         with CodeIntel(index_dir) as intel:
             yield root, intel
 
     def find_definition(
-        self, symbol: str, directory: str, kind: str | None = None, limit: int = 20
+        self,
+        symbol: str,
+        directory: str,
+        kind: str | None = None,
+        limit: int = 20,
+        *,
+        roots: AllowedRoots | None = None,
     ) -> DefinitionsOut:
         """Where a symbol is defined."""
         kinds = _kinds(kind)
-        with self._intel(directory) as (root, intel):
+        with self._intel(directory, roots) as (root, intel):
             found = intel.find_definition(
                 _symbol_arg(symbol), kind=kinds[0] if kinds else None, limit=limit
             )
@@ -1248,9 +1365,16 @@ class CodeTools:
             text
         )
 
-    def find_references(self, symbol: str, directory: str, limit: int = 100) -> ReferencesOut:
+    def find_references(
+        self,
+        symbol: str,
+        directory: str,
+        limit: int = 100,
+        *,
+        roots: AllowedRoots | None = None,
+    ) -> ReferencesOut:
         """Where a symbol is used."""
-        with self._intel(directory) as (root, intel):
+        with self._intel(directory, roots) as (root, intel):
             found = intel.find_references(_symbol_arg(symbol), limit=limit)
         head = (
             f"{len(found)} references to {symbol} in {root}:"
@@ -1261,25 +1385,35 @@ class CodeTools:
         return ReferencesOut(symbol=symbol, directory=root, references=list(found)).with_text(text)
 
     def get_call_graph(
-        self, symbol: str, directory: str, depth: int = 1, limit: int = 50
+        self,
+        symbol: str,
+        directory: str,
+        depth: int = 1,
+        limit: int = 50,
+        *,
+        roots: AllowedRoots | None = None,
     ) -> CallGraphOut:
         """Callers and callees of a symbol."""
-        with self._intel(directory) as (root, intel):
+        with self._intel(directory, roots) as (root, intel):
             graph = intel.call_graph(_symbol_arg(symbol), depth=depth, limit=limit)
         text = str(graph) if graph.roots else f"No definition of {symbol} in {root}.\n{graph}"
         return CallGraphOut(directory=root, graph=graph).with_text(text)
 
-    def get_dependencies(self, file: str, directory: str | None = None) -> DependenciesOut:
+    def get_dependencies(
+        self, file: str, directory: str | None = None, *, roots: AllowedRoots | None = None
+    ) -> DependenciesOut:
         """A file's imports and importers."""
-        where = self._locate(file, directory)
-        with self._intel(where.root) as (root, intel):
+        where = self._locate(file, directory, roots)
+        with self._intel(where.root, roots) as (root, intel):
             deps = intel.dependencies(where.rel)
         return DependenciesOut(directory=root, dependencies=deps).with_text(str(deps))
 
-    def analyze_complexity(self, file: str, directory: str | None = None) -> ComplexityOut:
+    def analyze_complexity(
+        self, file: str, directory: str | None = None, *, roots: AllowedRoots | None = None
+    ) -> ComplexityOut:
         """Lines, items by kind and cyclomatic complexity of a file."""
-        where = self._locate(file, directory)
-        with self._intel(where.root) as (root, intel):
+        where = self._locate(file, directory, roots)
+        with self._intel(where.root, roots) as (root, intel):
             report = intel.complexity(where.rel)
         return ComplexityOut(directory=root, complexity=report).with_text(str(report))
 
@@ -1289,12 +1423,24 @@ class CodeTools:
         start_line: int | None = None,
         end_line: int | None = None,
         directory: str | None = None,
+        *,
+        roots: AllowedRoots | None = None,
     ) -> FileContentOut:
-        """Lines of a file inside an indexed root."""
-        where = self._locate(file, directory)
+        """Lines of a file the index covers: its ``.rs`` files (as the committed manifest
+        lists them), ``Cargo.toml`` files, and the README files of the root and of crate
+        folders; never one whose name or content looks like a secret."""
+        where = self._locate(file, directory, roots)
         why = _is_sensitive_name(where.rel)
         if why:
             raise SourceError(f"refused {file!r}: {why}; such files are never read")
+        if not (_is_crate_file(where.root, where.rel) or _in_manifest(where.index_dir, where.rel)):
+            raise SourceError(
+                f"refused {file!r}: read_file_content returns only files the index of "
+                f"{where.root} covers (its .rs files), Cargo.toml files and the README "
+                f"files of the root and of crate folders, and {where.rel} is none of these "
+                "(a .rs file added since the last run becomes readable once index_codebase "
+                "has indexed it)"
+            )
         if not where.real.is_file():
             raise SourceError(f"{where.rel} is not a file under {where.root}")
         size = where.real.stat().st_size
@@ -1345,13 +1491,16 @@ class CodeTools:
             content="".join(picked),
         )
 
-    def health_check(self) -> HealthOut:
-        """Model, cluster, stores of every index, versions."""
+    def health_check(self, *, roots: AllowedRoots | None = None) -> HealthOut:
+        """Model, cluster, stores of every index inside the allowed roots, versions."""
         with self._health_lock:
             probe = self._start_cluster_probe()
             model = self._check_model()
             cluster = self._finish_cluster_probe(probe)
-        indexes = [self._check_index(root, index_dir) for root, index_dir in self._roots()]
+        indexes = [
+            self._check_index(root, index_dir)
+            for root, index_dir in self._indexed(roots, committed=False)
+        ]
         broken = any(not (ix.bm25.ok and ix.vectors.ok) for ix in indexes)
         return HealthOut(
             ok=model.ok and cluster.ok and not broken,
@@ -1669,6 +1818,48 @@ def _answer(tool: str, produce: Callable[[], _Out]) -> CallToolResult:
     )
 
 
+async def _call_roots(ctx: Context, user: AllowedRoots) -> AllowedRoots:
+    """The user's roots, narrowed by the client's when the client offers the roots capability.
+
+    Asked on every call, so a client that changes its workspace folders is followed at
+    once. A client that offers roots and fails to list them is refused rather than
+    trusted to be as wide as the user allowed."""
+    session = ctx.session
+    caps = session.client_capabilities
+    if caps is None or caps.roots is None:
+        return user
+    try:
+        with anyio.fail_after(CLIENT_ROOTS_TIMEOUT):
+            # the request ServerSession.list_roots sends (deprecated with the roots
+            # capability in the 2026-07-28 protocol; clients that still offer roots are
+            # the ones to honour), tied to this call so that it also reaches an HTTP client
+            listed = await session.send_request(
+                ListRootsRequest(),
+                ListRootsResult,
+                metadata=ServerMessageMetadata(related_request_id=ctx.request_id),
+            )
+    except NoBackChannelError:
+        logger.warning("the client offers roots but this connection cannot ask for them")
+        return user
+    except (MCPError, TimeoutError, ValueError) as e:
+        raise RcmError(
+            f"the MCP client offers roots but did not list them ({type(e).__name__}: {e}); "
+            "nothing is done until it does"
+        ) from e
+    return user.narrowed([str(r.uri) for r in listed.roots])
+
+
+async def _answer_within(
+    tool: str, ctx: Context, tools: CodeTools, produce: Callable[[AllowedRoots], _Out]
+) -> CallToolResult:
+    """:func:`_answer` within the roots of this call, run in a worker thread."""
+    try:
+        roots = await _call_roots(ctx, tools.roots)
+    except RcmError as e:
+        raise ToolError(str(e)) from e
+    return await anyio.to_thread.run_sync(lambda: _answer(tool, lambda: produce(roots)))
+
+
 _READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
 Directory = Annotated[
@@ -1705,7 +1896,8 @@ def build_server(tools: CodeTools | None = None) -> MCPServer:
     ----------
     tools
         The tools' state and work (default: a :class:`CodeTools` configured from
-        ``RCM_*`` variables).
+        ``RCM_*`` variables). Each call works within ``tools.roots``, narrowed by the
+        client's roots when the client offers them.
 
     Returns
     -------
@@ -1722,7 +1914,10 @@ def build_server(tools: CodeTools | None = None) -> MCPServer:
             "is ready, then use search, get_similar_code, find_definition, find_references, "
             "get_call_graph, get_dependencies, analyze_complexity and read_file_content. For a "
             "huge codebase, index_codebase(directory, vectors='none') skips embedding: search "
-            "then uses BM25 and the code-navigation tools work as usual."
+            "then uses BM25 and the code-navigation tools work as usual. Every tool works only "
+            "inside the folders the user allowed ("
+            + (", ".join(tools.roots.paths) or "none yet")
+            + f"); only the user can allow more, with {HOW_TO_ALLOW}."
         ),
         log_level="WARNING",
     )
@@ -1735,7 +1930,8 @@ def build_server(tools: CodeTools | None = None) -> MCPServer:
             open_world_hint=False,
         )
     )
-    def index_codebase(
+    async def index_codebase(
+        ctx: Context,
         directory: Directory,
         mode: Annotated[
             IndexMode,
@@ -1772,21 +1968,31 @@ def build_server(tools: CodeTools | None = None) -> MCPServer:
         Incremental: only new and changed files are read and embedded. A run that
         takes longer than wait_seconds goes on in the background: the answer then
         holds its run_id and state "indexing"; poll index_status until "ready".
-        Calling it again while a run is going returns that run.
+        Calling it again while a run is going returns that run. Only folders inside
+        the roots the user allowed (rcm-dask mcp --root, RCM_MCP_ROOTS) can be indexed.
         """
-        return _answer(
+        return await _answer_within(
             "index_codebase",
-            lambda: tools.index_codebase(directory, mode, force, wait_seconds, vectors),
+            ctx,
+            tools,
+            lambda roots: tools.index_codebase(
+                directory, mode, force, wait_seconds, vectors, roots=roots
+            ),
         )
 
     @server.tool(annotations=_READ_ONLY)
-    def index_status(directory: Directory) -> Annotated[CallToolResult, IndexStatusOut]:
+    async def index_status(
+        ctx: Context, directory: Directory
+    ) -> Annotated[CallToolResult, IndexStatusOut]:
         """The state of a codebase's index: not_indexed, indexing (with files and chunks
         done so far), ready, or failed (with the reason); counts, model, last run's metrics."""
-        return _answer("index_status", lambda: tools.status(directory))
+        return await _answer_within(
+            "index_status", ctx, tools, lambda roots: tools.status(directory, roots=roots)
+        )
 
     @server.tool(annotations=_READ_ONLY)
-    def search(
+    async def search(
+        ctx: Context,
         query: Annotated[
             str,
             Field(description="Words, identifiers, a question or a code fragment."),
@@ -1814,12 +2020,18 @@ def build_server(tools: CodeTools | None = None) -> MCPServer:
         ] = "hybrid",
     ) -> Annotated[CallToolResult, SearchOut]:
         """Search an indexed codebase; each hit has its file, line range, symbol and a snippet."""
-        return _answer(
-            "search", lambda: tools.search(query, directory, limit, kind, path_glob, mode)
+        return await _answer_within(
+            "search",
+            ctx,
+            tools,
+            lambda roots: tools.search(
+                query, directory, limit, kind, path_glob, mode, roots=roots
+            ),
         )
 
     @server.tool(annotations=_READ_ONLY)
-    def get_similar_code(
+    async def get_similar_code(
+        ctx: Context,
         code_or_symbol: Annotated[
             str,
             Field(
@@ -1832,12 +2044,16 @@ def build_server(tools: CodeTools | None = None) -> MCPServer:
     ) -> Annotated[CallToolResult, SearchOut]:
         """Find code that means the same as a fragment or as a named symbol (vector search;
         not on a keyword-only index)."""
-        return _answer(
-            "get_similar_code", lambda: tools.get_similar_code(code_or_symbol, directory, limit)
+        return await _answer_within(
+            "get_similar_code",
+            ctx,
+            tools,
+            lambda roots: tools.get_similar_code(code_or_symbol, directory, limit, roots=roots),
         )
 
     @server.tool(annotations=_READ_ONLY)
-    def find_definition(
+    async def find_definition(
+        ctx: Context,
         symbol: Symbol,
         directory: Directory,
         kind: Annotated[
@@ -1845,47 +2061,77 @@ def build_server(tools: CodeTools | None = None) -> MCPServer:
         ] = None,
     ) -> Annotated[CallToolResult, DefinitionsOut]:
         """Where a symbol is defined: file, line range, kind, signature, docs."""
-        return _answer("find_definition", lambda: tools.find_definition(symbol, directory, kind))
+        return await _answer_within(
+            "find_definition",
+            ctx,
+            tools,
+            lambda roots: tools.find_definition(symbol, directory, kind, roots=roots),
+        )
 
     @server.tool(annotations=_READ_ONLY)
-    def find_references(
+    async def find_references(
+        ctx: Context,
         symbol: Symbol,
         directory: Directory,
         limit: Annotated[int, Field(ge=1, le=1000, description="References to return.")] = 100,
     ) -> Annotated[CallToolResult, ReferencesOut]:
         """Where a symbol is used (calls, type mentions, impls), with file and line; uses
         tied to the definition come first, same-name uses after."""
-        return _answer("find_references", lambda: tools.find_references(symbol, directory, limit))
+        return await _answer_within(
+            "find_references",
+            ctx,
+            tools,
+            lambda roots: tools.find_references(symbol, directory, limit, roots=roots),
+        )
 
     @server.tool(annotations=_READ_ONLY)
-    def get_call_graph(
+    async def get_call_graph(
+        ctx: Context,
         symbol: Symbol,
         directory: Directory,
         depth: Annotated[int, Field(ge=1, le=5, description="How many calls away to go.")] = 1,
     ) -> Annotated[CallToolResult, CallGraphOut]:
         """Callers and callees of a function or method, to a depth."""
-        return _answer("get_call_graph", lambda: tools.get_call_graph(symbol, directory, depth))
+        return await _answer_within(
+            "get_call_graph",
+            ctx,
+            tools,
+            lambda roots: tools.get_call_graph(symbol, directory, depth, roots=roots),
+        )
 
     @server.tool(annotations=_READ_ONLY)
-    def get_dependencies(
+    async def get_dependencies(
+        ctx: Context,
         file: FileArg,
         directory: RootArg = None,
     ) -> Annotated[CallToolResult, DependenciesOut]:
         """A file's `use` imports (and the indexed files they lead to) and the files that
         import it."""
-        return _answer("get_dependencies", lambda: tools.get_dependencies(file, directory))
+        return await _answer_within(
+            "get_dependencies",
+            ctx,
+            tools,
+            lambda roots: tools.get_dependencies(file, directory, roots=roots),
+        )
 
     @server.tool(annotations=_READ_ONLY)
-    def analyze_complexity(
+    async def analyze_complexity(
+        ctx: Context,
         file: FileArg,
         directory: RootArg = None,
     ) -> Annotated[CallToolResult, ComplexityOut]:
         """A file's lines (code, comment, blank), items by kind, and the cyclomatic
         complexity of each function."""
-        return _answer("analyze_complexity", lambda: tools.analyze_complexity(file, directory))
+        return await _answer_within(
+            "analyze_complexity",
+            ctx,
+            tools,
+            lambda roots: tools.analyze_complexity(file, directory, roots=roots),
+        )
 
     @server.tool(annotations=_READ_ONLY)
-    def read_file_content(
+    async def read_file_content(
+        ctx: Context,
         file: Annotated[
             str,
             Field(description="Path relative to the indexed root, or absolute inside it."),
@@ -1897,25 +2143,37 @@ def build_server(tools: CodeTools | None = None) -> MCPServer:
             Field(description="The indexed root (default: the one that holds the file)."),
         ] = None,
     ) -> Annotated[CallToolResult, FileContentOut]:
-        """Read lines of a file inside an indexed codebase, with line numbers.
+        """Read lines of a file of an indexed codebase, with line numbers.
 
-        Only files inside an indexed root: no '..', no absolute path or symlink that
+        Only the files the index covers (its .rs files), Cargo.toml files and README
+        files of the root and of crate folders; no '..', no absolute path or symlink that
         leads out of the root, no files that look like secrets (.env, keys...).
         """
-        return _answer(
+        return await _answer_within(
             "read_file_content",
-            lambda: tools.read_file_content(file, start_line, end_line, directory),
+            ctx,
+            tools,
+            lambda roots: tools.read_file_content(
+                file, start_line, end_line, directory, roots=roots
+            ),
         )
 
     @server.tool(annotations=_READ_ONLY)
-    def health_check() -> Annotated[CallToolResult, HealthOut]:
+    async def health_check(ctx: Context) -> Annotated[CallToolResult, HealthOut]:
         """Check the embedding model, the Dask cluster and both stores of every index."""
-        return _answer("health_check", tools.health_check)
+        return await _answer_within(
+            "health_check", ctx, tools, lambda roots: tools.health_check(roots=roots)
+        )
 
     return server
 
 
-def serve(transport: Literal["stdio", "http"] = "stdio", *, port: int = DEFAULT_PORT) -> None:
+def serve(
+    transport: Literal["stdio", "http"] = "stdio",
+    *,
+    port: int = DEFAULT_PORT,
+    roots: Sequence[str] = (),
+) -> None:
     """Run the MCP server until its client goes away (stdio) or it is stopped (HTTP).
 
     Parameters
@@ -1925,6 +2183,14 @@ def serve(transport: Literal["stdio", "http"] = "stdio", *, port: int = DEFAULT_
         ``http`` (streamable HTTP at ``http://127.0.0.1:PORT/mcp``).
     port
         The HTTP port; 0 picks a free one. The address is printed on stderr.
+    roots
+        The folders the tools may index and read (``--root``); none: ``RCM_MCP_ROOTS``,
+        else the working directory (see :mod:`rcm_dask.roots`).
+
+    Raises
+    ------
+    ConfigError
+        A root does not exist or is not a folder.
     """
     # plain lines on stderr (configured before the SDK's own logging setup, which then
     # keeps them): stdout belongs to the protocol
@@ -1933,7 +2199,9 @@ def serve(transport: Literal["stdio", "http"] = "stdio", *, port: int = DEFAULT_
         level=logging.WARNING,
         format="%(asctime)s rcm-dask mcp %(levelname)s %(name)s: %(message)s",
     )
-    tools = CodeTools()
+    tools = CodeTools(roots=AllowedRoots.from_settings(roots))
+    if not tools.roots.paths:
+        logger.warning("no folder is allowed: %s", tools.roots.note)
     server = build_server(tools)
     try:
         if transport == "stdio":

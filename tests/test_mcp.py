@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,15 +93,23 @@ def server_env(isolated_home: Path, tiny_model: Path) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def stdio_session(env: dict[str, str], log: Path) -> AsyncIterator[ClientSession]:
-    """``python -m rcm_dask mcp`` as a subprocess, with an initialised client session."""
-    params = StdioServerParameters(
-        command=sys.executable, args=["-m", "rcm_dask", "mcp"], env=env, cwd=str(REPO)
-    )
+async def stdio_session(
+    env: dict[str, str],
+    log: Path,
+    roots: Sequence[Path] = (),
+    cwd: Path = REPO,
+    **client: Any,
+) -> AsyncIterator[ClientSession]:
+    """``python -m rcm_dask mcp --root R...`` as a subprocess started in ``cwd``, with an
+    initialised client session (``client``: more ClientSession arguments)."""
+    args = ["-m", "rcm_dask", "mcp"]
+    for root in roots:
+        args += ["--root", str(root)]
+    params = StdioServerParameters(command=sys.executable, args=args, env=env, cwd=str(cwd))
     with log.open("w") as errlog:
         async with (
             stdio_client(params, errlog=errlog) as (read, write),
-            ClientSession(read, write) as session,
+            ClientSession(read, write, **client) as session,
         ):
             await session.initialize()
             yield session
@@ -156,7 +164,7 @@ def test_tools_are_listed_with_schemas_and_bad_input_is_refused(
     (empty / "notes.txt").write_text("nothing to index\n")
 
     async def scenario() -> None:
-        async with stdio_session(server_env, tmp_path / "server.log") as session:
+        async with stdio_session(server_env, tmp_path / "server.log", [tmp_path]) as session:
             listed = (await session.list_tools()).tools
             by_name = {t.name: t for t in listed}
             assert set(by_name) == TOOLS
@@ -223,7 +231,7 @@ def test_index_through_the_server_then_every_tool_answers(
     log = tmp_path / "server.log"
 
     async def scenario() -> None:
-        async with stdio_session(server_env, log) as session:
+        async with stdio_session(server_env, log, [tmp_path]) as session:
             started, text = await call(session, "index_codebase", directory=root, wait_seconds=0)
             assert started["state"] == "indexing" and started["run_id"], text
             assert "poll index_status" in text
@@ -324,11 +332,11 @@ def test_index_through_the_server_then_every_tool_answers(
                 ("../outside/secret.rs", "'..' is not allowed"),
                 ("src/../../outside/secret.rs", "'..' is not allowed"),
                 (str(tmp_path / "outside" / "secret.rs"), "outside the indexed root"),
-                ("/etc/passwd", "outside the indexed root"),
+                ("/etc/passwd", "outside the folders this server may use"),
                 ("src/escape.rs", "symlink"),
                 (str(crate / "src" / "escape.rs"), "symlink"),
                 (".env", "looks like a secret"),
-                ("notes.txt", "private key"),
+                ("notes.txt", "covers"),
                 ("src/nowhere.rs", "not in any indexed root"),
             ]:
                 message = await refused(session, "read_file_content", file=bad)
@@ -393,7 +401,7 @@ def test_code_intelligence_tools_answer_from_the_index(
     log = tmp_path / "server.log"
 
     async def scenario() -> None:
-        async with stdio_session(server_env, log) as session:
+        async with stdio_session(server_env, log, [tmp_path]) as session:
             assert "not indexed yet" in await refused(
                 session, "find_definition", symbol="take_mut", directory=root
             )
@@ -487,7 +495,8 @@ def test_streamable_http_transport(tmp_path: Path, server_env: dict[str, str]) -
     env = {**os.environ, **server_env}
     with log.open("w") as errlog:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rcm_dask", "mcp", "--http", "--port", str(port)],
+            [sys.executable, "-m", "rcm_dask", "mcp", "--http", "--port", str(port)]
+            + ["--root", str(tmp_path)],
             env=env,
             cwd=str(REPO),
             stdin=subprocess.DEVNULL,
