@@ -11,7 +11,8 @@ The family::
     ├── ClusterError              the Dask cluster cannot be reached or cannot run the work
     ├── IndexLockedError          another index run holds the index (pid, host, since when)
     └── IndexWriteError           a store refused a write; the last commit is intact
-        └── StoreBusyError        another process holds the store (an index run is writing)
+        ├── StoreBusyError        another process holds the store (an index run is writing)
+        └── DiskFullError         the disk is (or would be) full: N MiB free, about M needed
 
 Ctrl-C during an index run raises :class:`IndexInterrupted`, a ``KeyboardInterrupt``
 whose message says what the index kept.
@@ -62,6 +63,11 @@ class StoreBusyError(IndexWriteError):
     """Another process holds a store that only one process may open (the embedded Qdrant)."""
 
 
+class DiskFullError(IndexWriteError):
+    """The disk holding the index is full, or would be before the next step could finish;
+    the message gives the free and the needed space. The last commit stays intact."""
+
+
 class IndexInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped an index run after it committed what it had written whole.
 
@@ -81,6 +87,7 @@ class IndexInterrupted(KeyboardInterrupt):
 
 __all__ = [
     "ConfigError",
+    "DiskFullError",
     "IndexIdentityError",
     "IndexInterrupted",
     "IndexLockedError",

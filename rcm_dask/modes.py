@@ -77,6 +77,7 @@ from .records import (
 )
 from .sources import Discovery, SourceRoot, discover_sources, open_root, read_source
 from .stores.lock import IndexLock
+from .stores.space import disk_full_errors, require_run_space
 from .stores.manifest import INDEX_FORMAT, MANIFEST_FILE, Manifest
 from .writer import IndexWriter, check_identity
 
@@ -1371,11 +1372,19 @@ def index(
     ).absolute()
     identity = run_identity(root, embedder, config.vectors)
     # One run per index: taken before anything is read from or written to the folder
-    with _reporting_interrupt(index_dir), IndexLock(index_dir, wait=config.wait, on_wait=on_wait):
+    with (
+        _reporting_interrupt(index_dir),
+        disk_full_errors(index_dir, "write the index"),
+        IndexLock(index_dir, wait=config.wait, on_wait=on_wait),
+    ):
         check_identity(index_dir, identity, config.qdrant_url, force)
         known, pending = ({}, set()) if force else read_known(index_dir)
         plan = plan_run(root, config, index_dir, known, discovery, pending)
         plan.stats.add_time("discover", discover_seconds)
+        if plan.todo:  # refuse now, not half-way through: a full disk kills the shard
+            keeps = identity.get("vectors") != "none" and not config.qdrant_url
+            dims = int(identity["dimensions"]) if keeps else None
+            require_run_space(index_dir, sum(r.size for r in plan.todo), dims, len(plan.todo))
         chosen = choose_mode(config, plan, client is not None)
         plan.stats.mode = chosen
         if not (plan.todo or plan.removed or force):

@@ -295,6 +295,11 @@ class IndexStats:
     """Files that left the codebase and whose chunks were removed."""
     files_recovered: int = 0
     """Files an earlier run left half-written (it crashed or was stopped), redone now."""
+    files_repaired: int = 0
+    """Files whose chunks a store lacked or held wrongly (a store deleted or cut short),
+    re-added now: re-indexed, or their BM25 chunks rebuilt from the vector store."""
+    repairs: list[str] = field(default_factory=list)
+    """What the run found damaged in the index and what it did about it, one line each."""
     skipped: dict[str, int] = field(default_factory=dict)
     """Skipped files counted by reason."""
     skipped_examples: dict[str, list[str]] = field(default_factory=dict)
@@ -438,6 +443,8 @@ class IndexStats:
                 f"  recovered: {self.files_recovered} files left half-written by an "
                 "interrupted run were redone"
             )
+        for note in self.repairs:
+            lines.append(f"  repaired: {note}")
         for reason, n in sorted(self.skipped.items()):
             examples = "; ".join(self.skipped_examples.get(reason, [])[:3])
             lines.append(f"    skipped {reason}: {n}" + (f"  e.g. {examples}" if examples else ""))

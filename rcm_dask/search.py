@@ -6,6 +6,9 @@ was built with) and answers queries with :class:`~rcm_dask.records.Hit` records.
 A keyword-only index (built with ``vectors="none"``) answers from BM25 alone: hybrid
 search says so in :attr:`SearchIndex.notices`, vector search refuses, and no model
 is loaded.
+A damaged index (a store missing or cut short, an unreadable manifest or identity) is
+refused with :class:`~rcm_dask.errors.IndexDamagedError`, naming the ``rcm-dask index``
+run that repairs it: no search silently answers with one method less.
 :class:`Index`, what :func:`open_index` returns, adds the code-intelligence questions
 (definitions, references, call graphs, dependencies, complexity), answered by
 :class:`rcm_dask.intel.CodeIntel` from the chunk metadata, and :meth:`Index.stats`.
@@ -14,6 +17,7 @@ is loaded.
 from __future__ import annotations
 
 import json
+import sqlite3
 import textwrap
 import time
 from collections.abc import Sequence
@@ -26,14 +30,30 @@ import pathspec
 
 from .config import SEARCH_MODES, IndexConfig, data_home, default_index_dir
 from .embedding import Embedder
-from .errors import ConfigError, IndexIdentityError, IndexNotFoundError, StoreBusyError
+from .errors import (
+    ConfigError,
+    IndexDamagedError,
+    IndexIdentityError,
+    IndexNotFoundError,
+    IndexWriteError,
+    StoreBusyError,
+)
 from .records import Hit
 from .stores import StoreHit
 from .stores.bm25 import Bm25Store
 from .stores.lock import describe_holder, is_locked, read_holder
-from .stores.manifest import Manifest, read_identity
-from .stores.vectors import VectorStore
-from .writer import BM25_DIR, open_vectors_for, vectors_setting
+from .stores.manifest import MANIFEST_FILE, Manifest, read_identity, read_manifest
+from .stores.vectors import VectorStore, edge_shard_exists
+from .writer import (
+    BM25_DIR,
+    VECTORS_DIR,
+    count_problem,
+    damaged_error,
+    identity_problem,
+    open_vectors_for,
+    settled_chunks,
+    vectors_setting,
+)
 
 if TYPE_CHECKING:
     from .intel import CodeIntel
@@ -224,7 +244,9 @@ class IndexInfo:
     last_run: dict[str, Any] | None = None
     """The last index run's stats (:meth:`~rcm_dask.records.IndexStats.to_dict`)."""
     pending: int = 0
-    """Files an interrupted run left half-written (the next run redoes them)."""
+    """Files a run began to change and has not committed: left half-written by an
+    interrupted run (the next run redoes them), or being rewritten by the run in
+    progress (:attr:`writer`)."""
     writer: str = ""
     """Who is writing the index now (``pid 42 on host h since ...``), or ``""``."""
 
@@ -287,7 +309,9 @@ class IndexInfo:
                 )
         if self.writer:
             lines.append(f"writing:  an index run is writing it now ({self.writer})")
-        if self.pending:
+        if self.pending and self.writer:
+            lines.append(f"pending:  {self.pending} files being rewritten by the run in progress")
+        elif self.pending:
             lines.append(
                 f"pending:  {self.pending} files half-written by an interrupted run "
                 "(the next index run redoes them)"
@@ -330,6 +354,11 @@ class SearchIndex:
     ------
     IndexNotFoundError
         The folder holds no index.
+    IndexDamagedError
+        A store is missing or holds other chunks than the manifest records, or the
+        manifest or ``identity.json`` cannot be read (never while an index run holds
+        the index: its stores are between commits). The vector store is checked when
+        first opened.
     IndexIdentityError
         ``config.model`` is not the model the index was built with.
 
@@ -352,22 +381,76 @@ class SearchIndex:
         self.index_dir = Path(index_dir).expanduser()
         self.config = config or IndexConfig()
         identity = read_identity(self.index_dir)
-        if identity is None or not (self.index_dir / BM25_DIR).exists():
+        locked = is_locked(self.index_dir)
+        # a run in progress may be between the commits of its stores: trust it
+        if identity is None or (locked and not (self.index_dir / BM25_DIR).exists()):
             raise IndexNotFoundError(
                 f"no index at {self.index_dir}: run `rcm-dask index PATH` first"
             )
         self.identity: dict[str, Any] = identity
+        if not locked:
+            problem = identity_problem(identity)
+            if problem:
+                raise damaged_error(self.index_dir, None, problem, rebuild=True)
         self.keyword_only = vectors_setting(identity) == "none"
-        self.bm25 = Bm25Store.open(self.index_dir / BM25_DIR, writable=False)
         self._vectors: VectorStore | None = None
+        self._vectors_checked = locked
         self._embedder: Embedder | None = embedder
         self._embedder_checked = False
+        try:
+            self.bm25 = Bm25Store.open(self.index_dir / BM25_DIR, writable=False)
+        except (IndexNotFoundError, IndexWriteError) as e:
+            raise self._damaged("the BM25 store is missing or unreadable") from e
+        try:
+            if not locked:
+                self._check_stores()
+        except BaseException:
+            self.bm25.close()
+            raise
         self.notices: list[str] = []
         """What the last search could not do as asked (e.g. vectors busy: BM25 only)."""
 
+    def _damaged(self, what: str, rebuild: bool = False) -> IndexDamagedError:
+        """The error for a damaged index, naming the run that repairs it."""
+        return damaged_error(self.index_dir, self.identity, what, rebuild)
+
+    def _settled(self) -> tuple[int, list[str]]:
+        """(chunks the manifest records for settled files, pending paths)."""
+        if not (self.index_dir / MANIFEST_FILE).exists():
+            raise self._damaged(f"{MANIFEST_FILE} is missing", rebuild=True)
+        try:
+            files, pending = read_manifest(self.index_dir)
+        except IndexDamagedError as e:
+            raise self._damaged(str(e), rebuild=True) from e
+        return settled_chunks(files, pending), pending
+
+    def _check_stores(self) -> None:
+        """Refuse an index whose manifest is unreadable, or whose BM25 store disagrees
+        with it, or whose embedded vector shard is gone (cheap: counts, no reads)."""
+        expected, pending = self._settled()
+        problem = count_problem("BM25", self.bm25.count(), self.bm25.count(pending), expected)
+        if problem and not is_locked(self.index_dir):  # a run may have started since
+            raise self._damaged(problem)
+        if (
+            not self.keyword_only
+            and not self.identity.get("qdrant_url")
+            and not edge_shard_exists(self.index_dir / VECTORS_DIR)
+        ):
+            raise self._damaged("the vector store is missing")
+
+    def _check_vectors(self, store: VectorStore) -> None:
+        """Refuse a vector store that disagrees with the manifest (once per open index)."""
+        if self._vectors_checked or is_locked(self.index_dir):
+            return
+        expected, pending = self._settled()
+        problem = count_problem("vector", store.count(), store.count(pending), expected)
+        if problem and not is_locked(self.index_dir):
+            raise self._damaged(problem)
+        self._vectors_checked = True
+
     @property
     def vectors(self) -> VectorStore:
-        """The vector store (opened on first vector query).
+        """The vector store (opened on first vector query, never created).
 
         The embedded Qdrant engine admits one process at a time: while an index run
         holds the index it is not opened at all (:class:`StoreBusyError`), so that a
@@ -376,7 +459,10 @@ class SearchIndex:
         Raises
         ------
         ConfigError
-            The index is keyword-only: it has no vector store."""
+            The index is keyword-only: it has no vector store.
+        IndexDamagedError
+            The vector store is missing, unreadable, or holds other chunks than the
+            manifest records."""
         if self.keyword_only:
             raise self._no_vectors_error()
         if self._vectors is None:
@@ -385,9 +471,24 @@ class SearchIndex:
                     f"the vector store of {self.index_dir} is in use by an index run "
                     f"({describe_holder(read_holder(self.index_dir))})"
                 )
-            self._vectors = open_vectors_for(
-                self.index_dir, self.identity, self.config.qdrant_api_key
-            )
+            try:
+                store = open_vectors_for(
+                    self.index_dir, self.identity, self.config.qdrant_api_key, create=False
+                )
+            except IndexNotFoundError as e:
+                raise self._damaged(f"the vector store is missing ({e})") from e
+            except StoreBusyError:
+                raise
+            except IndexWriteError as e:
+                if self.identity.get("qdrant_url"):
+                    raise  # a server that cannot be reached is not a damaged index
+                raise self._damaged(f"the vector store is unreadable ({e})") from e
+            try:
+                self._check_vectors(store)
+            except BaseException:
+                store.close()
+                raise
+            self._vectors = store
         return self._vectors
 
     def _no_vectors_error(self) -> ConfigError:
@@ -550,15 +651,25 @@ class SearchIndex:
         index:    /home/me/.local/share/rcm_dask/indexes/crate-1a2b3c4d
         ...
         """
-        manifest = Manifest(self.index_dir, readonly=True)
         try:
-            files, chunks = manifest.counts()
-            updated = manifest.get_meta("updated")
-            last_run = manifest.get_meta("last_run")
-            pending = len(manifest.pending())
-        finally:
-            manifest.close()
+            manifest = Manifest(self.index_dir, readonly=True)
+            try:
+                files, chunks = manifest.counts()
+                updated = manifest.get_meta("updated")
+                last_run = manifest.get_meta("last_run")
+                pending = len(manifest.pending())
+            finally:
+                manifest.close()
+        except (sqlite3.DatabaseError, ValueError) as e:
+            if is_locked(self.index_dir):
+                raise  # a first run between creating the manifest and its first commit
+            raise self._damaged(f"{MANIFEST_FILE} cannot be read ({e})", rebuild=True) from e
         writer = describe_holder(read_holder(self.index_dir)) if is_locked(self.index_dir) else ""
+        if not (writer or self.keyword_only or self._vectors_checked):
+            try:
+                _ = self.vectors  # opening it checks it against the manifest
+            except StoreBusyError:
+                pass  # a search holds the embedded shard: checked by the next status
         return IndexInfo(
             index_dir=str(self.index_dir),
             root=str(self.identity.get("root") or ""),

@@ -45,7 +45,13 @@ from .stores.manifest import (
     read_identity,
     write_identity,
 )
-from .stores.vectors import VectorStore, open_vector_store
+from .stores.space import (
+    RESERVE_BYTES,
+    estimate_index_bytes,
+    on_disk_full,
+    require_space,
+)
+from .stores.vectors import EdgeVectorStore, VectorStore, open_vector_store
 
 BM25_DIR = "bm25"
 VECTORS_DIR = "vectors"
@@ -165,6 +171,7 @@ class IndexWriter:
         A store cannot be opened for writing (another writer holds it...).
     """
 
+    @on_disk_full("open the index for writing")
     def __init__(
         self,
         index_dir: str | Path,
@@ -182,6 +189,7 @@ class IndexWriter:
         self.commit_seconds = commit_seconds
         self._last_commit = time.monotonic()
         self.index_dir.mkdir(parents=True, exist_ok=True)
+        require_space(self.index_dir, RESERVE_BYTES, "open the index for writing")
         identity, stored = check_identity(self.index_dir, identity, qdrant_url, force)
         self._qdrant_api_key = qdrant_api_key
         if force or (stored is not None and not (self.index_dir / MANIFEST_FILE).exists()):
@@ -269,6 +277,7 @@ class IndexWriter:
             for path in empty:
                 self._finish(path)
 
+    @on_disk_full("write to the index")
     def write_batch(self, batch: EmbeddedBatch) -> int:
         """Apply one batch to both stores; returns the chunks written.
 
@@ -289,6 +298,7 @@ class IndexWriter:
                 f"a batch without vectors reached the index at {self.index_dir}, which keeps "
                 "vectors: re-run with --vectors qdrant, or rebuild it with --force --vectors none"
             )
+        self._require_space(batch)
         start = time.perf_counter()
         fresh = sorted({c.path for c in batch.chunks} - self._replaced)
         try:
@@ -319,6 +329,14 @@ class IndexWriter:
             self.commit()
         self._record(start)
         return n
+
+    def _require_space(self, batch: EmbeddedBatch) -> None:
+        """Refuse a batch the disk cannot take: on a full disk the embedded Qdrant dies
+        of SIGBUS (it writes through memory maps) instead of failing the write."""
+        dims = self.vectors.dim if isinstance(self.vectors, EdgeVectorStore) else None
+        text = sum(len(c.code) + len(c.docs) + len(c.signature) for c in batch.chunks)
+        needed = estimate_index_bytes(len(batch.chunks), text, dims)
+        require_space(self.index_dir, needed, f"write {len(batch.chunks)} chunks")
 
     def _record(self, start: float) -> None:
         """Count busy time since ``start`` (perf_counter) and keep its wall-clock span."""
@@ -357,6 +375,7 @@ class IndexWriter:
         self._removals.extend(paths)
         self._since_commit += 1
 
+    @on_disk_full("remove old chunks from the index")
     def _replace(self, paths: list[str]) -> None:
         """Delete the old chunks of files about to be (re)written, noting them as pending
         first (durably), so that a crash from here on makes the next run redo them."""
@@ -375,6 +394,7 @@ class IndexWriter:
         del self._remaining[path]
         self._symbols[path] = self._collector.finish(path)
 
+    @on_disk_full("commit the index")
     def commit(self) -> None:
         """Make everything written so far durable: Tantivy, Qdrant, then the manifest."""
         start = time.perf_counter()

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import IndexDamagedError
 from ..records import IndexedFile
 
 MANIFEST_FILE = "manifest.sqlite"
@@ -266,6 +267,38 @@ class Manifest:
             self._db.execute("DELETE FROM pending")
             for table in ("symbols", "refs", "imports", "modules"):
                 self._db.execute(f"DELETE FROM {table}")
+
+
+def read_manifest(index_dir: str | Path) -> tuple[dict[str, IndexedFile], list[str]]:
+    """Every file record of an index's manifest, by path, and its pending paths.
+
+    Parameters
+    ----------
+    index_dir
+        The index folder; its manifest must exist.
+
+    Returns
+    -------
+    (files, pending)
+
+    Raises
+    ------
+    IndexDamagedError
+        The manifest is not a readable SQLite database of this layout (truncated,
+        overwritten, ...); the message names the SQLite error.
+    """
+    try:
+        manifest = Manifest(index_dir, readonly=True)
+        try:
+            return {f.path: f for f in manifest.files()}, manifest.pending()
+        finally:
+            manifest.close()
+    except (sqlite3.DatabaseError, ValueError, TypeError) as e:
+        # a corrupt page, a file that is not a database, a table missing, or rows
+        # that are not what this version writes (chunk ids that are not JSON)
+        raise IndexDamagedError(
+            f"{Path(index_dir) / MANIFEST_FILE} cannot be read ({e})"
+        ) from e
 
 
 def _row(row: tuple[str, int, float | None, str, str, float]) -> IndexedFile:

@@ -33,6 +33,7 @@ import qdrant_edge as qe
 from ..errors import IndexIdentityError, IndexWriteError, RcmError, StoreBusyError
 from ..records import Chunk
 from . import StoreHit, chunk_payload
+from .space import disk_full_error, is_disk_full, require_space, shard_open_bytes
 
 if TYPE_CHECKING:  # qdrant_client takes half a second to import: only when used.
     from qdrant_client import QdrantClient
@@ -190,13 +191,24 @@ class EdgeVectorStore:
         """Shard folder."""
         self.dim = dim
         """Vector dimension."""
-        config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine))
+        # "Cold" vectors are read through the map as needed, not copied in when a segment
+        # loads: a search opens the shard without touching most of it (on tmpfs, where a
+        # read fills a hole, the copy-in took 32 MiB and died of SIGBUS on a small disk).
+        # The write-ahead log stays on: it is also the shard's lock.
+        config = qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(
+                size=dim, distance=qe.Distance.Cosine, memory=qe.Memory.Cold
+            )
+        )
+        require_space(self.path, shard_open_bytes(self.path), "open the vector shard")
         if self._shard_exists():
             self._check_stored_config()
             try:
                 # Passing the config makes the engine verify the stored vectors match it.
                 self._shard = qe.EdgeShard.load(str(self.path), config)
             except Exception as e:
+                if is_disk_full(e):
+                    raise disk_full_error(self.path, e, "open the vector shard") from e
                 if "incompatible" in str(e).lower():
                     raise IndexIdentityError(
                         f"the vector shard at {self.path} does not match dimension {dim} "
@@ -216,6 +228,8 @@ class EdgeVectorStore:
                 self.path.mkdir(parents=True, exist_ok=True)
                 self._shard = qe.EdgeShard.create(str(self.path), config)
             except Exception as e:
+                if is_disk_full(e):
+                    raise disk_full_error(self.path, e, "create the vector shard") from e
                 raise IndexWriteError(f"cannot create the vector shard at {self.path}: {e}") from e
         self._closed = False
         self._ensure_payload_indexes()

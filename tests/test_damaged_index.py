@@ -1,0 +1,384 @@
+"""A damaged index is detected, said, and repaired.
+
+Damage that no crash explains: a store deleted or cut short, a manifest truncated or
+overwritten, garbage in ``identity.json``. Readers (search, status) refuse with one
+:class:`IndexDamagedError` naming the repair; a plain ``rcm-dask index`` run repairs
+it: files a store lacks are re-added (BM25 from the vector store's payloads, without
+embedding anything), an unreadable manifest or identity means a rebuild. And BM25
+scores after a crash equal a clean build's: deleted chunks are purged, not left
+counting in Tantivy's statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rcm_dask import IndexConfig, index
+from rcm_dask.chunking import chunk_source
+from rcm_dask.cli import main
+from rcm_dask.errors import IndexDamagedError
+from rcm_dask.records import EmbeddedBatch, IndexedFile, SourceFile
+from rcm_dask.search import SearchIndex
+from rcm_dask.stores.bm25 import Bm25Store
+from rcm_dask.stores.manifest import Manifest
+from rcm_dask.stores.vectors import EdgeVectorStore
+from rcm_dask.writer import IndexWriter
+
+from .conftest import DATA, HashEmbedder, assert_converged, index_state
+
+RCM_DASK = Path(sys.executable).parent / "rcm-dask"
+QUERIES = ("parse config", "gen item", "connect socket", "x u32", "pub fn add", "Item 3.4")
+
+
+class CountingEmbedder(HashEmbedder):
+    """Counts the texts it embeds."""
+
+    def __init__(self) -> None:
+        self.embedded = 0
+
+    def embed_batch(self, texts: Any) -> np.ndarray:
+        self.embedded += len(texts)
+        return super().embed_batch(texts)
+
+
+@pytest.fixture
+def crate(tmp_path: Path) -> Path:
+    root = tmp_path / "crate"
+    shutil.copytree(DATA / "mini_crate", root)
+    for i in range(8):
+        (root / "src" / f"gen_{i}.rs").write_text(
+            "".join(
+                f"/// Item {i}.{j}: parse the config of item {j}.\n"
+                f"pub fn gen_{i}_{j}(x: u32) -> u32 {{ x + {j} }}\n"
+                for j in range(1 + i % 4)
+            )
+        )
+    old = os.stat(root).st_mtime - 3600
+    for p in root.rglob("*.rs"):
+        os.utime(p, (old, old))  # an hour old: size and mtime decide, not the hash
+    return root
+
+
+def _run(root: Path, idx: Path, emb: HashEmbedder | None = None, **kw: Any) -> Any:
+    return index(str(root), IndexConfig(index_dir=str(idx)), embedder=emb or HashEmbedder(), **kw)
+
+
+@pytest.fixture
+def built(crate: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(codebase, its index, a clean copy of that index to compare with)."""
+    idx = tmp_path / "idx"
+    _run(crate, idx)
+    clean = tmp_path / "clean"
+    shutil.copytree(idx, clean)
+    return crate, idx, clean
+
+
+def _bm25_ranks(idx: Path) -> list[list[tuple[float, str]]]:
+    """Every query's whole BM25 ranking: (score, chunk id), best first, ties by id (the
+    order of equal scores follows where Tantivy happens to keep the documents)."""
+    with Bm25Store.open(idx / "bm25") as store:
+        return [
+            sorted(((-round(h.score, 4), h.id) for h in store.search(q, limit=10_000)))
+            for q in QUERIES
+        ]
+
+
+def _cli(*args: str) -> Any:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+# ------------------------------------------------------------------------------ BM25
+
+
+def test_bm25_meta_deleted_is_said_and_rebuilt_from_the_vectors(
+    built: tuple[Path, Path, Path],
+) -> None:
+    """Before: the reader's error said to run `rcm-dask index`, which then reported "0
+    indexed, N unchanged" over an empty BM25 store, and hybrid search answered from the
+    vectors alone. Now readers refuse; the run rebuilds BM25 from the vector payloads."""
+    crate, idx, clean = built
+    (idx / "bm25" / "meta.json").unlink()
+    for open_it in (lambda: SearchIndex(idx, embedder=HashEmbedder()),):
+        with pytest.raises(IndexDamagedError, match=r"BM25 store .*Run `rcm-dask index .*--index-dir"):
+            open_it()
+    emb = CountingEmbedder()
+    stats = _run(crate, idx, emb)
+    files = len(index_state(clean)["files"])  # type: ignore[arg-type]
+    assert stats.files_repaired == files and stats.files_indexed == 0
+    assert emb.embedded == 0, "BM25 is rebuilt from the vector store, nothing re-embedded"
+    assert any("rebuilt from the vector store" in r for r in stats.repairs)
+    assert "repaired:" in str("\n".join(stats.summary_lines()))
+    assert_converged(idx, clean)
+    assert _bm25_ranks(idx) == _bm25_ranks(clean)
+    with SearchIndex(idx, embedder=HashEmbedder()) as s:
+        hits = s.search("parse config", limit=5)
+        assert hits and all(h.bm25_rank is not None for h in hits[:1])
+        assert not s.notices
+
+
+def test_bm25_missing_some_chunks_is_said_and_repaired(built: tuple[Path, Path, Path]) -> None:
+    crate, idx, clean = built
+    with Bm25Store.open(idx / "bm25", writable=True) as store:
+        store.delete_paths(["src/gen_3.rs"])
+        store.commit()
+    with pytest.raises(IndexDamagedError, match=r"BM25 store holds \d+ chunks of the \d+"):
+        SearchIndex(idx, embedder=HashEmbedder())
+    result = _cli("status", "--index-dir", str(idx))
+    assert result.exit_code == 1 and "Error:" in result.output and "damaged" in result.output
+    stats = _run(crate, idx, CountingEmbedder())
+    assert stats.files_repaired == 1
+    assert_converged(idx, clean)
+    assert _bm25_ranks(idx) == _bm25_ranks(clean)
+
+
+def test_keyword_only_index_with_bm25_deleted_is_reindexed(crate: Path, tmp_path: Path) -> None:
+    idx, clean = tmp_path / "idx", tmp_path / "clean"
+    _run(crate, idx, vectors="none")
+    _run(crate, clean, vectors="none")
+    shutil.rmtree(idx / "bm25")
+    with pytest.raises(IndexDamagedError, match="BM25 store is missing"):
+        SearchIndex(idx)
+    stats = _run(crate, idx, vectors="none")
+    assert stats.files_repaired == stats.files_indexed == len(list(crate.rglob("*.rs")))
+    with Bm25Store.open(idx / "bm25") as a, Bm25Store.open(clean / "bm25") as b:
+        assert sorted(p["id"] for p in a.iter_payloads()) == sorted(
+            p["id"] for p in b.iter_payloads()
+        )
+    assert _bm25_ranks(idx) == _bm25_ranks(clean)
+
+
+# ------------------------------------------------------------------------------ vectors
+
+
+def test_vectors_deleted_is_said_never_recreated_and_reembedded(
+    built: tuple[Path, Path, Path],
+) -> None:
+    """Before: never detected; hybrid answered from BM25 alone with no note, --vector
+    said "No hits", the search re-created an empty vectors/, and a re-run re-embedded
+    nothing. Now readers refuse and create nothing; the run re-embeds every file."""
+    crate, idx, clean = built
+    shutil.rmtree(idx / "vectors")
+    with pytest.raises(IndexDamagedError, match=r"vector store is missing.*rcm-dask index"):
+        SearchIndex(idx, embedder=HashEmbedder())
+    assert not (idx / "vectors").exists(), "a search must never create a store"
+    emb = CountingEmbedder()
+    stats = _run(crate, idx, emb)
+    chunks = sum(len(ids) for ids in index_state(clean)["files"].values())  # type: ignore[attr-defined]
+    assert emb.embedded == chunks
+    assert stats.files_repaired == stats.files_indexed
+    assert any("vector store was missing" in r for r in stats.repairs)
+    assert_converged(idx, clean)
+    assert _bm25_ranks(idx) == _bm25_ranks(clean)
+
+
+def test_vectors_missing_some_points_is_said_and_only_those_reembedded(
+    built: tuple[Path, Path, Path],
+) -> None:
+    crate, idx, clean = built
+    with EdgeVectorStore(idx / "vectors", HashEmbedder.dimension) as store:
+        lost = store.count(["src/gen_2.rs"])
+        store.delete_paths(["src/gen_2.rs"])
+        store.commit()
+    # BM25 is intact: the open succeeds, the first vector query refuses
+    with SearchIndex(idx, embedder=HashEmbedder()) as s:
+        assert s.search("parse config", mode="bm25", limit=3)
+        with pytest.raises(IndexDamagedError, match="vector store holds"):
+            s.search("parse config", limit=3)
+        with pytest.raises(IndexDamagedError, match="vector store holds"):
+            s.stats()
+    emb = CountingEmbedder()
+    stats = _run(crate, idx, emb)
+    assert (stats.files_repaired, stats.files_indexed, emb.embedded) == (1, 1, lost)
+    assert_converged(idx, clean)
+
+
+def test_cli_search_of_an_index_without_vectors_is_an_error(
+    built: tuple[Path, Path, Path],
+) -> None:
+    """What a user meets: `rcm-dask search` prints the error and the repair, exit 1."""
+    _, idx, _ = built
+    shutil.rmtree(idx / "vectors")
+    out = subprocess.run(
+        [str(RCM_DASK), "search", "parse config", "--index-dir", str(idx)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 1, out.stderr
+    said = " ".join(out.stderr.split())
+    assert said.startswith("Error: the index at") and "vector store is missing" in said
+    assert f"--index-dir {idx}" in said and "Traceback" not in out.stderr
+    assert not (idx / "vectors").exists()
+
+
+# ------------------------------------------------------------------ manifest and identity
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda p: p.write_bytes(b""), id="emptied"),
+        pytest.param(_truncate, id="truncated"),
+        pytest.param(lambda p: p.write_bytes(b"not a database\n" * 300), id="garbage"),
+    ],
+)
+def test_manifest_damaged_is_said_and_rebuilt(
+    built: tuple[Path, Path, Path], damage: Any
+) -> None:
+    """Before: `status` and `index` died with sqlite3.DatabaseError tracebacks."""
+    crate, idx, clean = built
+    for suffix in ("-wal", "-shm"):
+        (idx / ("manifest.sqlite" + suffix)).unlink(missing_ok=True)
+    damage(idx / "manifest.sqlite")
+    with pytest.raises(IndexDamagedError, match=r"manifest.sqlite.*rebuilds it from scratch"):
+        SearchIndex(idx, embedder=HashEmbedder())
+    result = _cli("status", "--index-dir", str(idx))
+    assert result.exit_code == 1 and "manifest.sqlite" in result.output
+    stats = _run(crate, idx)
+    assert stats.repairs and "rebuilt from scratch" in stats.repairs[0]
+    assert stats.files_indexed == stats.files_seen
+    assert_converged(idx, clean)
+
+
+def test_cli_status_and_index_of_a_garbage_manifest(
+    built: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """What a user meets, as real processes: status says what is wrong (no traceback)."""
+    crate, idx, _ = built
+    (idx / "manifest.sqlite").write_bytes(b"\x00garbage" * 1000)
+    out = subprocess.run(
+        [str(RCM_DASK), "status", "--index-dir", str(idx)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    said = " ".join(out.stderr.split())
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "manifest.sqlite cannot be read" in said and "rcm-dask index" in said
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("{garbage", id="not-json"),
+        pytest.param('["a list"]', id="not-an-object"),
+        pytest.param('{"model": "hash-embedder"}', id="keys-missing"),
+        pytest.param("", id="empty"),
+    ],
+)
+def test_identity_garbage_is_said_and_rebuilt(
+    built: tuple[Path, Path, Path], text: str
+) -> None:
+    """Before: a search died with KeyError: 'dimensions'."""
+    crate, idx, clean = built
+    (idx / "identity.json").write_text(text)
+    with pytest.raises(IndexDamagedError, match=r"identity.json .*rebuilds it from scratch"):
+        SearchIndex(idx, embedder=HashEmbedder())
+    result = _cli("status", "--index-dir", str(idx))
+    assert result.exit_code == 1 and "identity.json" in result.output
+    stats = _run(crate, idx)
+    assert "identity.json" in stats.repairs[0] and "rebuilt from scratch" in stats.repairs[0]
+    assert_converged(idx, clean)
+    with SearchIndex(idx, embedder=HashEmbedder()) as s:
+        assert s.search("parse config", limit=3)
+
+
+# ------------------------------------------------------------------ crash and BM25 scores
+
+
+def _crash_mid_file(idx: Path, path: str, text: str) -> None:
+    """A run that replaced one file's chunks in both stores and died before the manifest
+    commit (as a kill -9 between the store commits and the manifest's leaves it)."""
+    identity = json.loads((idx / "identity.json").read_text())
+    emb = HashEmbedder()
+    chunks = chunk_source(SourceFile(path, len(text), None, "0" * 64, text))
+    record = IndexedFile(path, len(text), None, "0" * 64, tuple(c.id for c in chunks))
+    writer = IndexWriter(idx, identity)
+    writer.write_file(record, EmbeddedBatch(tuple(chunks), emb.embed_batch([c.code for c in chunks])))
+    writer.bm25.commit()
+    assert writer.vectors is not None
+    writer.vectors.commit()
+    writer.close(commit=False)
+
+
+def test_bm25_scores_after_a_crash_equal_a_clean_index(built: tuple[Path, Path, Path]) -> None:
+    """Before: the recovered index ranked differently from a clean one, deleted chunks
+    still counting in Tantivy's term statistics. Now they are purged."""
+    crate, idx, clean = built
+    _crash_mid_file(idx, "src/gen_1.rs", "pub fn parse_config_half_written() {}\n")
+    _crash_mid_file(idx, "src/gen_5.rs", "pub fn gen_item_parse() -> u32 { 1 }\n")
+    assert Manifest(idx, readonly=True).pending() == ["src/gen_1.rs", "src/gen_5.rs"]
+    stats = _run(crate, idx)
+    assert stats.files_recovered == 2
+    with Bm25Store.open(idx / "bm25") as store:
+        assert store.deleted_count() == 0
+    assert_converged(idx, clean)
+    assert _bm25_ranks(idx) == _bm25_ranks(clean)
+
+
+def test_bm25_scores_after_edits_equal_a_clean_index(crate: Path, tmp_path: Path) -> None:
+    """An incremental run deletes the old chunks of what changed: purged too."""
+    idx = tmp_path / "idx"
+    _run(crate, idx)
+    (crate / "src" / "gen_2.rs").write_text("/// Parse a config.\npub fn parse_it() {}\n")
+    (crate / "src" / "gen_6.rs").unlink()
+    stats = _run(crate, idx)
+    assert (stats.files_indexed, stats.files_removed) == (1, 1)
+    clean = tmp_path / "clean"
+    _run(crate, clean)
+    assert_converged(idx, clean)
+    assert _bm25_ranks(idx) == _bm25_ranks(clean)
+
+
+# ------------------------------------------------------------------ status during a run
+
+
+def test_status_during_a_run_says_a_run_is_in_progress(built: tuple[Path, Path, Path]) -> None:
+    """Before: the files a live run was rewriting were "half-written by an interrupted
+    run". Now status says a run is in progress (and checks nothing against its counts)."""
+    _, idx, _ = built
+    manifest = Manifest(idx)
+    manifest.mark_pending(["src/gen_1.rs"])
+    manifest.close()
+    with Bm25Store.open(idx / "bm25", writable=True) as store:  # a run between its commits
+        store.delete_paths(["src/gen_1.rs", "src/gen_2.rs"])
+        store.commit()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from rcm_dask.stores.lock import IndexLock; "
+            f"l = IndexLock({str(idx)!r}).acquire(); print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        result = _cli("status", "--index-dir", str(idx))
+        assert result.exit_code == 0, result.output
+        said = " ".join(result.output.split())
+        assert "1 files being rewritten by the run in progress" in said
+        assert "interrupted" not in said
+        assert f"pid {holder.pid}" in said
+    finally:
+        holder.communicate("", timeout=30)
+    with pytest.raises(IndexDamagedError):  # the "run" is gone and left BM25 short
+        SearchIndex(idx, embedder=HashEmbedder())
+    result = _cli("status", "--index-dir", str(idx))
+    assert result.exit_code == 1 and "damaged" in result.output
