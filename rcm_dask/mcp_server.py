@@ -877,7 +877,9 @@ class CodeTools:
         ``RCM_MCP_ROOTS``, else the working directory).
     """
 
-    def __init__(self, config: IndexConfig | None = None, roots: AllowedRoots | None = None) -> None:
+    def __init__(
+        self, config: IndexConfig | None = None, roots: AllowedRoots | None = None
+    ) -> None:
         self.config = config or IndexConfig.from_env()
         self.roots = roots if roots is not None else AllowedRoots.from_settings()
         self._lock = threading.Lock()
