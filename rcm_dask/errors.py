@@ -10,6 +10,8 @@ The family::
     ├── IndexIdentityError        the index was built with another model / chunker (use --force)
     ├── ClusterError              the Dask cluster cannot be reached or cannot run the work
     ├── IndexLockedError          another index run holds the index (pid, host, since when)
+    ├── IndexDamagedError         a store, the manifest or identity.json is missing, unreadable
+    │                             or disagrees with the rest (`rcm-dask index` repairs it)
     └── IndexWriteError           a store refused a write; the last commit is intact
         ├── StoreBusyError        another process holds the store (an index run is writing)
         └── DiskFullError         the disk is (or would be) full: N MiB free, about M needed
@@ -68,6 +70,11 @@ class DiskFullError(IndexWriteError):
     the message gives the free and the needed space. The last commit stays intact."""
 
 
+class IndexDamagedError(RcmError):
+    """Part of an index is missing, unreadable, or holds other chunks than the manifest
+    records; the message says what, and the command that repairs it."""
+
+
 class IndexInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped an index run after it committed what it had written whole.
 
@@ -88,6 +95,7 @@ class IndexInterrupted(KeyboardInterrupt):
 __all__ = [
     "ConfigError",
     "DiskFullError",
+    "IndexDamagedError",
     "IndexIdentityError",
     "IndexInterrupted",
     "IndexLockedError",

@@ -77,9 +77,16 @@ from .records import (
 )
 from .sources import Discovery, SourceRoot, discover_sources, open_root, read_source
 from .stores.lock import IndexLock
+from .stores.manifest import INDEX_FORMAT, MANIFEST_FILE, Manifest, read_manifest
 from .stores.space import disk_full_errors, require_run_space
-from .stores.manifest import INDEX_FORMAT, MANIFEST_FILE, Manifest
-from .writer import IndexWriter, check_identity
+from .writer import (
+    IndexWriter,
+    StoreRepair,
+    check_identity,
+    check_stores,
+    index_damage,
+    purge_bm25_deletes,
+)
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -405,14 +412,17 @@ filesystem's timestamp resolution (2 s on FAT, 1 s on ext3/HFS+): its hash decid
 
 def read_known(index_dir: Path) -> tuple[dict[str, IndexedFile], set[str]]:
     """What an index folder's manifest holds, by path, and its pending paths (paths a
-    crashed run had begun to change); both empty for a new index."""
+    crashed run had begun to change); both empty for a new index.
+
+    Raises
+    ------
+    IndexDamagedError
+        The manifest cannot be read (:func:`~rcm_dask.stores.manifest.read_manifest`).
+    """
     if not (index_dir / MANIFEST_FILE).exists():
         return {}, set()
-    manifest = Manifest(index_dir, readonly=True)
-    try:
-        return {f.path: f for f in manifest.files()}, set(manifest.pending())
-    finally:
-        manifest.close()
+    files, pending = read_manifest(index_dir)
+    return files, set(pending)
 
 
 def is_unchanged(old: IndexedFile, ref: FileRef) -> bool:
@@ -434,14 +444,18 @@ def plan_run(
     known: dict[str, IndexedFile],
     discovery: Discovery,
     pending: set[str] | frozenset[str] = frozenset(),
+    repair: set[str] | frozenset[str] = frozenset(),
 ) -> RunPlan:
     """Compare the listing with what the index holds: what to read, what to drop.
 
     ``pending`` paths were being changed by a run that did not finish: whatever the
     stores hold for them is not what the manifest says, so they are read and
     re-indexed in full (or removed, if they are gone) whatever their size and mtime.
+    ``repair`` paths are files whose chunks a store lacks or holds wrongly
+    (:func:`~rcm_dask.writer.check_stores`): they are redone the same way.
     """
-    trusted = {p: f for p, f in known.items() if p not in pending}
+    redo = set(pending) | set(repair)
+    trusted = {p: f for p, f in known.items() if p not in redo}
     listed = {f.path for f in discovery.files}
     todo = []
     unchanged = 0
@@ -451,7 +465,7 @@ def plan_run(
             unchanged += 1
             continue
         todo.append(ref)
-    removed = sorted((set(known) | set(pending)) - listed)
+    removed = sorted((set(known) | redo) - listed)
     stats = IndexStats(
         mode=config.mode,
         root=root.url,
@@ -461,6 +475,7 @@ def plan_run(
         files_unchanged=unchanged,
         files_removed=len(removed),
         files_recovered=len(pending),
+        files_repaired=len(set(repair) - set(pending)),
         vectors=config.vectors,
     )
     for skip in discovery.skipped:
@@ -1377,9 +1392,18 @@ def index(
         disk_full_errors(index_dir, "write the index"),
         IndexLock(index_dir, wait=config.wait, on_wait=on_wait),
     ):
-        check_identity(index_dir, identity, config.qdrant_url, force)
+        # an unusable identity.json or manifest leaves nothing to trust: rebuild
+        damage = "" if force else index_damage(index_dir)
+        force = force or bool(damage)
+        _, stored = check_identity(index_dir, identity, config.qdrant_url, force)
         known, pending = ({}, set()) if force else read_known(index_dir)
-        plan = plan_run(root, config, index_dir, known, discovery, pending)
+        repair = StoreRepair()
+        if stored is not None and not force:
+            repair = check_stores(index_dir, stored, known, pending, config.qdrant_api_key)
+        plan = plan_run(root, config, index_dir, known, discovery, pending, repair.paths)
+        plan.stats.repairs = [f"{damage}: rebuilt from scratch"] if damage else []
+        plan.stats.repairs += repair.notes
+        plan.stats.files_repaired += repair.restored
         plan.stats.add_time("discover", discover_seconds)
         if plan.todo:  # refuse now, not half-way through: a full disk kills the shard
             keeps = identity.get("vectors") != "none" and not config.qdrant_url
@@ -1429,6 +1453,10 @@ def index(
                 stats = run.run(pipelined=chosen == "pipeline")
             stats.seconds = time.perf_counter() - started
             _save_last_run(index_dir, stats)
+        # deleted chunks would go on counting in BM25's statistics (a crash's leftovers,
+        # files re-indexed or removed): purged, so that scores equal a clean build's
+        with _timed(stats, "write"):
+            purge_bm25_deletes(index_dir)
     stats.seconds = time.perf_counter() - started
     return stats
 

@@ -20,6 +20,14 @@ re-indexes every pending path, so a crash at any point converges (see
 :mod:`rcm_dask.stores.manifest`). Stores without a manifest beside them are
 unaccounted for (a crash during ``--force`` or before the first commit) and are
 cleared before writing.
+
+Damage that no crash explains (a store deleted or cut short, a manifest or
+``identity.json`` overwritten) is found by comparing each store's chunk count with
+the manifest's (:func:`count_problem`): readers refuse with
+:class:`~rcm_dask.errors.IndexDamagedError`, and the next index run repairs it
+(:func:`check_stores`: the files a store lacks are re-added; an unreadable manifest or
+identity means a rebuild). Deleted chunks are purged from Tantivy at the end of a run
+(:func:`purge_bm25_deletes`), so that BM25 scores never depend on an index's history.
 """
 
 from __future__ import annotations
@@ -28,21 +36,30 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .errors import IndexIdentityError, IndexWriteError, StoreBusyError
+from .errors import (
+    IndexDamagedError,
+    IndexIdentityError,
+    IndexNotFoundError,
+    IndexWriteError,
+    StoreBusyError,
+)
 from .intel import SymbolCollector
 from .records import EmbeddedBatch, IndexedFile
 from .stores.bm25 import Bm25Store
 from .stores.manifest import (
+    IDENTITY_FILE,
     MANIFEST_FILE,
     FileSymbols,
     Manifest,
     identity_mismatch,
     read_identity,
+    read_manifest,
     write_identity,
 )
 from .stores.space import (
@@ -51,19 +68,19 @@ from .stores.space import (
     on_disk_full,
     require_space,
 )
-from .stores.vectors import EdgeVectorStore, VectorStore, open_vector_store
+from .stores.vectors import EdgeVectorStore, VectorStore, edge_shard_exists, open_vector_store
 
 BM25_DIR = "bm25"
 VECTORS_DIR = "vectors"
 
 
-def keeps_vectors(identity: dict[str, Any]) -> bool:
+def keeps_vectors(identity: Mapping[str, Any]) -> bool:
     """Whether an index identity has a vector store (false for ``vectors: none``; indexes
     from before the setting existed all have one)."""
     return identity.get("vectors", "qdrant") != "none"
 
 
-def vectors_setting(identity: dict[str, Any]) -> str:
+def vectors_setting(identity: Mapping[str, Any]) -> str:
     """An identity's ``vectors`` setting: ``qdrant`` or ``none`` (keyword-only)."""
     return "qdrant" if keeps_vectors(identity) else "none"
 
@@ -129,9 +146,14 @@ def check_identity(
 
 
 def open_vectors_for(
-    index_dir: Path, identity: dict[str, Any], qdrant_api_key: str | None = None
+    index_dir: Path,
+    identity: dict[str, Any],
+    qdrant_api_key: str | None = None,
+    *,
+    create: bool = True,
 ) -> VectorStore:
-    """The vector store an identity names (embedded shard or server collection)."""
+    """The vector store an identity names (embedded shard or server collection);
+    ``create=False`` (readers) raises IndexNotFoundError instead of making a missing one."""
     url = identity.get("qdrant_url") or None
     return open_vector_store(
         index_dir,
@@ -139,7 +161,255 @@ def open_vectors_for(
         qdrant_url=str(url) if url else None,
         collection=str(identity.get("collection") or collection_name(index_dir)),
         api_key=qdrant_api_key,
+        create=create,
     )
+
+
+# -- damage: found by readers, repaired by the next run ------------------------------
+
+
+def identity_problem(identity: Mapping[str, Any]) -> str:
+    """Why an identity read from ``identity.json`` cannot be used (``""`` when it can).
+
+    Examples
+    --------
+    >>> identity_problem({"format": "unreadable"})
+    'identity.json is not a JSON object'
+    >>> identity_problem({"model": "m", "root": "/r", "chunker_version": "3"})
+    'identity.json lacks dimensions'
+    """
+    if identity.get("format") == "unreadable":
+        return f"{IDENTITY_FILE} is not a JSON object"
+    need = ["model", "root", "chunker_version"]
+    if keeps_vectors(identity):
+        need.append("dimensions")
+    missing = [key for key in need if key not in identity]
+    if missing:
+        return f"{IDENTITY_FILE} lacks {', '.join(missing)}"
+    if keeps_vectors(identity):
+        try:
+            ok = int(identity["dimensions"]) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            return f"{IDENTITY_FILE} has no usable dimensions ({identity['dimensions']!r})"
+    return ""
+
+
+def repair_command(index_dir: Path, identity: Mapping[str, Any] | None) -> str:
+    """The plain index run that repairs an index folder (its root, its Qdrant server)."""
+    root = (identity or {}).get("root") or "PATH"
+    url = (identity or {}).get("qdrant_url")
+    server = f" --qdrant-url {url}" if url else ""
+    return f"rcm-dask index {root} --index-dir {index_dir}{server}"
+
+
+def damaged_error(
+    index_dir: Path, identity: Mapping[str, Any] | None, what: str, rebuild: bool = False
+) -> IndexDamagedError:
+    """The error a reader raises for a damaged index: what is wrong, and the repair."""
+    does = (
+        "rebuilds it from scratch"
+        if rebuild
+        else "re-adds only what the stores lack, without re-embedding what they hold"
+    )
+    return IndexDamagedError(
+        f"the index at {index_dir} is damaged: {what}. Run `{repair_command(index_dir, identity)}` "
+        f"to repair it (it {does})."
+    )
+
+
+def settled_chunks(files: Mapping[str, IndexedFile], pending: Collection[str]) -> int:
+    """Chunks the manifest records for files no run left half-written."""
+    return sum(len(f.chunk_ids) for path, f in files.items() if path not in pending)
+
+
+def count_problem(store: str, total: int, in_pending: int, expected: int) -> str:
+    """What is wrong when a store's chunk count disagrees with the manifest (``""``: it
+    agrees). Chunks of pending files are left out: a crashed run may have left any number.
+
+    Examples
+    --------
+    >>> count_problem("BM25", 10, 2, 8)
+    ''
+    >>> count_problem("BM25", 0, 0, 39)
+    'the BM25 store holds 0 chunks of the 39 the manifest records'
+    """
+    held = total - in_pending
+    if held == expected:
+        return ""
+    return f"the {store} store holds {held:,} chunks of the {expected:,} the manifest records"
+
+
+def damaged_paths(
+    held: Iterable[tuple[str, str]], files: Mapping[str, IndexedFile], pending: Collection[str]
+) -> set[str]:
+    """Paths whose chunks in a store are not what the manifest says.
+
+    Parameters
+    ----------
+    held
+        ``(path, chunk id)`` of every chunk the store holds.
+    files, pending
+        The manifest's records and pending paths (pending files are redone anyway).
+
+    Returns
+    -------
+    set of str
+        Recorded files with missing, extra or duplicate chunks, and paths the store
+        holds that the manifest does not know (orphans).
+    """
+    by_path: dict[str, list[str]] = {}
+    for path, chunk_id in held:
+        by_path.setdefault(path, []).append(chunk_id)
+    bad = {
+        path
+        for path, f in files.items()
+        if path not in pending and sorted(by_path.get(path, ())) != sorted(f.chunk_ids)
+    }
+    return bad | {path for path in by_path if path not in files and path not in pending}
+
+
+@dataclass
+class StoreRepair:
+    """What :func:`check_stores` found and did before a run."""
+
+    paths: set[str] = field(default_factory=set)
+    """Files to re-index (or remove, when gone): a store lacks or misholds their chunks."""
+    restored: int = 0
+    """Files whose BM25 chunks were rebuilt from the vector store's payloads."""
+    notes: list[str] = field(default_factory=list)
+    """What was found damaged and what is done about it, one line each."""
+
+
+def check_stores(
+    index_dir: Path,
+    identity: Mapping[str, Any],
+    files: Mapping[str, IndexedFile],
+    pending: Collection[str],
+    qdrant_api_key: str | None = None,
+) -> StoreRepair:
+    """Check both stores against the manifest and repair what needs no file read.
+
+    Run by an index run holding the index lock, before it plans. Each store's count is
+    compared with the manifest's (cheap); only a store that disagrees is read chunk by
+    chunk to find the files it lacks. A missing or unreadable store is cleared and
+    counts as lacking every file. BM25 chunks the vector store holds are rebuilt from
+    its payloads at once (no file read, no embedding); every other damaged file is
+    returned, for the run to re-index in both stores.
+
+    Parameters
+    ----------
+    index_dir
+        The index folder.
+    identity
+        Its stored identity.
+    files, pending
+        The manifest's records and pending paths.
+    qdrant_api_key
+        For an index whose vectors are on a Qdrant server.
+
+    Returns
+    -------
+    StoreRepair
+    """
+    repair = StoreRepair()
+    expected = settled_chunks(files, pending)
+    pend = sorted(pending)
+    bm25_path = index_dir / BM25_DIR
+    bm25_bad: set[str] = set()
+    try:
+        bm25 = Bm25Store.open(bm25_path)
+    except (IndexNotFoundError, IndexWriteError) as e:
+        state = "missing" if isinstance(e, IndexNotFoundError) else f"unreadable ({e})"
+        shutil.rmtree(bm25_path, ignore_errors=True)
+        bm25_bad = {p for p in files if p not in pending}
+        repair.notes.append(f"the BM25 store was {state}")
+    else:
+        with bm25:
+            problem = count_problem("BM25", bm25.count(), bm25.count(pend), expected)
+            if problem:
+                held = ((str(p["path"]), str(p["id"])) for p in bm25.iter_payloads())
+                bm25_bad = damaged_paths(held, files, pending)
+                repair.notes.append(problem)
+    vectors: VectorStore | None = None
+    vec_bad: set[str] = set()
+    if keeps_vectors(identity):
+        server = bool(identity.get("qdrant_url"))
+        if not server and not edge_shard_exists(index_dir / VECTORS_DIR):
+            shutil.rmtree(index_dir / VECTORS_DIR, ignore_errors=True)
+            vec_bad = {p for p in files if p not in pending}
+            repair.notes.append("the vector store was missing")
+        else:
+            try:
+                vectors = open_vectors_for(index_dir, dict(identity), qdrant_api_key)
+            except StoreBusyError:
+                vectors = None  # a searcher holds it: checked on the next run
+            except IndexWriteError as e:
+                if server:
+                    raise
+                shutil.rmtree(index_dir / VECTORS_DIR, ignore_errors=True)
+                vec_bad = {p for p in files if p not in pending}
+                repair.notes.append(f"the vector store was unreadable ({e})")
+    try:
+        if vectors is not None:
+            problem = count_problem("vector", vectors.count(), vectors.count(pend), expected)
+            if problem:
+                held = ((str(pl.get("path")), pid) for pid, _, pl in vectors.iter_points())
+                vec_bad = damaged_paths(held, files, pending)
+                repair.notes.append(problem)
+        restore = {p for p in bm25_bad - vec_bad if p in files}
+        if restore and vectors is not None:
+            with Bm25Store.open(bm25_path, writable=True) as bm25:
+                bm25.delete_paths(sorted(restore))
+                added = bm25.add_payloads(
+                    pl for _, _, pl in vectors.iter_points() if pl.get("path") in restore
+                )
+                bm25.commit()
+            bm25_bad -= restore
+            repair.restored = len(restore)
+            repair.notes.append(
+                f"BM25: {len(restore)} files ({added:,} chunks) rebuilt from the vector "
+                "store, nothing re-embedded"
+            )
+    finally:
+        if vectors is not None:
+            vectors.close()
+    repair.paths = bm25_bad | vec_bad
+    if repair.paths:
+        repair.notes.append(f"{len(repair.paths)} files re-indexed to repair the stores")
+    return repair
+
+
+def index_damage(index_dir: Path) -> str:
+    """What makes an index folder unrepairable in place (``""`` when nothing does): an
+    unusable ``identity.json`` or an unreadable manifest. The next run rebuilds it."""
+    stored = read_identity(index_dir)
+    ours = (index_dir / MANIFEST_FILE).exists() or (index_dir / BM25_DIR).exists()
+    if stored is not None and ours:
+        problem = identity_problem(stored)
+        if problem:
+            return problem
+    if (index_dir / MANIFEST_FILE).exists():
+        try:
+            read_manifest(index_dir)
+        except IndexDamagedError as e:
+            return str(e)
+    return ""
+
+
+def purge_bm25_deletes(index_dir: Path) -> int:
+    """Purge deleted chunks from the BM25 store (see :meth:`Bm25Store.purge_deleted`);
+    returns how many. Cheap when there are none."""
+    path = index_dir / BM25_DIR
+    try:
+        with Bm25Store.open(path) as reader:
+            if not reader.deleted_count():
+                return 0
+    except IndexNotFoundError:
+        return 0
+    with Bm25Store.open(path, writable=True) as bm25:
+        return bm25.purge_deleted()
 
 
 class IndexWriter:

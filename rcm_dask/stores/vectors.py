@@ -30,7 +30,13 @@ import numpy as np
 import numpy.typing as npt
 import qdrant_edge as qe
 
-from ..errors import IndexIdentityError, IndexWriteError, RcmError, StoreBusyError
+from ..errors import (
+    IndexIdentityError,
+    IndexNotFoundError,
+    IndexWriteError,
+    RcmError,
+    StoreBusyError,
+)
 from ..records import Chunk
 from . import StoreHit, chunk_payload
 from .space import disk_full_error, is_disk_full, require_space, shard_open_bytes
@@ -89,8 +95,8 @@ class VectorStore(Protocol):
         """The nearest points by cosine similarity, best first, payload included."""
         ...
 
-    def count(self) -> int:
-        """Number of points."""
+    def count(self, paths: Sequence[str] | None = None) -> int:
+        """Number of points (of these files only, when ``paths`` is given)."""
         ...
 
     def iter_points(self) -> Iterator[tuple[str, list[float], dict[str, Any]]]:
@@ -169,11 +175,16 @@ class EdgeVectorStore:
         Shard folder; created with its parents if missing.
     dim
         Vector dimension; must match an existing shard's.
+    create
+        Create the shard when the folder holds none (False for readers: a search must
+        never make an empty store where one is missing).
 
     Raises
     ------
     IndexIdentityError
         The existing shard holds vectors of another dimension (or another distance).
+    IndexNotFoundError
+        ``create`` is false and the folder holds no shard.
     IndexWriteError
         The shard cannot be created or opened (folder not writable, or the shard is
         already open elsewhere).
@@ -186,7 +197,7 @@ class EdgeVectorStore:
     'collections::binary_heap::BinaryHeap::push'
     """
 
-    def __init__(self, path: str | Path, dim: int) -> None:
+    def __init__(self, path: str | Path, dim: int, *, create: bool = True) -> None:
         self.path = Path(path)
         """Shard folder."""
         self.dim = dim
@@ -223,6 +234,8 @@ class EdgeVectorStore:
                     f"cannot open the vector shard at {self.path}: {e} (is another "
                     "rcm_dask process using this index?)"
                 ) from e
+        elif not create:
+            raise IndexNotFoundError(f"no vector shard at {self.path}")
         else:
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
@@ -236,7 +249,7 @@ class EdgeVectorStore:
 
     def _shard_exists(self) -> bool:
         """Whether the folder already holds a shard."""
-        return (self.path / "edge_config.json").exists() or (self.path / "segments").exists()
+        return edge_shard_exists(self.path)
 
     def _check_stored_config(self) -> None:
         """Refuse early, with both dimensions named, when the stored shard has another one."""
@@ -397,14 +410,22 @@ class EdgeVectorStore:
             hits.append(StoreHit(_point_id(point.id, payload), float(point.score), payload))
         return hits
 
-    def count(self) -> int:
+    def count(self, paths: Sequence[str] | None = None) -> int:
         """Number of points.
+
+        Parameters
+        ----------
+        paths
+            Count only the points of these files (exact paths); None counts all.
 
         Returns
         -------
         int
         """
-        return int(self._shard.count(qe.CountRequest(exact=True)))
+        if paths is not None and not paths:
+            return 0
+        where = _edge_filter("path", paths) if paths is not None else None
+        return int(self._shard.count(qe.CountRequest(exact=True, filter=where)))
 
     def iter_points(self) -> Iterator[tuple[str, list[float], dict[str, Any]]]:
         """Every point as ``(id, vector, payload)``, in id order.
@@ -461,6 +482,12 @@ class EdgeVectorStore:
         return f"EdgeVectorStore({str(self.path)!r}, dim={self.dim})"
 
 
+def edge_shard_exists(path: str | Path) -> bool:
+    """Whether a folder holds an embedded Qdrant shard."""
+    path = Path(path)
+    return (path / "edge_config.json").exists() or (path / "segments").exists()
+
+
 def _edge_condition(field: str, values: Sequence[str]) -> qe.FieldCondition:
     """``field`` is one of ``values`` (Qdrant Edge)."""
     return qe.FieldCondition(field, match=qe.MatchAny(list(values)))
@@ -504,7 +531,13 @@ class QdrantClientVectorStore:
     """
 
     def __init__(
-        self, client: QdrantClient, collection: str, dim: int, *, owns_client: bool = False
+        self,
+        client: QdrantClient,
+        collection: str,
+        dim: int,
+        *,
+        owns_client: bool = False,
+        create: bool = True,
     ) -> None:
         from qdrant_client.http import models as qm
 
@@ -519,6 +552,8 @@ class QdrantClientVectorStore:
         try:
             if client.collection_exists(collection):
                 self._check_collection()
+            elif not create:
+                raise IndexNotFoundError(f"no collection {collection!r} on the Qdrant server")
             else:
                 client.create_collection(
                     collection,
@@ -532,7 +567,13 @@ class QdrantClientVectorStore:
 
     @classmethod
     def from_url(
-        cls, url: str, collection: str, dim: int, api_key: str | None = None
+        cls,
+        url: str,
+        collection: str,
+        dim: int,
+        api_key: str | None = None,
+        *,
+        create: bool = True,
     ) -> QdrantClientVectorStore:
         """Connect to a Qdrant server and open (or create) a collection there.
 
@@ -563,7 +604,7 @@ class QdrantClientVectorStore:
 
         client = QdrantClient(url=url, api_key=api_key)
         try:
-            return cls(client, collection, dim, owns_client=True)
+            return cls(client, collection, dim, owns_client=True, create=create)
         except IndexWriteError as e:
             client.close()
             raise IndexWriteError(
@@ -743,14 +784,24 @@ class QdrantClientVectorStore:
             hits.append(StoreHit(_point_id(point.id, payload), float(point.score), payload))
         return hits
 
-    def count(self) -> int:
+    def count(self, paths: Sequence[str] | None = None) -> int:
         """Number of points.
+
+        Parameters
+        ----------
+        paths
+            Count only the points of these files (exact paths); None counts all.
 
         Returns
         -------
         int
         """
-        return int(self.client.count(self.collection, exact=True).count)
+        from qdrant_client.http import models as qm
+
+        if paths is not None and not paths:
+            return 0
+        where = qm.Filter(must=[_client_condition("path", paths)]) if paths is not None else None
+        return int(self.client.count(self.collection, count_filter=where, exact=True).count)
 
     def iter_points(self) -> Iterator[tuple[str, list[float], dict[str, Any]]]:
         """Every point as ``(id, vector, payload)``, in id order.
@@ -812,6 +863,8 @@ def open_vector_store(
     qdrant_url: str | None,
     collection: str,
     api_key: str | None = None,
+    *,
+    create: bool = True,
 ) -> VectorStore:
     """Open the vector store an index is configured with.
 
@@ -827,6 +880,8 @@ def open_vector_store(
         Collection name on the server (unused by the embedded engine).
     api_key
         Server API key, if any.
+    create
+        Create the shard or collection when missing (False for readers).
 
     Returns
     -------
@@ -837,12 +892,16 @@ def open_vector_store(
     ------
     IndexIdentityError
         The existing vectors have another dimension.
+    IndexNotFoundError
+        ``create`` is false and there is no shard or collection.
     IndexWriteError
         The store cannot be opened or created.
     """
     if qdrant_url is None:
-        return EdgeVectorStore(Path(index_dir) / "vectors", dim)
-    return QdrantClientVectorStore.from_url(qdrant_url, collection, dim, api_key=api_key)
+        return EdgeVectorStore(Path(index_dir) / "vectors", dim, create=create)
+    return QdrantClientVectorStore.from_url(
+        qdrant_url, collection, dim, api_key=api_key, create=create
+    )
 
 
 __all__ = [
@@ -851,5 +910,6 @@ __all__ = [
     "EdgeVectorStore",
     "QdrantClientVectorStore",
     "VectorStore",
+    "edge_shard_exists",
     "open_vector_store",
 ]
