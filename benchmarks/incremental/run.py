@@ -41,6 +41,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+# what every report records: the lock's hash, CPU, cores, GPU (shared by benchmarks/*)
+from _env import environment_lines, environment_summary  # noqa: E402
 from modes.run import rust_src  # noqa: E402  (one place that finds the corpus)
 
 SIZES = {
@@ -195,6 +197,7 @@ def main() -> None:
     timed(f"touch {n}", touch10, args.repeats)
     timed(f"edit {n}", edit10, args.repeats)
     timed(f"delete {n}", delete10, args.repeats)
+    results["environment"] = environment_summary()
     results["machine"] = {
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
@@ -207,6 +210,7 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)
 
+    print("\n" + "\n".join(environment_lines(results["environment"])))
     print(
         f"\n{first.files_indexed} files, {first.chunks} chunks; initial build {initial:.1f} s "
         f"({per_file:.3f} s per file, {first.mode} mode)\n"

@@ -30,6 +30,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+# what every report records: the lock's hash, CPU, cores, GPU (shared by benchmarks/*)
+from _env import environment_lines, environment_summary  # noqa: E402
+
 MODES = ("sequential", "parallel", "pipeline", "embed-only")
 SIZES = {
     "alloc": "library/alloc",
@@ -46,17 +50,6 @@ def rust_src() -> Path:
     fetch = HERE.parents[1].parent / "shared" / "corpus" / "fetch.sh"
     out = subprocess.run(["bash", str(fetch)], check=True, capture_output=True, text=True)
     return Path(out.stdout.strip().splitlines()[-1])
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure(cmd: list[str]) -> tuple[dict[str, Any], float, float]:
@@ -222,9 +215,11 @@ def main() -> None:
     import dask
     import rcm_dask
 
+    env = environment_summary()
     figures = {
         "root": str(root),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "environment": env,
         "versions": {
             "rcm_dask": rcm_dask.__version__,
             "torch": torch.__version__,
@@ -236,6 +231,7 @@ def main() -> None:
         "table": table(results),
     }
     Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+    print("\n".join(environment_lines(env)) + "\n")
     print(figures["table"])
 
 

@@ -61,8 +61,11 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+# what every report records: the lock's hash, CPU, cores, GPU (shared by benchmarks/*)
+from _env import environment_lines, environment_summary
+
 # one way to find the corpus and to run and measure an index, shared with benchmarks/modes
-from modes.run import cpu_model, measure, rust_src
+from modes.run import measure, rust_src
 
 VECTORS = {"real-model": "qdrant", "keyword-only": "none"}
 # the ladder: each rung adds folders to the one before; None is the whole tree
@@ -456,8 +459,10 @@ def machine() -> dict[str, Any]:
         text=True,
         check=False,
     ).stdout.strip()
+    env = environment_summary()
     return {
-        "cpu": cpu_model(),
+        "environment": env,
+        "cpu": env["cpu"],
         "cores": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "platform": platform.platform(),
@@ -564,6 +569,7 @@ def main() -> None:
     summarise(figures)
     Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
     plot(rows, Path(args.png), figures["plot_title"])
+    print("\n".join(environment_lines(info["environment"])) + "\n")
     print(figures["table"])
     print(f"\n{figures['total_s']:.0f} s in all; wrote {args.out} and {args.png}")
 

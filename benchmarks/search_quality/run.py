@@ -44,7 +44,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 
+# what every report records: the lock's hash, CPU, cores, GPU (shared by benchmarks/*)
+from _env import cpu_model, environment_lines, environment_summary, usable_cores
 from evalset import (
     Key,
     Question,
@@ -375,18 +378,8 @@ def versions() -> dict[str, str]:
 
 def machine() -> dict[str, Any]:
     """The machine the figures were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
+    cpu = cpu_model()
+    usable = usable_cores()
     mem_gb = None
     try:
         mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)
@@ -442,12 +435,13 @@ def report(result: dict[str, Any]) -> str:
         built = f"the index at {ix['index_dir']} was reused as it was"
     else:
         built = f"indexing took {fmt(ix['seconds'], 1)} s in {ix['mode']} mode"
+    env = "\n".join(environment_lines(result["environment"]))
     return f"""# benchmarks/search_quality — report
 
 Measured by `{result["command"]}` on {time.strftime("%Y-%m-%d", time.gmtime(result["finished"]))}.
 
-- **Machine**: {m["cpu"]}, {m["cores"]} usable cores, {m["memory_gb"]} GB, {m["platform"]};
-  load average at the end {m["load_avg"]}.
+{env}
+- **Memory**: {m["memory_gb"]} GB; load average at the end {m["load_avg"]}.
 - **Versions**: {", ".join(f"{k} {val}" for k, val in v.items())}.
 - **Model**: {result["model"]}. Search settings: {
         ", ".join(f"{k} {val}" for k, val in result["search_config"].items())
@@ -610,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
         + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "finished": time.time(),
         "machine": machine(),
+        "environment": environment_summary(),
         "versions": versions(),
         "model": model_label,
         "scope": {

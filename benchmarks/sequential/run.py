@@ -25,6 +25,10 @@ from rcm_dask import IndexConfig
 from rcm_dask.search import SearchIndex
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+# what every report records: the lock's hash, CPU, cores, GPU (shared by benchmarks/*)
+from _env import environment_lines, environment_summary  # noqa: E402
+
 DEFAULT_QUERIES = (
     "push an item onto a binary heap;"
     "spawn a new thread and wait for it to finish;"
@@ -62,6 +66,7 @@ def main() -> None:
     figures = {
         "root": str(root),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "environment": environment_summary(),
         "versions": {
             m: __import__(m).__version__
             for m in ("torch", "transformers", "tantivy", "dask")
@@ -81,7 +86,7 @@ def main() -> None:
     out = Path(os.environ.get("RCM_BENCH_OUT", HERE / "last_run.json"))
     out.write_text(json.dumps(figures, indent=2) + "\n")
     json.dump(figures, sys.stdout, indent=2)
-    print()
+    print("\n\n" + "\n".join(environment_lines(figures["environment"])))
 
 
 if __name__ == "__main__":
