@@ -84,6 +84,17 @@ def test_client_roots_narrow_and_never_widen(tmp_path: Path) -> None:
     assert roots_from_uris(["file://localhost/usr", "file://evil/usr", "s3://b/k"]) == ["/usr"]
 
 
+def test_cli_refuses_a_root_that_does_not_exist(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from rcm_dask.cli import main
+
+    result = CliRunner().invoke(main, ["mcp", "--root", str(tmp_path / "missing")])
+    assert result.exit_code == 1
+    assert "--root" in result.output and "does not exist" in result.output
+    assert "Traceback" not in result.output
+
+
 # --------------------------------------------------------------------------- the server
 
 
