@@ -1,4 +1,5 @@
-"""The set-up stays true: environment.yml agrees with pyproject.toml, README commands exist."""
+"""The set-up stays true: requirements.lock and environment.yml agree with pyproject.toml,
+README commands exist."""
 
 from __future__ import annotations
 
@@ -6,19 +7,23 @@ import re
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tomllib
 import yaml
 from click.testing import CliRunner
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from rcm_dask.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _pyproject() -> dict:  # type: ignore[type-arg]
+def _pyproject() -> dict[str, Any]:
     return tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
@@ -26,24 +31,102 @@ def _norm(req: str) -> str:
     return re.sub(r"\s+", "", req).lower()
 
 
-def test_environment_yml_matches_pyproject() -> None:
+LOCK = REPO / "requirements.lock"
+
+
+@dataclass
+class _Locked:
+    """One package of requirements.lock."""
+
+    version: str
+    hashes: list[str]
+    via: list[str]
+
+
+def _lock() -> dict[str, _Locked]:
+    """requirements.lock by normalised name: version, sha256 hashes, what requires it."""
+    out: dict[str, _Locked] = {}
+    current: _Locked | None = None
+    in_via = False
+    for line in LOCK.read_text().splitlines():
+        if m := re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", line):
+            current = out[canonicalize_name(m[1])] = _Locked(m[2], [], [])
+            in_via = False
+        elif current is not None and (h := re.search(r"--hash=sha256:([0-9a-f]{64})", line)):
+            current.hashes.append(h[1])
+        elif current is not None and (v := re.match(r"^\s+# via ?(.*)$", line)):
+            in_via = not v[1]
+            if v[1]:
+                current.via.append(v[1].strip())
+        elif current is not None and in_via and (v := re.match(r"^\s+#\s+(\S.*)$", line)):
+            current.via.append(v[1].strip())
+        elif line.strip() and not line.lstrip().startswith("#"):
+            raise AssertionError(f"requirements.lock: unexpected line {line!r}")
+        else:
+            in_via = in_via and line.strip().startswith("#")
+    return out
+
+
+def _wanted() -> list[Requirement]:
+    """What the benchmark environment needs: the core dependencies, the test and bench extras."""
     project = _pyproject()["project"]
     extras = project["optional-dependencies"]
-    # the environment is for tests and benchmark runs: the core, the test and bench extras
-    wanted = {_norm(r) for r in project["dependencies"] + extras["test"] + extras["bench"]}
+    return [Requirement(r) for r in project["dependencies"] + extras["test"] + extras["bench"]]
+
+
+def test_environment_yml_is_conda_python_and_pip_then_torch() -> None:
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     assert "conda-forge" in env["channels"]
+    conda = [d for d in env["dependencies"] if not isinstance(d, dict)]
+    assert conda == ["python=3.11", "pip"]
+    # the lock cannot ride in the pip section (one pip call: hashes vs torch and -e .);
+    # torch, pinned by version, is all it holds, at a version pyproject accepts
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    have = {_norm(r) for r in pip_section if not r.startswith("-e")}
-    assert have == wanted, f"missing in environment.yml: {wanted - have}; extra: {have - wanted}"
-    assert "-e ." in pip_section
-    assert any(str(d).startswith("python=") for d in env["dependencies"])
+    assert pip_section == ["torch==2.13.0"]
+    torch = next(r for r in _wanted() if r.name == "torch")
+    assert torch.specifier.contains("2.13.0")
+    text = (REPO / "environment.yml").read_text()
+    assert "pip install --require-hashes -r requirements.lock" in text
+    assert "pip install --no-deps -e ." in text
 
 
-def test_torch_is_never_pinned_to_pull_cuda() -> None:
-    # a range that the local CPU wheel satisfies: pip keeps whatever torch is installed
-    torch_req = [r for r in _pyproject()["project"]["dependencies"] if r.startswith("torch")]
-    assert torch_req == ["torch>=2.1"]
+def test_lock_holds_every_dependency_at_a_version_pyproject_accepts() -> None:
+    lock = _lock()
+    for req in _wanted():
+        name = canonicalize_name(req.name)
+        if name == "torch":
+            continue  # not locked: see requirements.lock's header
+        assert name in lock, f"{req} is not in requirements.lock: run `sh lock.sh`"
+        assert req.specifier.contains(lock[name].version, prereleases=True), (
+            f"requirements.lock has {name}=={lock[name].version}, pyproject wants {req}: "
+            "run `sh lock.sh`"
+        )
+        assert "rcm-dask (pyproject.toml)" in lock[name].via, name
+
+
+def test_lock_names_nothing_at_top_level_that_pyproject_does_not_require() -> None:
+    wanted = {canonicalize_name(r.name) for r in _wanted()}
+    top = {name for name, p in _lock().items() if "rcm-dask (pyproject.toml)" in p.via}
+    assert top <= wanted, f"locked as direct but not in pyproject.toml: {top - wanted}"
+
+
+def test_every_locked_package_is_hashed_and_required_by_something() -> None:
+    lock = _lock()
+    assert len(lock) > 50
+    for name, p in lock.items():
+        assert p.hashes, f"{name} has no --hash in requirements.lock"
+        assert p.via, f"nothing requires {name}"
+
+
+def test_lock_leaves_torch_and_cuda_out_and_says_how_it_is_made() -> None:
+    lock = _lock()
+    assert "torch" not in lock
+    assert not [n for n in lock if n.startswith(("nvidia-", "triton"))], "CUDA packages locked"
+    text = LOCK.read_text()
+    uv = re.search(r"^UV_VERSION=(\S+)$", (REPO / "lock.sh").read_text(), flags=re.MULTILINE)
+    assert uv, "lock.sh pins uv"
+    assert f"Made by uv {uv[1]}" in text and "sh lock.sh" in text
+    assert "--no-emit-package torch" in (REPO / "lock.sh").read_text()
 
 
 def _readme_blocks() -> list[str]:
