@@ -25,7 +25,7 @@ from . import __version__
 from .config import MODES, VECTORS, IndexConfig, env_name
 from .errors import IndexInterrupted, RcmError
 from .progress import ProgressDisplay
-from .records import Hit, IndexStats
+from .records import Hit, IndexStats, display_path
 
 if TYPE_CHECKING:
     from .dryrun import DryRun
@@ -105,7 +105,9 @@ def _run(action: Callable[[], None]) -> None:
     try:
         action()
     except RcmError as e:
-        err.print(f"[bold red]Error:[/] {e}")
+        # one line whatever the terminal's width, and the message is not markup (a path
+        # may hold brackets)
+        err.print(Text.assemble(("Error:", "bold red"), f" {e}"), soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt as e:
         message = (
@@ -453,7 +455,7 @@ def print_hits(hits: Sequence[Hit], query: str, console: Console) -> None:
     for i, h in enumerate(hits, 1):
         head = Text.assemble(
             (f"{i:>2}. ", "bold"),
-            (f"{h.path}:{h.start_line}", "bold cyan"),
+            (f"{display_path(h.path)}:{h.start_line}", "bold cyan"),
             "  ",
             (h.qualname or h.name, "bold"),
             "  ",
@@ -498,7 +500,8 @@ def status_cmd(codebase: str | None, index_dir: str | None, as_json: bool) -> No
                 ago = _ago(time.time() - float(entry["mtime"]))
                 kind = ", keyword-only" if entry.get("vectors") == "none" else ""
                 out.print(
-                    f"{entry['root']}  ->  {entry['index_dir']}  (updated {ago}{kind})",
+                    f"{display_path(str(entry['root']))}  ->  "
+                    f"{display_path(str(entry['index_dir']))}  (updated {ago}{kind})",
                     markup=False,
                 )
             return

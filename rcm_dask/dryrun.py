@@ -25,7 +25,7 @@ from typing import Any
 from .config import IndexConfig, default_index_dir
 from .embedding import Embedder
 from .errors import ConfigError, IndexIdentityError, SourceError
-from .records import FileRef, SourceFile
+from .records import FileRef, SourceFile, display_path
 from .sources import discover_sources, open_root, read_source
 
 DEFAULT_CHUNKS_PER_SECOND = 50.0
@@ -184,11 +184,10 @@ class DryRun:
             ),
             f"  found: {self.files_found:,} .rs files, {format_bytes(self.bytes_found)}",
         ]
-        width = max((len(f.folder) for f in self.folders), default=0)
-        for f in self.folders:
-            lines.append(
-                f"    {f.folder:<{width}}  {f.files:>6,} files  {format_bytes(f.bytes):>10}"
-            )
+        shown = [display_path(f.folder) for f in self.folders]
+        width = max((len(name) for name in shown), default=0)
+        for name, f in zip(shown, self.folders, strict=True):
+            lines.append(f"    {name:<{width}}  {f.files:>6,} files  {format_bytes(f.bytes):>10}")
         if self.other_folders:
             lines.append(f"    ... and {self.other_folders} smaller folders")
         if self.skipped:
@@ -228,7 +227,7 @@ class DryRun:
         if self.large_files:
             lines.append("  large files (often generated):")
             for f in self.large_files:
-                lines.append(f"    {f.folder}  {format_bytes(f.bytes)}")
+                lines.append(f"    {display_path(f.folder)}  {format_bytes(f.bytes)}")
         for w in self.warnings:
             lines.append(f"  warning: {w}")
         lines.append("Nothing was embedded or written.")
@@ -598,7 +597,8 @@ def plan_dry_run(
     for f in suspicious[:5]:
         share = 100 * f.bytes / found_bytes if found_bytes else 0
         warnings.append(
-            f"{f.folder}/ holds {f.files:,} files ({format_bytes(f.bytes)}, {share:.0f}% of "
+            f"{display_path(f.folder + '/')} holds {f.files:,} files "
+            f"({format_bytes(f.bytes)}, {share:.0f}% of "
             f"the bytes): {f.reason}. If it is not your code, add --exclude '{f.folder}/'"
         )
     large = sorted(

@@ -5,12 +5,15 @@ was indexed before is hurt. Every mode meets the same table.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import pytest
 
 from rcm_dask import IndexConfig, index
 from rcm_dask.errors import SourceError
+from rcm_dask.records import display_path
 from rcm_dask.search import SearchIndex
 from rcm_dask.stores.manifest import Manifest
 
@@ -26,10 +30,14 @@ from .conftest import HashEmbedder, index_state
 GOOD = "/// Keeps the peace.\npub fn good_neighbour(x: u32) -> u32 {\n    x + 1\n}\n"
 
 
+AS_ROOT = os.geteuid() == 0
+"""Root reads any file whatever its permissions."""
+
+
 def _unreadable(path: Path) -> Any:
     """A .rs entry that cannot be read: no permission, or (as root, who reads anything)
-    a Unix socket, which open() refuses."""
-    if os.geteuid() != 0:
+    a Unix socket, which is skipped from the listing as not a regular file."""
+    if not AS_ROOT:
         path.write_text("pub fn secret() {}\n")
         path.chmod(0)
         return None
@@ -71,7 +79,25 @@ CASES: dict[str, tuple[Callable[[Path], Any], str]] = {
         ),
         "chunks:fine_after",
     ),
-    "unreadable.rs": (_unreadable, "skip:unreadable"),
+    "unreadable.rs": (_unreadable, "skip:not-regular" if AS_ROOT else "skip:unreadable"),
+    # opening a FIFO blocks until something writes to it: it must never be opened
+    "fifo.rs": (lambda p: os.mkfifo(p), "skip:not-regular"),
+    # bytes that are not UTF-8 (os.fsencode keeps them): no tokenizer takes the name
+    "bad\udcffname.rs": (lambda p: p.write_text("pub fn badly_named() {}\n"), "skip:not-utf8-name"),
+    "two\nlines.rs": (lambda p: p.write_text("pub fn on_two_lines() {}\n"), "chunks:on_two_lines"),
+    "fine_grained_pat.rs": (
+        lambda p: p.write_text(
+            'const T: &str = "github_pat_11AAAAAAA0abcdefghijklm_' + "N0pQ" * 15 + '";\n'
+        ),
+        "skip:sensitive",
+    ),
+    "pgp.rs": (
+        lambda p: p.write_text(
+            "/*\n-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBGV...\n"
+            "-----END PGP PRIVATE KEY BLOCK-----\n*/\npub fn signer() {}\n"
+        ),
+        "skip:sensitive",
+    ),
     "dir with space/ünïcödé näme.rs": (
         lambda p: p.write_text("pub fn spaced_out() {}\n"),
         "chunks:spaced_out",
@@ -113,7 +139,8 @@ def _check(root: Path, idx: Path, stats: Any) -> None:
             if expected.startswith("skip:"):
                 reason = expected[5:]
                 assert rel not in files, name
-                assert any(rel in e for e in stats.skipped_examples.get(reason, [])), (
+                shown = display_path(rel)
+                assert any(shown in e for e in stats.skipped_examples.get(reason, [])), (
                     name,
                     stats.skipped,
                 )
@@ -127,9 +154,16 @@ def _check(root: Path, idx: Path, stats: Any) -> None:
     assert "src/good.rs" in names
     assert not any("stolen" in p or p.startswith("src/loop/") for p in files)
     assert stats.skipped["not-utf8"] == 1 and stats.skipped["binary"] == 1
-    assert stats.skipped["too-large"] == 1 and stats.skipped["unreadable"] == 1
+    assert stats.skipped["too-large"] == 1
+    assert stats.skipped.get("unreadable", 0) == (0 if AS_ROOT else 1)
+    assert stats.skipped["not-regular"] == (2 if AS_ROOT else 1)
+    assert stats.skipped["not-utf8-name"] == 1 and stats.skipped["sensitive"] == 2
     assert stats.skipped["ignored"] >= 3  # the three symlinks, each with its reason
-    assert stats.files_indexed + stats.files_skipped - stats.skipped["ignored"] == stats.files_seen
+    # what the listing leaves out is not counted among the files seen
+    listed = stats.files_skipped - sum(
+        stats.skipped.get(r, 0) for r in ("ignored", "not-regular", "not-utf8-name")
+    )
+    assert stats.files_indexed + listed == stats.files_seen
 
 
 @pytest.mark.parametrize("mode", ["sequential", "pipeline"])
@@ -162,7 +196,9 @@ def test_hostile_files_do_not_hurt_what_is_indexed(
     index(str(clean), IndexConfig(index_dir=str(idx)), embedder=HashEmbedder())
     before = index_state(idx)
     shutil.rmtree(clean)
-    shutil.copytree(root, clean, symlinks=True, ignore=shutil.ignore_patterns("unreadable.rs"))
+    shutil.copytree(
+        root, clean, symlinks=True, ignore=shutil.ignore_patterns("unreadable.rs", "fifo.rs")
+    )
     (clean / "src" / "good.rs").write_text(GOOD)  # same content, new mtime
     stats = index(str(clean), IndexConfig(index_dir=str(idx)), embedder=HashEmbedder())
     after = index_state(idx)
@@ -236,3 +272,192 @@ def test_fifty_thousand_tiny_files(tmp_path: Path) -> None:
     assert stats.files_indexed == 50_000 and stats.chunks == 50_000 and stats.files_skipped == 0
     again = index(str(root), IndexConfig(index_dir=str(idx)), embedder=HashEmbedder())
     assert again.files_todo == 0 and again.files_unchanged == 50_000
+
+
+# --------------------------------------------------------------------------- real processes
+
+RCM_DASK = Path(sys.executable).parent / "rcm-dask"
+
+
+def _rcm(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """A real ``rcm-dask`` process; a hang fails the test at ``timeout`` instead of the suite."""
+    return subprocess.run(
+        [str(RCM_DASK), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "RCM_TORCH_THREADS": "1"},
+    )
+
+
+def _one_error_line(done: subprocess.CompletedProcess[str], *words: str) -> str:
+    """The process failed the way the CLI promises: exit 1, one ``Error:`` line on stderr."""
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def fifo_crate(tmp_path: Path) -> Path:
+    """Two good files, a FIFO named ``x.rs`` and a FIFO named ``.gitignore``."""
+    root = tmp_path / "crate"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "good.rs").write_text(GOOD)
+    (root / "sub").mkdir()
+    (root / "sub" / "kept.rs").write_text("pub fn kept() {}\n")
+    os.mkfifo(root / "src" / "x.rs")
+    os.mkfifo(root / "sub" / ".gitignore")
+    return root
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "sequential",
+        pytest.param("parallel", marks=pytest.mark.cluster),
+        pytest.param("pipeline", marks=pytest.mark.cluster),
+        "dry-run",
+    ],
+)
+def test_a_fifo_named_rs_never_hangs_a_run(
+    fifo_crate: Path, tiny_model: Path, tmp_path: Path, how: str
+) -> None:
+    idx = tmp_path / "idx"
+    extra = ["--dry-run"] if how == "dry-run" else ["--mode", how, "--workers", "1"]
+    done = _rcm(
+        "index", str(fifo_crate), "--json", "--model", str(tiny_model), "--index-dir", str(idx),
+        *extra,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got["skipped"] == {"not-regular": 1}
+    assert "src/x.rs: FIFO" in got["skipped_examples"]["not-regular"][0]
+    if how == "dry-run":
+        assert got["files_found"] == 2 and not (idx / "identity.json").exists()
+    else:
+        assert got["files_indexed"] == 2 and got["mode"] == how
+
+
+def test_a_name_that_is_not_utf8_is_skipped_and_the_rest_indexed(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "crate"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "good.rs").write_text(GOOD)
+    with open(os.fsencode(root / "src") + b"/bad\xffname.rs", "wb") as f:
+        f.write(b"pub fn badly_named() {}\n")
+    done = _rcm("index", str(root), "--model", str(tiny_model), "--index-dir", str(tmp_path / "i"))
+    assert done.returncode == 0, done.stderr
+    assert "files: 1 indexed" in done.stdout
+    assert 'skipped not-utf8-name: 1  e.g. "src/bad\\xffname.rs": ' in done.stdout
+
+
+def test_a_newline_in_a_file_name_keeps_path_line_output_on_one_line(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    root, idx = tmp_path / "crate", tmp_path / "idx"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "good.rs").write_text(GOOD)
+    (root / "src" / "two\nlines.rs").write_text("pub fn on_two_lines() {}\n")
+    model = ("--model", str(tiny_model), "--index-dir", str(idx))
+    assert _rcm("index", str(root), *model).returncode == 0
+    found = _rcm("search", "on_two_lines", "--bm25", *model)
+    assert found.returncode == 0, found.stderr
+    head = found.stdout.splitlines()[0]
+    assert head.startswith(' 1. "src/two\\nlines.rs":1  ') and "on_two_lines  function" in head
+    hits = json.loads(_rcm("search", "on_two_lines", "--bm25", "--json", *model).stdout)
+    assert hits[0]["path"] == "src/two\nlines.rs"  # JSON keeps the name as it is
+
+
+class _Silent(BaseHTTPRequestHandler):
+    """Answers HTTP; never logs (a Dask handshake is no HTTP request)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that accepts connections and speaks HTTP, not Dask."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Silent)
+    server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("kind", ["not-an-address", "http-port"])
+def test_a_bad_scheduler_is_one_error_line_not_a_traceback_or_a_hang(
+    fifo_crate: Path, tiny_model: Path, tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    address = (
+        "notaurl"
+        if kind == "not-an-address"
+        else f"tcp://127.0.0.1:{request.getfixturevalue('http_port')}"
+    )
+    idx = tmp_path / "idx"
+    done = _rcm(
+        "index", str(fifo_crate), "--scheduler", address, "--model", str(tiny_model),
+        "--index-dir", str(idx), timeout=60,
+    )  # fmt: skip
+    _one_error_line(done, "Dask scheduler", address)
+    assert not (idx / "identity.json").exists()
+
+
+@pytest.fixture
+def broken_models(tiny_model: Path, tmp_path: Path) -> dict[str, Path]:
+    """Copies of the tiny model, each broken another way, and an empty folder."""
+    weights = (tiny_model / "model.safetensors").read_bytes()
+    out = {}
+    for name, data in (
+        ("truncated", weights[: len(weights) // 2]),
+        ("garbled", b"\xff" * 16 + weights[16:]),
+        ("no-weights", None),
+    ):
+        folder = tmp_path / "models" / name
+        shutil.copytree(tiny_model, folder)
+        if data is None:
+            (folder / "model.safetensors").unlink()
+        else:
+            (folder / "model.safetensors").write_bytes(data)
+        out[name] = folder
+    out["empty"] = tmp_path / "models" / "empty"
+    out["empty"].mkdir()
+    return out
+
+
+def test_a_broken_model_is_one_error_line_and_leaves_the_index_alone(
+    broken_models: dict[str, Path], tiny_model: Path, tmp_path: Path
+) -> None:
+    root, idx = tmp_path / "crate", tmp_path / "idx"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "good.rs").write_text(GOOD)
+    expected = {
+        "truncated": "model.safetensors is damaged",
+        "garbled": "model.safetensors is damaged",
+        "no-weights": "holds no model weights",
+        "empty": "not a Hugging Face model folder",
+    }
+    for name, folder in broken_models.items():
+        done = _rcm("index", str(root), "--model", str(folder), "--index-dir", str(idx))
+        _one_error_line(done, expected[name], str(folder))
+        assert not (idx / "identity.json").exists(), name
+    # the good model is not refused: nothing recorded the broken ones
+    good = _rcm("index", str(root), "--model", str(tiny_model), "--index-dir", str(idx), "-q")
+    assert good.returncode == 0, good.stderr
+    identity = (idx / "identity.json").read_bytes()
+    before = index_state(idx)
+    # not even --force lets a broken model wipe a good index
+    done = _rcm(
+        "index", str(root), "--force", "--model", str(broken_models["truncated"]),
+        "--index-dir", str(idx),
+    )  # fmt: skip
+    _one_error_line(done, "model.safetensors is damaged")
+    assert (idx / "identity.json").read_bytes() == identity and index_state(idx) == before
