@@ -254,7 +254,9 @@ class Embedder:
         """Tokens the model sees for each text, special tokens included, untruncated."""
         if not texts:
             return []
-        enc = self.tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
+        enc = self.tokenizer(
+            [encodable(t) for t in texts], add_special_tokens=True, truncation=False, verbose=False
+        )
         return [len(ids) for ids in enc["input_ids"]]
 
     def _model(self) -> Any:
@@ -393,7 +395,7 @@ class Embedder:
         # tokenizing megabytes of a generated table only to drop them.
         limit = self.max_tokens * CHARS_PER_TOKEN_BOUND
         enc = tok(
-            [t if len(t) <= limit else t[:limit] for t in texts],
+            [encodable(t if len(t) <= limit else t[:limit]) for t in texts],
             add_special_tokens=True,
             truncation=True,
             max_length=self.max_tokens,
@@ -464,6 +466,22 @@ threads, 4,096-token passes) held 737 MB resident with a 946 MB peak, against 92
 1,470 MB with exact widths. The padding is masked out, so vectors do not change beyond
 float noise.
 """
+
+
+def encodable(text: str) -> str:
+    r"""``text`` as the tokenizer takes it: a lone surrogate (what Python makes of bytes
+    that are not UTF-8, in a file name or a command-line argument) becomes ``?``.
+
+    Examples
+    --------
+    >>> encodable("al\udcffpha")
+    'al?pha'
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def padded_width(n: int, cap: int, multiple: int = PAD_MULTIPLE) -> int:

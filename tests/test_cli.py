@@ -289,6 +289,23 @@ def test_search_json(indexed: tuple[Path, Path, str]) -> None:
     assert hits[0] == Hit(**hits[0]).to_dict()
 
 
+def test_search_for_bytes_that_are_not_utf8_is_no_crash(
+    indexed: tuple[Path, Path, str], tiny_model: Path
+) -> None:
+    """A query typed with a byte that is not UTF-8 reaches the tokenizer as a lone
+    surrogate: it is replaced, not a TypeError from the tokenizer (a real process: the
+    bytes come from argv)."""
+    _, idx, _ = indexed
+    done = subprocess.run(
+        [RCM_DASK, b"search", b"Connection\xffPool", b"--model", tiny_model, b"--index-dir", idx],
+        check=False,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr
+    assert b" 1. src/" in done.stdout
+
+
 def test_status_text_and_json(indexed: tuple[Path, Path, str]) -> None:
     root, idx, _ = indexed
     text = _cli("status", "--index-dir", str(idx)).stdout
