@@ -1306,8 +1306,12 @@ def index(
         ``vectors`` setting; use ``force=True``.
     IndexLockedError
         Another run is writing this index (and ``wait`` ran out).
+    ModelError
+        The model folder lacks a tokenizer or weights, or a weight file is damaged:
+        checked before the index records the model, so the index is left as it was.
     ClusterError
-        The Dask cluster cannot run the work.
+        The Dask cluster cannot run the work (or ``scheduler`` is no Dask scheduler's
+        address, or none answers there within :data:`SCHEDULER_TIMEOUT`).
 
     Examples
     --------
