@@ -697,19 +697,24 @@ def _check_scheduler(address: str, timeout: float) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from distributed.comm import connect
-    from distributed.comm.addressing import get_address_host_port
+    from distributed.comm.addressing import get_address_host_port, parse_address
+    from distributed.security import Security
 
     usage = "give the scheduler's address as tcp://HOST:PORT (its port is 8786 by default)"
     try:
-        get_address_host_port(address)
+        if parse_address(address)[0] != "inproc":  # in-process schedulers have no port
+            get_address_host_port(address)
     except (ValueError, TypeError) as e:
         raise ClusterError(f"{address!r} is not a Dask scheduler address ({e}): {usage}") from e
 
     # past distributed's own timeout (refused, no route: it says why), the handshake hangs
     deadline = timeout + 2
 
+    # the TLS settings a Client would use (dask's config), for tls:// schedulers
+    args = Security().get_connection_args("client")
+
     async def handshake() -> None:
-        comm = await asyncio.wait_for(connect(address, timeout=timeout), deadline)
+        comm = await asyncio.wait_for(connect(address, timeout=timeout, **args), deadline)
         await comm.close()
 
     pool = ThreadPoolExecutor(1, thread_name_prefix="rcm-scheduler-check")
