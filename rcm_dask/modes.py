@@ -1464,8 +1464,9 @@ def index(
             _save_last_run(index_dir, stats)
         # deleted chunks would go on counting in BM25's statistics (a crash's leftovers,
         # files re-indexed or removed): purged, so that scores equal a clean build's
+        redone = bool(pending or repair.paths or repair.restored or repair.bm25_deleted)
         with _timed(stats, "write"):
-            purge_bm25_deletes(index_dir)
+            purge_bm25_deletes(index_dir, known, redone)
     stats.seconds = time.perf_counter() - started
     return stats
 

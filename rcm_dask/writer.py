@@ -278,6 +278,8 @@ class StoreRepair:
     """Files to re-index (or remove, when gone): a store lacks or misholds their chunks."""
     restored: int = 0
     """Files whose BM25 chunks were rebuilt from the vector store's payloads."""
+    bm25_deleted: int = 0
+    """Deleted chunks the BM25 store kept (a crashed run's); the run purges them."""
     notes: list[str] = field(default_factory=list)
     """What was found damaged and what is done about it, one line each."""
 
@@ -327,6 +329,7 @@ def check_stores(
         repair.notes.append(f"the BM25 store was {state}")
     else:
         with bm25:
+            repair.bm25_deleted = bm25.deleted_count()
             problem = count_problem("BM25", bm25.count(), bm25.count(pend), expected)
             if problem:
                 held = ((str(p["path"]), str(p["id"])) for p in bm25.iter_payloads())
@@ -398,18 +401,46 @@ def index_damage(index_dir: Path) -> str:
     return ""
 
 
-def purge_bm25_deletes(index_dir: Path) -> int:
-    """Purge deleted chunks from the BM25 store (see :meth:`Bm25Store.purge_deleted`);
-    returns how many. Cheap when there are none."""
+def purge_bm25_deletes(
+    index_dir: Path, known: Mapping[str, IndexedFile] | None = None, redone: bool = False
+) -> int:
+    """After a run: rewrite the BM25 store if it deleted chunks (:meth:`Bm25Store.rewrite`).
+
+    A delete skews BM25 statistics even once Tantivy has merged it away (the merged
+    segment still counts the deleted chunks' tokens), so the test is not what the store
+    holds now but what the run did: it redid files (``redone``: pending, repaired, or a
+    store that kept deleted chunks when the run began), or a file of ``known`` (the
+    manifest before the run) changed or left. Cheap when nothing was deleted.
+
+    Returns
+    -------
+    int
+        Chunks rewritten (0: nothing to do).
+    """
     path = index_dir / BM25_DIR
     try:
         with Bm25Store.open(path) as reader:
-            if not reader.deleted_count():
-                return 0
+            deleted = reader.deleted_count()
     except IndexNotFoundError:
         return 0
+    if not (deleted or redone or _rewritten(index_dir, known or {})):
+        return 0
     with Bm25Store.open(path, writable=True) as bm25:
-        return bm25.purge_deleted()
+        return bm25.rewrite()
+
+
+def _rewritten(index_dir: Path, before: Mapping[str, IndexedFile]) -> bool:
+    """Whether a file that had chunks before a run was re-indexed or removed by it."""
+    if not any(f.chunk_ids for f in before.values()):
+        return False
+    after, _ = read_manifest(index_dir)
+    for path, old in before.items():
+        new = after.get(path)
+        if old.chunk_ids and (
+            new is None or new.sha256 != old.sha256 or tuple(new.chunk_ids) != old.chunk_ids
+        ):
+            return True
+    return False
 
 
 class IndexWriter:

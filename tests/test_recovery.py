@@ -23,6 +23,7 @@ import pytest
 from rcm_dask import IndexConfig, index
 from rcm_dask.errors import IndexLockedError
 from rcm_dask.search import SearchIndex
+from rcm_dask.stores.bm25 import Bm25Store
 from rcm_dask.stores.lock import HOLDER_FILE, IndexLock, is_locked
 
 from .conftest import HashEmbedder, assert_converged, index_state
@@ -118,6 +119,32 @@ def corpus(rust_src: Path) -> Path:
     return rust_src / SLICE
 
 
+QUERIES = (
+    "push an element onto the heap",
+    "BinaryHeap::push",
+    "linked list iterator",
+    "VecDeque rotate left",
+    "btree map insert entry",
+    "drain filter",
+)
+
+
+def _bm25_ranks(index_dir: Path) -> list[list[tuple[float, str]]]:
+    """Each query's top 50 BM25 hits as (score, chunk id), ties by id."""
+    with Bm25Store.open(index_dir / "bm25") as store:
+        return [
+            sorted((-round(h.score, 4), h.id) for h in store.search(q, limit=50)) for q in QUERIES
+        ]
+
+
+def assert_same_bm25(index_dir: Path, clean_dir: Path) -> None:
+    """BM25 scores and ranks equal a clean index's: no deleted chunk a crash or a redone
+    file left behind still counts in Tantivy's statistics."""
+    with Bm25Store.open(index_dir / "bm25") as store:
+        assert store.deleted_count() == 0
+    assert _bm25_ranks(index_dir) == _bm25_ranks(clean_dir)
+
+
 @pytest.fixture(scope="module")
 def clean_index(
     corpus: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
@@ -176,6 +203,7 @@ def test_kill_9_at_random_points_converges(
     stats = _full(corpus, idx, env, "--mode", mode)
     assert stats["files_indexed"] + stats["files_unchanged"] == stats["files_seen"]
     assert_converged(idx, clean)
+    assert_same_bm25(idx, clean)
 
 
 def test_ctrl_c_stops_promptly_and_keeps_what_was_committed(
@@ -226,6 +254,7 @@ def test_ctrl_c_stops_promptly_and_keeps_what_was_committed(
     stats = _full(corpus, idx, _env(tiny_model, RCM_N_WORKERS="2"), "--mode", "pipeline")
     assert stats["files_unchanged"] >= len(kept["files"]) - len(kept["pending"])  # type: ignore[arg-type]
     assert_converged(idx, clean)
+    assert_same_bm25(idx, clean)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the writer through /proc")

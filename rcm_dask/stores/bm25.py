@@ -638,18 +638,38 @@ class Bm25Store:
         return n
 
     def purge_deleted(self) -> int:
-        """Rewrite the index without its deleted documents, in one commit.
-
-        Tantivy offers no forced merge, so every live document is re-added from its
-        stored payload and the old segments are dropped: the BM25 statistics, and so
-        every score, become those of an index that never held the deleted chunks.
-        Costs about one second per 15,000 chunks; does nothing when nothing is deleted.
-        A crash before the commit leaves the previous commit as it was.
+        """Rewrite the index when it keeps deleted documents (see :meth:`rewrite`).
 
         Returns
         -------
         int
-            Deleted documents purged (0: nothing to do).
+            Deleted documents purged (0: there were none, nothing was rewritten).
+
+        Raises
+        ------
+        IndexWriteError
+            As :meth:`rewrite`.
+        """
+        deleted = self.deleted_count()
+        if deleted:
+            self.rewrite()
+        return deleted
+
+    def rewrite(self) -> int:
+        """Rewrite the index from its stored payloads, in one commit.
+
+        Tantivy offers no forced merge, so every live document is re-added from its
+        stored payload and the old segments are dropped: the BM25 statistics, and so
+        every score, become those of an index that never held a deleted chunk. Not
+        only deleted documents skew them: a segment merged from segments that held
+        deleted documents keeps counting their tokens in its average field length.
+        Costs about one second per 15,000 chunks. A crash before the commit leaves
+        the previous commit as it was.
+
+        Returns
+        -------
+        int
+            Chunks rewritten.
 
         Raises
         ------
@@ -658,9 +678,6 @@ class Bm25Store:
             commit stays intact).
         """
         writer = self._require_writer()
-        deleted = self.deleted_count()
-        if not deleted:
-            return 0
         searcher = self._searcher()
         total = int(searcher.num_docs)
         try:
@@ -681,7 +698,7 @@ class Bm25Store:
                 "is intact"
             ) from e
         self.commit()
-        return deleted
+        return total
 
     def iter_payloads(self) -> Iterator[dict[str, Any]]:
         """Every stored payload of the latest commit, in index order.
