@@ -70,7 +70,8 @@ def crate(tmp_path: Path) -> Path:
 
 
 def _run(root: Path, idx: Path, emb: HashEmbedder | None = None, **kw: Any) -> Any:
-    return index(str(root), IndexConfig(index_dir=str(idx)), embedder=emb or HashEmbedder(), **kw)
+    config = IndexConfig(index_dir=str(idx), qdrant_url=kw.pop("qdrant_url", None))
+    return index(str(root), config, embedder=emb or HashEmbedder(), **kw)
 
 
 @pytest.fixture
@@ -206,6 +207,45 @@ def test_vectors_missing_some_points_is_said_and_only_those_reembedded(
     stats = _run(crate, idx, emb)
     assert (stats.files_repaired, stats.files_indexed, emb.embedded) == (1, 1, lost)
     assert_converged(idx, clean)
+
+
+def test_server_collection_deleted_is_said_never_recreated_and_reembedded(
+    crate: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same with the vectors on a Qdrant server (qdrant-client's on-disk local mode
+    stands in for one): the collection is gone."""
+    import qdrant_client
+
+    real = qdrant_client.QdrantClient
+
+    def local_client(url: str | None = None, api_key: str | None = None, **_: object) -> Any:
+        return real(path=str(tmp_path / "qdrant-local"))
+
+    monkeypatch.setattr(qdrant_client, "QdrantClient", local_client)
+    url = "http://127.0.0.1:6333"
+    idx = tmp_path / "idx"
+    _run(crate, idx, qdrant_url=url)
+    collection = json.loads((idx / "identity.json").read_text())["collection"]
+    client = local_client(url)
+    client.delete_collection(collection)
+    client.close()
+    with SearchIndex(idx, embedder=HashEmbedder()) as s:
+        assert s.search("parse config", mode="bm25", limit=3)
+        with pytest.raises(IndexDamagedError, match=r"vector store is missing.*--qdrant-url"):
+            s.search("parse config", limit=3)
+        with pytest.raises(IndexDamagedError, match="vector store is missing"):
+            s.stats()
+    client = local_client(url)
+    assert not client.collection_exists(collection), "a search must never create a store"
+    client.close()
+    emb = CountingEmbedder()
+    stats = _run(crate, idx, emb, qdrant_url=url)
+    state = index_state(idx)
+    files: dict[str, list[str]] = state["files"]  # type: ignore[assignment]
+    chunks = sum(len(ids) for ids in files.values())
+    assert emb.embedded == chunks == len(state["vectors"])  # type: ignore[arg-type]
+    assert stats.files_repaired == stats.files_indexed == len(files)
+    assert state["bm25"] == state["vectors"]
 
 
 def test_cli_search_of_an_index_without_vectors_is_an_error(
