@@ -47,14 +47,15 @@ pages); nothing elsewhere."""
 KEYWORD_BYTES_PER_CHUNK = 512
 """Manifest row and symbols and BM25 postings of a chunk, beside its text."""
 
-VECTOR_BYTES_PER_CHUNK = 6144
+VECTOR_BYTES_PER_CHUNK = 2048
 """Id, payload fields (context, imports, calls...) and keyword-index entries of a point,
-beside its text and vector; set so that rust-src's ``library/core`` (17,514 chunks, whose
-``vectors/`` took 185 MB, 10.6 KB a chunk, at 384 dimensions) is not underestimated."""
+beside its text and vector. rust-src's ``library/core`` (20,119 chunks, 384 dimensions)
+has a ``vectors/`` of 89 MB on disk, 4.4 KB a chunk; this says 5.9 KB. (Its apparent size,
+181 MB, counts the sparse files' holes: the write-ahead log's 32 MiB segments...)"""
 
-SOURCE_BYTES_PER_CHUNK = 250
-"""Source bytes per chunk, on the low side (``library/core``: 263), for estimates made
-before chunking; a chunk's text, with its context, is taken as twice its source."""
+SOURCE_BYTES_PER_CHUNK = 160
+"""Source bytes per chunk for estimates made before chunking (``library/core``: 195,
+``library/alloc``: 137); a chunk's text is taken as 1.5 times its source."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -123,8 +124,8 @@ def estimate_index_bytes(
 ) -> int:
     """About how many bytes writing ``chunks`` chunks adds to an index, on the high side.
 
-    Measured: rust-src's ``library/core`` took 11.5 MB per 1,000 chunks with 384-d
-    vectors, 0.9 MB keyword-only; 6,000 generated chunks took 5.1 MB per 1,000 (ext4).
+    Measured on ext4: rust-src's ``library/core`` took 5.0 MB per 1,000 chunks with
+    384-d vectors (this says 7.0) and 0.6 MB keyword-only (this says 1.1).
 
     Parameters
     ----------
@@ -147,7 +148,7 @@ def estimate_index_bytes(
     Examples
     --------
     >>> estimate_index_bytes(1000, 400_000, 384) // 1000
-    13225
+    9129
     >>> estimate_index_bytes(1000, 400_000, None) // 1000
     3209
     """
@@ -162,7 +163,7 @@ def estimate_index_bytes(
 def estimate_source_bytes(source_bytes: int, dims: int | None, shard_bytes: int = 0) -> int:
     """:func:`estimate_index_bytes` for source files not chunked yet (a run's plan)."""
     chunks = source_bytes // SOURCE_BYTES_PER_CHUNK + 1
-    return estimate_index_bytes(chunks, 2 * source_bytes, dims, shard_bytes)
+    return estimate_index_bytes(chunks, source_bytes * 3 // 2, dims, shard_bytes)
 
 
 def new_shard_bytes(path: str | Path) -> int:
