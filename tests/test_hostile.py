@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -280,15 +281,24 @@ RCM_DASK = Path(sys.executable).parent / "rcm-dask"
 
 
 def _rcm(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """A real ``rcm-dask`` process; a hang fails the test at ``timeout`` instead of the suite."""
-    return subprocess.run(
+    """A real ``rcm-dask`` process; a hang fails the test at ``timeout`` instead of hanging
+    the suite. It runs in a session of its own, so that a hang in its Dask workers (which
+    hold its output pipes) is ended with it."""
+    proc = subprocess.Popen(
         [str(RCM_DASK), *args],
-        check=False,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
         env={**os.environ, "RCM_TORCH_THREADS": "1"},
+        start_new_session=True,
     )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"rcm-dask {' '.join(args)} still ran after {timeout} s:\n{err}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def _one_error_line(done: subprocess.CompletedProcess[str], *words: str) -> str:
@@ -395,16 +405,18 @@ def http_port() -> Iterator[int]:
 
 @pytest.mark.parametrize("kind", ["not-an-address", "http-port"])
 def test_a_bad_scheduler_is_one_error_line_not_a_traceback_or_a_hang(
-    fifo_crate: Path, tiny_model: Path, tmp_path: Path, kind: str, request: pytest.FixtureRequest
+    tiny_model: Path, tmp_path: Path, kind: str, request: pytest.FixtureRequest
 ) -> None:
     address = (
         "notaurl"
         if kind == "not-an-address"
         else f"tcp://127.0.0.1:{request.getfixturevalue('http_port')}"
     )
-    idx = tmp_path / "idx"
+    root, idx = tmp_path / "crate", tmp_path / "idx"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "good.rs").write_text(GOOD)
     done = _rcm(
-        "index", str(fifo_crate), "--scheduler", address, "--model", str(tiny_model),
+        "index", str(root), "--scheduler", address, "--model", str(tiny_model),
         "--index-dir", str(idx), timeout=60,
     )  # fmt: skip
     _one_error_line(done, "Dask scheduler", address)
