@@ -32,6 +32,7 @@ from .config import SEARCH_MODES, IndexConfig, data_home, default_index_dir
 from .embedding import Embedder
 from .errors import (
     ConfigError,
+    DiskFullError,
     IndexDamagedError,
     IndexIdentityError,
     IndexNotFoundError,
@@ -480,9 +481,14 @@ class SearchIndex:
             except StoreBusyError:
                 raise
             except IndexWriteError as e:
-                if self.identity.get("qdrant_url"):
+                if self.identity.get("qdrant_url") or isinstance(e, DiskFullError):
                     raise  # a server that cannot be reached is not a damaged index
-                raise self._damaged(f"the vector store is unreadable ({e})") from e
+                raise damaged_error(
+                    self.index_dir,
+                    self.identity,
+                    f"the vector store cannot be opened ({e})",
+                    force=True,
+                ) from e
             try:
                 self._check_vectors(store)
             except BaseException:

@@ -43,6 +43,7 @@ from types import TracebackType
 from typing import Any
 
 from .errors import (
+    DiskFullError,
     IndexDamagedError,
     IndexIdentityError,
     IndexNotFoundError,
@@ -205,17 +206,23 @@ def repair_command(index_dir: Path, identity: Mapping[str, Any] | None) -> str:
 
 
 def damaged_error(
-    index_dir: Path, identity: Mapping[str, Any] | None, what: str, rebuild: bool = False
+    index_dir: Path,
+    identity: Mapping[str, Any] | None,
+    what: str,
+    rebuild: bool = False,
+    force: bool = False,
 ) -> IndexDamagedError:
-    """The error a reader raises for a damaged index: what is wrong, and the repair."""
+    """The error for a damaged index: what is wrong, and the run that repairs it (with
+    ``--force`` where a plain run cannot tell damage from a passing failure)."""
     does = (
         "rebuilds it from scratch"
-        if rebuild
+        if rebuild or force
         else "re-adds only what the stores lack, without re-embedding what they hold"
     )
+    command = repair_command(index_dir, identity) + (" --force" if force else "")
     return IndexDamagedError(
-        f"the index at {index_dir} is damaged: {what}. Run `{repair_command(index_dir, identity)}` "
-        f"to repair it (it {does})."
+        f"the index at {index_dir} is damaged: {what}. Run `{command}` to repair it "
+        f"(it {does})."
     )
 
 
@@ -323,6 +330,9 @@ def check_stores(
     try:
         bm25 = Bm25Store.open(bm25_path)
     except (IndexNotFoundError, IndexWriteError) as e:
+        if isinstance(e, DiskFullError):
+            raise
+        # BM25 is derived data (from the vector payloads, or the files): rebuilt whole
         state = "missing" if isinstance(e, IndexNotFoundError) else f"unreadable ({e})"
         shutil.rmtree(bm25_path, ignore_errors=True)
         bm25_bad = {p for p in files if p not in pending}
@@ -349,11 +359,13 @@ def check_stores(
             except StoreBusyError:
                 vectors = None  # a searcher holds it: checked on the next run
             except IndexWriteError as e:
-                if server:
+                if server or isinstance(e, DiskFullError):
                     raise
-                shutil.rmtree(index_dir / VECTORS_DIR, ignore_errors=True)
-                vec_bad = {p for p in files if p not in pending}
-                repair.notes.append(f"the vector store was unreadable ({e})")
+                # the costly store, and no telling a damaged shard from a passing
+                # failure: never thrown away without being asked
+                raise damaged_error(
+                    index_dir, identity, f"the vector store cannot be opened ({e})", force=True
+                ) from e
     try:
         if vectors is not None:
             problem = count_problem("vector", vectors.count(), vectors.count(pend), expected)

@@ -209,6 +209,21 @@ def test_vectors_missing_some_points_is_said_and_only_those_reembedded(
     assert_converged(idx, clean)
 
 
+def test_unreadable_vector_shard_is_kept_and_force_named(built: tuple[Path, Path, Path]) -> None:
+    """A shard the engine cannot open may be damaged or may fail for a passing reason: it
+    is the costly store, so a plain run never throws it away; both say to use --force."""
+    crate, idx, clean = built
+    (idx / "vectors" / "edge_config.json").write_text("garbage{")
+    with SearchIndex(idx, embedder=HashEmbedder()) as s:
+        with pytest.raises(IndexDamagedError, match=r"cannot be opened.*--force` to repair"):
+            s.search("parse config", limit=3)
+    with pytest.raises(IndexDamagedError, match=r"cannot be opened.*--force` to repair"):
+        _run(crate, idx)
+    assert (idx / "vectors" / "edge_config.json").read_text() == "garbage{"
+    _run(crate, idx, force=True)
+    assert_converged(idx, clean)
+
+
 def test_server_collection_deleted_is_said_never_recreated_and_reembedded(
     crate: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
