@@ -163,6 +163,37 @@ def test_keyword_only_index_with_bm25_deleted_is_reindexed(crate: Path, tmp_path
     assert _bm25_ranks(idx) == _bm25_ranks(clean)
 
 
+@pytest.mark.slow
+def test_cli_status_then_index_repairs_a_deleted_bm25_meta(
+    crate: Path, tmp_path: Path, tiny_model: Path
+) -> None:
+    """The finding as a user met it, as real processes: `status` says what is wrong and
+    how to repair it; the `rcm-dask index` it names repairs it and says so."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RCM_")}
+    env.update(RCM_MODEL=str(tiny_model), RCM_TORCH_THREADS="1")
+    idx = tmp_path / "idx"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(RCM_DASK), *args], env=env, capture_output=True, text=True, timeout=300
+        )
+
+    build = cli("index", str(crate), "--index-dir", str(idx), "--json")
+    assert build.returncode == 0, build.stderr
+    files = json.loads(build.stdout)["files_indexed"]
+    (idx / "bm25" / "meta.json").unlink()
+    status = cli("status", "--index-dir", str(idx))
+    said = _said(status.stderr)
+    assert status.returncode == 1 and "Traceback" not in status.stderr
+    assert f"Run `rcm-dask index {crate} --index-dir {idx}` to repair it" in said
+    repair = cli("index", str(crate), "--index-dir", str(idx))
+    assert repair.returncode == 0, repair.stderr
+    said = _said(repair.stdout)
+    assert f"repaired: BM25: {files} files" in said and "rebuilt from the vector store" in said
+    found = cli("search", "parse config", "--index-dir", str(idx), "--bm25")
+    assert found.returncode == 0 and "gen_" in found.stdout, found.stderr
+
+
 # ------------------------------------------------------------------------------ vectors
 
 
