@@ -1257,6 +1257,10 @@ def index(
     that cannot be read keep what the index already held for them. When nothing
     changed, no cluster is started and no model is loaded.
 
+    A damaged index is repaired (see :func:`~rcm_dask.writer.check_stores`): files a
+    store lacks are re-added, an unreadable manifest or ``identity.json`` means a
+    rebuild; ``stats.repairs`` says what was done.
+
     The run holds the index folder's lock throughout, commits both stores every
     ``commit_every`` chunks or ``commit_seconds``, and on an error or Ctrl-C commits
     what it wrote whole before re-raising: a run stopped at any point (even killed)
@@ -1311,6 +1315,9 @@ def index(
         ``vectors`` setting; use ``force=True``.
     IndexLockedError
         Another run is writing this index (and ``wait`` ran out).
+    IndexDamagedError
+        The embedded vector shard cannot be opened: it is never thrown away without
+        ``force=True``.
     ModelError
         The model folder lacks a tokenizer or weights, or a weight file is damaged:
         checked before the index records the model, so the index is left as it was.
