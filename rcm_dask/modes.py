@@ -1414,7 +1414,8 @@ def index(
         _, stored = check_identity(index_dir, identity, config.qdrant_url, force)
         known, pending = ({}, set()) if force else read_known(index_dir)
         repair = StoreRepair()
-        if stored is not None and not force:
+        # (stores without a manifest are unaccounted for: the writer clears them)
+        if stored is not None and not force and (index_dir / MANIFEST_FILE).exists():
             repair = check_stores(index_dir, stored, known, pending, config.qdrant_api_key)
         plan = plan_run(root, config, index_dir, known, discovery, pending, repair.paths)
         plan.stats.repairs = [f"{damage}: rebuilt from scratch"] if damage else []
