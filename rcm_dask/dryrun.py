@@ -24,7 +24,7 @@ from typing import Any
 
 from .config import IndexConfig, default_index_dir
 from .embedding import Embedder
-from .errors import ConfigError, IndexIdentityError, SourceError
+from .errors import ConfigError, IndexIdentityError, ModelError, SourceError
 from .records import FileRef, SourceFile, display_path
 from .sources import discover_sources, open_root, read_source
 
@@ -515,6 +515,11 @@ def plan_dry_run(
         Path(config.index_dir).expanduser() if config.index_dir else default_index_dir(root.url)
     ).absolute()
     warnings: list[str] = []
+    if isinstance(embedder, Embedder):
+        try:
+            embedder.check_files(weights=config.vectors != "none")
+        except ModelError as e:
+            warnings.append(f"a run would be refused: {e}")
     exists = read_identity(index_dir) is not None
     foreign = False
     if exists and not force:

@@ -461,6 +461,14 @@ def test_a_broken_model_is_one_error_line_and_leaves_the_index_alone(
         done = _rcm("index", str(root), "--model", str(folder), "--index-dir", str(idx))
         _one_error_line(done, expected[name], str(folder))
         assert not (idx / "identity.json").exists(), name
+    # a dry run warns, and writes nothing either
+    dry = _rcm(
+        "index", str(root), "--dry-run", "--model", str(broken_models["truncated"]),
+        "--index-dir", str(idx),
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    assert "warning: a run would be refused: cannot load the model" in dry.stdout
+    assert not (idx / "identity.json").exists()
     # the good model is not refused: nothing recorded the broken ones
     good = _rcm("index", str(root), "--model", str(tiny_model), "--index-dir", str(idx), "-q")
     assert good.returncode == 0, good.stderr
