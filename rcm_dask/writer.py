@@ -297,6 +297,7 @@ def check_stores(
     files: Mapping[str, IndexedFile],
     pending: Collection[str],
     qdrant_api_key: str | None = None,
+    busy_wait: float = 30.0,
 ) -> StoreRepair:
     """Check both stores against the manifest and repair what needs no file read.
 
@@ -317,10 +318,19 @@ def check_stores(
         The manifest's records and pending paths.
     qdrant_api_key
         For an index whose vectors are on a Qdrant server.
+    busy_wait
+        Seconds to wait for a searcher to release the embedded vector shard.
 
     Returns
     -------
     StoreRepair
+
+    Raises
+    ------
+    IndexDamagedError
+        The embedded vector shard cannot be opened (see :func:`damaged_error`).
+    StoreBusyError
+        A searcher held the shard for all of ``busy_wait``.
     """
     repair = StoreRepair()
     expected = settled_chunks(files, pending)
@@ -354,18 +364,24 @@ def check_stores(
             vec_bad = {p for p in files if p not in pending}
             repair.notes.append("the vector store was missing")
         else:
-            try:
-                vectors = open_vectors_for(index_dir, dict(identity), qdrant_api_key)
-            except StoreBusyError:
-                vectors = None  # a searcher holds it: checked on the next run
-            except IndexWriteError as e:
-                if server or isinstance(e, DiskFullError):
-                    raise
-                # the costly store, and no telling a damaged shard from a passing
-                # failure: never thrown away without being asked
-                raise damaged_error(
-                    index_dir, identity, f"the vector store cannot be opened ({e})", force=True
-                ) from e
+            deadline = time.monotonic() + busy_wait
+            while True:
+                try:
+                    vectors = open_vectors_for(index_dir, dict(identity), qdrant_api_key)
+                    break
+                except StoreBusyError:
+                    # a searcher holds it for a query: the writer would wait as long
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.2)
+                except IndexWriteError as e:
+                    if server or isinstance(e, DiskFullError):
+                        raise
+                    # the costly store, and no telling a damaged shard from a passing
+                    # failure: never thrown away without being asked
+                    raise damaged_error(
+                        index_dir, identity, f"the vector store cannot be opened ({e})", force=True
+                    ) from e
     try:
         if vectors is not None:
             problem = count_problem("vector", vectors.count(), vectors.count(pend), expected)
