@@ -345,7 +345,7 @@ def check_stores(
         # BM25 is derived data (from the vector payloads, or the files): rebuilt whole
         state = "missing" if isinstance(e, IndexNotFoundError) else f"unreadable ({e})"
         shutil.rmtree(bm25_path, ignore_errors=True)
-        bm25_bad = {p for p in files if p not in pending}
+        bm25_bad = _with_chunks(files, pending)
         repair.notes.append(f"the BM25 store was {state}")
     else:
         with bm25:
@@ -361,7 +361,7 @@ def check_stores(
         server = bool(identity.get("qdrant_url"))
         if not server and not edge_shard_exists(index_dir / VECTORS_DIR):
             shutil.rmtree(index_dir / VECTORS_DIR, ignore_errors=True)
-            vec_bad = {p for p in files if p not in pending}
+            vec_bad = _with_chunks(files, pending)
             repair.notes.append("the vector store was missing")
         else:
             deadline = time.monotonic() + busy_wait
@@ -410,6 +410,11 @@ def check_stores(
     if repair.paths:
         repair.notes.append(f"{len(repair.paths)} files re-indexed to repair the stores")
     return repair
+
+
+def _with_chunks(files: Mapping[str, IndexedFile], pending: Collection[str]) -> set[str]:
+    """Settled files that have chunks: what a store that was lost held."""
+    return {path for path, f in files.items() if f.chunk_ids and path not in pending}
 
 
 def index_damage(index_dir: Path) -> str:
