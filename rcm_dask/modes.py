@@ -1395,9 +1395,6 @@ def index(
         torch_threads=config.torch_threads,
         precision=config.precision,
     )
-    if isinstance(embedder, Embedder):
-        # a broken model folder fails here, before an index records it as its identity
-        embedder.check_files(weights=config.vectors != "none")
     index_dir = (
         Path(config.index_dir).expanduser() if config.index_dir else default_index_dir(root.url)
     ).absolute()
@@ -1412,6 +1409,10 @@ def index(
         damage = "" if force else index_damage(index_dir)
         force = force or bool(damage)
         _, stored = check_identity(index_dir, identity, config.qdrant_url, force)
+        if isinstance(embedder, Embedder):
+            # a broken model folder fails here, before an index records it as its identity
+            # (after the identity check: a run the index refuses anyway says why first)
+            embedder.check_files(weights=config.vectors != "none")
         known, pending = ({}, set()) if force else read_known(index_dir)
         repair = StoreRepair()
         # (stores without a manifest are unaccounted for: the writer clears them)
@@ -1470,11 +1471,11 @@ def index(
                 stats = run.run(pipelined=chosen == "pipeline")
             stats.seconds = time.perf_counter() - started
             _save_last_run(index_dir, stats)
-        # deleted chunks would go on counting in BM25's statistics (a crash's leftovers,
-        # files re-indexed or removed): purged, so that scores equal a clean build's
-        redone = bool(pending or repair.paths or repair.restored or repair.bm25_deleted)
+        # deleted chunks go on counting in BM25's statistics: purged after a crash or a
+        # repair (scores equal a clean build's), after edits once they add up
+        redone = bool(pending or repair.paths or repair.restored)
         with _timed(stats, "write"):
-            purge_bm25_deletes(index_dir, known, redone)
+            purge_bm25_deletes(index_dir, known, redone, repair.bm25_deleted)
     stats.seconds = time.perf_counter() - started
     return stats
 

@@ -27,7 +27,9 @@ the manifest's (:func:`count_problem`): readers refuse with
 :class:`~rcm_dask.errors.IndexDamagedError`, and the next index run repairs it
 (:func:`check_stores`: the files a store lacks are re-added; an unreadable manifest or
 identity means a rebuild). Deleted chunks are purged from Tantivy at the end of a run
-(:func:`purge_bm25_deletes`), so that BM25 scores never depend on an index's history.
+that recovered or repaired files, and once edits have deleted a set share of the chunks
+(:func:`purge_bm25_deletes`): BM25 scores after a crash equal a clean build's, and edits
+move them by a bounded amount without a rewrite on every edit.
 """
 
 from __future__ import annotations
@@ -286,7 +288,9 @@ class StoreRepair:
     restored: int = 0
     """Files whose BM25 chunks were rebuilt from the vector store's payloads."""
     bm25_deleted: int = 0
-    """Deleted chunks the BM25 store kept (a crashed run's); the run purges them."""
+    """Deleted chunks the BM25 store kept when the run began: more than the edits since its
+    last rewrite account for means a run died before purging them (see
+    :func:`purge_bm25_deletes`)."""
     notes: list[str] = field(default_factory=list)
     """What was found damaged and what is done about it, one line each."""
 
@@ -434,16 +438,35 @@ def index_damage(index_dir: Path) -> str:
     return ""
 
 
+BM25_CHURN_LIMIT = 0.05
+"""Share of the BM25 store's chunks that ordinary edits may delete before the store is
+rewritten: below it, scores drift by at most what that share of deleted chunks can move
+the term statistics, and an edit run does not pay a whole rewrite (seconds on a large
+index) for one changed file."""
+
+BM25_CHURN_KEY = "bm25_churn"
+"""Manifest meta key: chunks deleted from BM25 by ordinary edits since its last rewrite."""
+
+
 def purge_bm25_deletes(
-    index_dir: Path, known: Mapping[str, IndexedFile] | None = None, redone: bool = False
+    index_dir: Path,
+    known: Mapping[str, IndexedFile] | None = None,
+    redone: bool = False,
+    deleted_before: int = 0,
 ) -> int:
-    """After a run: rewrite the BM25 store if it deleted chunks (:meth:`Bm25Store.rewrite`).
+    """After a run: rewrite the BM25 store when deleted chunks skew its statistics
+    (:meth:`Bm25Store.rewrite`).
 
     A delete skews BM25 statistics even once Tantivy has merged it away (the merged
-    segment still counts the deleted chunks' tokens), so the test is not what the store
-    holds now but what the run did: it redid files (``redone``: pending, repaired, or a
-    store that kept deleted chunks when the run began), or a file of ``known`` (the
-    manifest before the run) changed or left. Cheap when nothing was deleted.
+    segment still counts the deleted chunks' tokens). A run that redid files
+    (``redone``: a crash's pending files, a repair, a store that held deleted chunks
+    when the run began) always rewrites, so that a recovered index scores exactly as a
+    clean build does. Ordinary edits (files of ``known``, the manifest before the run,
+    that changed or left) add their old chunks to a running count kept in the manifest,
+    and the store is rewritten once that count passes :data:`BM25_CHURN_LIMIT` of its
+    chunks: a one-file edit of a large index stays cheap, and scores never drift far.
+    ``deleted_before`` (the deleted chunks the store held when the run began) above that
+    count means a run died between its last commit and this purge: redone too.
 
     Returns
     -------
@@ -453,27 +476,42 @@ def purge_bm25_deletes(
     path = index_dir / BM25_DIR
     try:
         with Bm25Store.open(path) as reader:
-            deleted = reader.deleted_count()
+            live = reader.count()
     except IndexNotFoundError:
         return 0
-    if not (deleted or redone or _rewritten(index_dir, known or {})):
+    churned = _deleted_by_run(index_dir, known or {})
+    if not (redone or churned or deleted_before):
         return 0
-    with Bm25Store.open(path, writable=True) as bm25:
-        return bm25.rewrite()
+    manifest = Manifest(index_dir)
+    try:
+        churn = int(str(manifest.get_meta(BM25_CHURN_KEY, 0)))
+        redone = redone or deleted_before > churn
+        churn += churned
+        if not redone and churn <= BM25_CHURN_LIMIT * max(live, 1):
+            manifest.set_meta(BM25_CHURN_KEY, churn)
+            return 0
+        with Bm25Store.open(path, writable=True) as bm25:
+            rewritten = bm25.rewrite()
+        manifest.set_meta(BM25_CHURN_KEY, 0)
+        return rewritten
+    finally:
+        manifest.close()
 
 
-def _rewritten(index_dir: Path, before: Mapping[str, IndexedFile]) -> bool:
-    """Whether a file that had chunks before a run was re-indexed or removed by it."""
+def _deleted_by_run(index_dir: Path, before: Mapping[str, IndexedFile]) -> int:
+    """Chunks a run deleted: those of files that had chunks before it and were re-indexed
+    or removed by it."""
     if not any(f.chunk_ids for f in before.values()):
-        return False
+        return 0
     after, _ = read_manifest(index_dir)
+    deleted = 0
     for path, old in before.items():
         new = after.get(path)
         if old.chunk_ids and (
             new is None or new.sha256 != old.sha256 or tuple(new.chunk_ids) != old.chunk_ids
         ):
-            return True
-    return False
+            deleted += len(old.chunk_ids)
+    return deleted
 
 
 class IndexWriter:

@@ -423,17 +423,61 @@ def test_bm25_scores_after_a_crash_equal_a_clean_index(built: tuple[Path, Path, 
     assert _bm25_ranks(idx) == _bm25_ranks(clean)
 
 
-def test_bm25_scores_after_edits_equal_a_clean_index(crate: Path, tmp_path: Path) -> None:
-    """An incremental run deletes the old chunks of what changed: purged too."""
+def test_bm25_after_edits_is_rewritten_once_deletes_add_up(
+    crate: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An incremental run deletes the old chunks of what changed. Below the churn limit
+    they are only counted (an edit run on a large index pays no whole rewrite); once the
+    count passes it, BM25 is rewritten and scores equal a clean build's."""
+    import rcm_dask.writer as writer
+
     idx = tmp_path / "idx"
     _run(crate, idx)
+    monkeypatch.setattr(writer, "BM25_CHURN_LIMIT", 0.9)
+    (crate / "src" / "gen_3.rs").write_text("/// Parse a header.\npub fn parse_head() {}\n")
+    _run(crate, idx)
+    churn = Manifest(idx, readonly=True).get_meta(writer.BM25_CHURN_KEY)
+    assert churn == 4  # gen_3.rs held four chunks
+    with Bm25Store.open(idx / "bm25") as store:
+        assert store.deleted_count() == 4  # counted, not purged
+
+    monkeypatch.setattr(writer, "BM25_CHURN_LIMIT", 0.05)
     (crate / "src" / "gen_2.rs").write_text("/// Parse a config.\npub fn parse_it() {}\n")
     (crate / "src" / "gen_6.rs").unlink()
     stats = _run(crate, idx)
     assert (stats.files_indexed, stats.files_removed) == (1, 1)
+    assert Manifest(idx, readonly=True).get_meta(writer.BM25_CHURN_KEY) == 0
+    with Bm25Store.open(idx / "bm25") as store:
+        assert store.deleted_count() == 0
     clean = tmp_path / "clean"
     _run(crate, clean)
     assert_converged(idx, clean)
+    assert _bm25_ranks(idx) == _bm25_ranks(clean)
+
+
+def test_deletes_a_dead_run_left_unpurged_are_purged_by_the_next(
+    crate: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed between its last commit and its purge leaves deleted chunks that no
+    count accounts for: the next run, even with nothing to do, rewrites BM25."""
+    import rcm_dask.writer as writer
+
+    idx = tmp_path / "idx"
+    _run(crate, idx)
+    monkeypatch.setattr(writer, "purge_bm25_deletes", lambda *a, **k: 0)
+    import rcm_dask.modes as modes
+
+    monkeypatch.setattr(modes, "purge_bm25_deletes", lambda *a, **k: 0)
+    (crate / "src" / "gen_3.rs").write_text("/// Parse a header.\npub fn parse_head() {}\n")
+    _run(crate, idx)  # "dies" before its purge
+    with Bm25Store.open(idx / "bm25") as store:
+        assert store.deleted_count() == 4
+    monkeypatch.undo()
+    _run(crate, idx)
+    with Bm25Store.open(idx / "bm25") as store:
+        assert store.deleted_count() == 0
+    clean = tmp_path / "clean"
+    _run(crate, clean)
     assert _bm25_ranks(idx) == _bm25_ranks(clean)
 
 

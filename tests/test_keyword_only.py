@@ -538,9 +538,10 @@ def test_mcp_tools_on_a_keyword_only_index(
     re-run keeps the setting, the other one is refused."""
     from rcm_dask.errors import RcmError
     from rcm_dask.mcp_server import CodeTools
+    from rcm_dask.roots import AllowedRoots
 
     monkeypatch.setenv("RCM_MODEL", str(_weightless_model(tmp_path / "no-weights")))
-    tools = CodeTools()
+    tools = CodeTools(roots=AllowedRoots.from_settings([str(small)]))
     try:
         root = str(small)
         run = tools.index_codebase(root, "sequential", wait_seconds=120, vectors="none")
