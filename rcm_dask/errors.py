@@ -12,6 +12,7 @@ The family::
     ├── IndexLockedError          another index run holds the index (pid, host, since when)
     ├── IndexDamagedError         a store, the manifest or identity.json is missing, unreadable
     │                             or disagrees with the rest (`rcm-dask index` repairs it)
+    ├── RootNotAllowedError       an MCP tool named a path outside the roots the user allowed
     └── IndexWriteError           a store refused a write; the last commit is intact
         ├── StoreBusyError        another process holds the store (an index run is writing)
         └── DiskFullError         the disk is (or would be) full: N MiB free, about M needed
@@ -73,6 +74,11 @@ class DiskFullError(IndexWriteError):
 class IndexDamagedError(RcmError):
     """Part of an index is missing, unreadable, or holds other chunks than the manifest
     records; the message says what, and the command that repairs it."""
+
+
+class RootNotAllowedError(RcmError):
+    """A path lies outside the folders the user allowed the MCP server to use
+    (``rcm-dask mcp --root``, ``RCM_MCP_ROOTS``); see :mod:`rcm_dask.roots`."""
 
 
 class IndexInterrupted(KeyboardInterrupt):

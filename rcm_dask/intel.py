@@ -94,6 +94,7 @@ from .records import (
     ImportEdge,
     Reference,
 )
+from .sources import read_bytes
 from .stores.manifest import INDEX_FORMAT, MANIFEST_FILE, FileSymbols, read_identity
 
 if TYPE_CHECKING:
@@ -853,8 +854,8 @@ class CodeIntel:
         if root is not None:
             full = "/".join(p for p in (root.path.rstrip("/"), folder, "Cargo.toml") if p)
             try:
-                with root.fs.open(full, "rb") as f:
-                    name = cargo_crate_name(f.read(1 << 20).decode("utf-8", "replace"))
+                data = read_bytes(root.fs, full, 1 << 20)
+                name = cargo_crate_name(data.decode("utf-8", "replace"))
             except (OSError, ValueError):
                 pass  # no manifest: the folder's name
         if name:
@@ -1434,8 +1435,7 @@ class CodeIntel:
         try:
             root = open_root(self.root)
             full = f"{root.path.rstrip('/')}/{path}"
-            with root.fs.open(full, "rb") as f:
-                data: bytes = f.read()
+            data = read_bytes(root.fs, full)
         except RcmError as e:
             raise SourceError(
                 f"cannot read {path}: the indexed root {self.root} is gone ({e})"

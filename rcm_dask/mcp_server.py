@@ -97,7 +97,7 @@ from pydantic import BaseModel, Field, PrivateAttr
 from . import __version__
 from .config import IndexConfig
 from .embedding import Embedder
-from .errors import IndexNotFoundError, RcmError, SourceError
+from .errors import IndexNotFoundError, RcmError, RootNotAllowedError, SourceError
 from .records import (
     CHUNK_KINDS,
     CallGraph,
@@ -108,7 +108,7 @@ from .records import (
     IndexStats,
     Reference,
 )
-from .roots import HOW_TO_ALLOW, AllowedRoots, RootNotAllowedError
+from .roots import HOW_TO_ALLOW, AllowedRoots
 from .search import SearchIndex, list_indexes, resolve_index_dir, snippet_of
 from .sources import SENSITIVE_CONTENT_PATTERNS, SENSITIVE_NAME_PATTERNS, open_root
 from .stores.lock import describe_holder, is_locked, read_holder
@@ -165,6 +165,8 @@ _SUMMARY_KEYS = (
     "files_unchanged",
     "files_removed",
     "files_recovered",
+    "files_repaired",
+    "repairs",
     "files_skipped",
     "skipped",
     "chunks",

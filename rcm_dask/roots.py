@@ -33,17 +33,13 @@ import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import ConfigError, RcmError
+from .errors import ConfigError, RootNotAllowedError
 
 ENV_VAR = "RCM_MCP_ROOTS"
 """The environment variable that lists the allowed roots (``os.pathsep``-separated)."""
 
 HOW_TO_ALLOW = f"`rcm-dask mcp --root DIR` (repeatable) or the {ENV_VAR} variable"
 """How a user allows a folder; every refusal names it."""
-
-
-class RootNotAllowedError(RcmError):
-    """A path lies outside the folders the user allowed the MCP server to use."""
 
 
 def _inside(path: str, root: str) -> bool:

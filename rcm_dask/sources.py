@@ -65,6 +65,8 @@ SENSITIVE_CONTENT_PATTERNS: tuple[tuple[str, re.Pattern[bytes]], ...] = (
     # fine-grained personal access tokens: github_pat_ + 22 + _ + 59 alphanumerics
     ("GitHub token", re.compile(rb"\bgithub_pat_[A-Za-z0-9_]{50,}")),
     ("Slack token", re.compile(rb"\bxox[abprs]-[A-Za-z0-9-]{10,}")),
+    # Stripe live secret and restricted keys (test-mode sk_test_ keys are not secrets)
+    ("Stripe live key", re.compile(rb"\b[rs]k_live_[0-9A-Za-z]{20,}")),
     ("Google API key", re.compile(rb"\bAIza[0-9A-Za-z_-]{35}\b")),
 )
 """(label, pattern) pairs: a file whose bytes match one is skipped as ``sensitive``."""
@@ -359,8 +361,20 @@ def _mtime(info: dict[str, Any]) -> float | None:
     return None
 
 
-class _NotRegular(Exception):
+class _NotRegular(OSError):
     """A local path is a FIFO, socket or device (the message says which)."""
+
+
+def read_bytes(fs: Any, url: str, limit: int = -1) -> bytes:
+    """Up to ``limit`` bytes (all with -1) of a file on ``fs``, never blocking on a local
+    FIFO, socket or device: those raise ``OSError`` (see :func:`read_source`, which
+    turns that into the ``not-regular`` skip). For readers of files an index already
+    lists (code intelligence, crate manifests), which may have been swapped since."""
+    if isinstance(fs, LocalFileSystem):
+        return _read_local(url, limit)
+    with fs.open(url, "rb") as f:
+        data: bytes = f.read(limit)
+    return data
 
 
 def _read_local(path: str, limit: int) -> bytes:
@@ -421,11 +435,7 @@ def read_source(
     if ref.size > max_file_size:
         return Skipped(ref.path, "too-large", f"{ref.size} bytes > limit {max_file_size}")
     try:
-        if isinstance(fs, LocalFileSystem):
-            data = _read_local(ref.url, max_file_size + 1)
-        else:
-            with fs.open(ref.url, "rb") as f:
-                data = f.read(max_file_size + 1)
+        data = read_bytes(fs, ref.url, max_file_size + 1)
     except _NotRegular as e:
         return Skipped(ref.path, "not-regular", f"{e}: only regular files are read")
     except FileNotFoundError:

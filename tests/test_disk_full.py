@@ -222,8 +222,16 @@ def test_keyword_only_on_a_full_disk_is_one_clear_error(
         refused = _cli("index", str(root), *args, home=home)
         _one_clear_error(refused, f"not enough free space in {idx}", "MiB free")
         filler.unlink()
-    # at 0 bytes free sqlite cannot make the manifest's shared-memory file (32 KiB) and
-    # the search is refused too; a refused run never takes the disk that far
+    # at 0 bytes free sqlite may fail to make the manifest's shared-memory file (32 KiB):
+    # then the search is refused for the full disk, never as a damaged index to rebuild
+    filler = _fill(disk, leave=0)
+    full = _cli("search", "parse toml config", "--index-dir", str(idx), "--json", home=home)
+    said = " ".join(full.stderr.split())
+    assert "damaged" not in said and "Traceback" not in said, full.stderr
+    assert (full.returncode == 0 and "parse_toml_config" in full.stdout) or (
+        full.returncode == 1 and "not enough free space" in said
+    ), full.stderr
+    filler.unlink()
     _fill(disk, leave=64 * 1024)
     found = _cli("search", "parse toml config", "--index-dir", str(idx), "--json", home=home)
     assert found.returncode == 0 and "parse_toml_config" in found.stdout, found.stderr
@@ -301,3 +309,25 @@ def test_require_space_names_the_folder_and_both_figures(tmp_path: Path) -> None
     assert f"not enough free space in {tmp_path}:" in text
     assert "MiB free, about" in text and "MiB needed to write 10 chunks" in text
     assert "--index-dir" in text
+
+
+def test_a_manifest_unreadable_for_lack_of_space_is_not_damage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only open still writes SQLite's shared-memory file: on a full disk it fails
+    as a "disk I/O error". That is the full disk, not a damaged index to rebuild."""
+    from rcm_dask.errors import IndexDamagedError
+    from rcm_dask.stores import manifest
+
+    idx = tmp_path / "idx"
+    index(str(_crate(tmp_path)), IndexConfig(index_dir=str(idx)), embedder=HashEmbedder())
+
+    def io_error(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(manifest.Manifest, "__init__", io_error)
+    with pytest.raises(IndexDamagedError):  # plenty of space: the error is the file's
+        manifest.read_manifest(idx)
+    monkeypatch.setattr(manifest, "free_bytes", lambda path: 4096)
+    with pytest.raises(DiskFullError, match="read the manifest"):
+        manifest.read_manifest(idx)

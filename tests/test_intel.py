@@ -760,3 +760,37 @@ def test_the_reviewers_mini_crate(tmp_path: Path) -> None:
         assert [(e.use_path, e.target_path, e.how) for e in deps.imports] == [
             ("std::time::Duration", "", "external")
         ]
+
+
+def test_an_indexed_file_swapped_for_a_fifo_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    """Code intelligence reads indexed files (and Cargo.toml) again: one replaced by a FIFO
+    since the run must give a SourceError at once, never block on the open."""
+    import threading
+
+    root = tmp_path / "crate"
+    shutil.copytree(DATA / "mini_crate", root)
+    idx = tmp_path / "idx"
+    _index(root, idx)
+    target = sorted(p for p in root.rglob("*.rs"))[0]
+    rel = target.relative_to(root).as_posix()
+    target.unlink()
+    os.mkfifo(target)
+    outcome: list[BaseException | None] = []
+
+    def ask() -> None:
+        try:
+            with CodeIntel(idx) as ci:
+                ci.complexity(rel)
+            outcome.append(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            outcome.append(e)
+
+    worker = threading.Thread(target=ask, daemon=True)
+    worker.start()
+    worker.join(30)
+    if worker.is_alive():
+        with open(target, "wb"):  # unblock the reader so the thread can end
+            pass
+        pytest.fail(f"complexity({rel!r}) blocked on a FIFO")
+    assert isinstance(outcome[0], SourceError), outcome
+    assert "FIFO" in str(outcome[0]) or "regular" in str(outcome[0]), outcome

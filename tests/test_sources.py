@@ -200,6 +200,7 @@ FINE_GRAINED_PAT = "github_pat_11ABCDEFG0123456789abcd_" + "Zy9" * 19 + "xw"
             b"// -----END PGP PRIVATE KEY BLOCK-----\npub fn k() {}\n",
             "PGP private key block",
         ),
+        (b'const K: &str = "sk_live_' + b"4eC39HqLyjWDarjtT1zdp7dc" + b'";', "Stripe live key"),
     ],
 )
 def test_more_secret_formats_are_sensitive(tmp_path: Path, data: bytes, label: str) -> None:

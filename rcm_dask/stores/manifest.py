@@ -23,6 +23,11 @@ from typing import Any
 
 from ..errors import IndexDamagedError
 from ..records import IndexedFile
+from .space import disk_full_error, free_bytes, is_disk_full
+
+READ_SPACE = 64 * 1024
+"""Bytes a read-only open of the manifest may need (SQLite's shared-memory file); with
+less free, a failed open is the full disk, not damage."""
 
 MANIFEST_FILE = "manifest.sqlite"
 
@@ -294,6 +299,10 @@ def read_manifest(index_dir: str | Path) -> tuple[dict[str, IndexedFile], list[s
         finally:
             manifest.close()
     except (sqlite3.DatabaseError, ValueError, TypeError) as e:
+        # even a read-only open writes SQLite's shared-memory file: on a full disk it
+        # fails as a "disk I/O error", which is no damage
+        if is_disk_full(e) or free_bytes(index_dir) < READ_SPACE:
+            raise disk_full_error(index_dir, e, "read the manifest") from e
         # a corrupt page, a file that is not a database, a table missing, or rows
         # that are not what this version writes (chunk ids that are not JSON)
         raise IndexDamagedError(
