@@ -115,6 +115,17 @@ class FailingEmbedder(HashEmbedder):
         return super().embed_batch(texts)
 
 
+class CountingEmbedder(HashEmbedder):
+    """Counts the texts it embeds."""
+
+    def __init__(self) -> None:
+        self.embedded = 0
+
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        self.embedded += len(texts)
+        return super().embed_batch(texts)
+
+
 class SlowEmbedder(HashEmbedder):
     """Takes ``delay`` seconds per batch, so that a run lasts long enough to interfere with."""
 

@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -34,21 +33,10 @@ from rcm_dask.stores.manifest import Manifest
 from rcm_dask.stores.vectors import EdgeVectorStore
 from rcm_dask.writer import IndexWriter
 
-from .conftest import DATA, HashEmbedder, assert_converged, index_state
+from .conftest import DATA, CountingEmbedder, HashEmbedder, assert_converged, index_state
 
 RCM_DASK = Path(sys.executable).parent / "rcm-dask"
 QUERIES = ("parse config", "gen item", "connect socket", "x u32", "pub fn add", "Item 3.4")
-
-
-class CountingEmbedder(HashEmbedder):
-    """Counts the texts it embeds."""
-
-    def __init__(self) -> None:
-        self.embedded = 0
-
-    def embed_batch(self, texts: Any) -> np.ndarray:
-        self.embedded += len(texts)
-        return super().embed_batch(texts)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from rcm_dask import IndexConfig, index
@@ -23,18 +22,7 @@ from rcm_dask.stores.bm25 import Bm25Store
 from rcm_dask.stores.manifest import Manifest
 from rcm_dask.writer import IndexWriter
 
-from .conftest import DATA, HashEmbedder, assert_converged, index_state
-
-
-class CountingEmbedder(HashEmbedder):
-    """Counts the texts it embeds."""
-
-    def __init__(self) -> None:
-        self.embedded = 0
-
-    def embed_batch(self, texts: Any) -> np.ndarray:
-        self.embedded += len(texts)
-        return super().embed_batch(texts)
+from .conftest import DATA, CountingEmbedder, HashEmbedder, assert_converged, index_state
 
 
 @pytest.fixture
