@@ -85,6 +85,7 @@ from .writer import (
     check_identity,
     check_stores,
     index_damage,
+    plan_bm25_purge,
     purge_bm25_deletes,
 )
 
@@ -1427,6 +1428,15 @@ def index(
             keeps = identity.get("vectors") != "none" and not config.qdrant_url
             dims = int(identity["dimensions"]) if keeps else None
             require_run_space(index_dir, sum(r.size for r in plan.todo), dims, len(plan.todo))
+        # deleted chunks go on counting in BM25's statistics: purged after a crash or a
+        # repair (scores equal a clean build's), after edits once they add up; a forced
+        # run starts from empty stores
+        rewrite_bm25 = not force and plan_bm25_purge(
+            index_dir,
+            known,
+            [r.path for r in plan.todo] + list(plan.removed),
+            redone=bool(pending or repair.paths or repair.restored),
+        )
         chosen = choose_mode(config, plan, client is not None)
         plan.stats.mode = chosen
         if not (plan.todo or plan.removed or force):
@@ -1471,11 +1481,8 @@ def index(
                 stats = run.run(pipelined=chosen == "pipeline")
             stats.seconds = time.perf_counter() - started
             _save_last_run(index_dir, stats)
-        # deleted chunks go on counting in BM25's statistics: purged after a crash or a
-        # repair (scores equal a clean build's), after edits once they add up
-        redone = bool(pending or repair.paths or repair.restored)
         with _timed(stats, "write"):
-            purge_bm25_deletes(index_dir, known, redone, repair.bm25_deleted)
+            purge_bm25_deletes(index_dir, rewrite_bm25)
     stats.seconds = time.perf_counter() - started
     return stats
 

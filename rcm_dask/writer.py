@@ -28,8 +28,8 @@ the manifest's (:func:`count_problem`): readers refuse with
 (:func:`check_stores`: the files a store lacks are re-added; an unreadable manifest or
 identity means a rebuild). Deleted chunks are purged from Tantivy at the end of a run
 that recovered or repaired files, and once edits have deleted a set share of the chunks
-(:func:`purge_bm25_deletes`): BM25 scores after a crash equal a clean build's, and edits
-move them by a bounded amount without a rewrite on every edit.
+(:func:`plan_bm25_purge`, :func:`purge_bm25_deletes`): BM25 scores after a crash equal
+a clean build's, and edits move them by a bounded amount without a rewrite on every edit.
 """
 
 from __future__ import annotations
@@ -287,10 +287,6 @@ class StoreRepair:
     """Files to re-index (or remove, when gone): a store lacks or misholds their chunks."""
     restored: int = 0
     """Files whose BM25 chunks were rebuilt from the vector store's payloads."""
-    bm25_deleted: int = 0
-    """Deleted chunks the BM25 store kept when the run began: more than the edits since its
-    last rewrite account for means a run died before purging them (see
-    :func:`purge_bm25_deletes`)."""
     notes: list[str] = field(default_factory=list)
     """What was found damaged and what is done about it, one line each."""
 
@@ -353,7 +349,6 @@ def check_stores(
         repair.notes.append(f"the BM25 store was {state}")
     else:
         with bm25:
-            repair.bm25_deleted = bm25.deleted_count()
             problem = count_problem("BM25", bm25.count(), bm25.count(pend), expected)
             if problem:
                 held = ((str(p["path"]), str(p["id"])) for p in bm25.iter_payloads())
@@ -445,73 +440,80 @@ the term statistics, and an edit run does not pay a whole rewrite (seconds on a 
 index) for one changed file."""
 
 BM25_CHURN_KEY = "bm25_churn"
-"""Manifest meta key: chunks deleted from BM25 by ordinary edits since its last rewrite."""
+"""Manifest meta key: chunks that edits have deleted (or were about to delete) from BM25
+since its last rewrite."""
+
+BM25_REWRITE_KEY = "bm25_rewrite_due"
+"""Manifest meta key: true from the start of a run that must end with a BM25 rewrite until
+that rewrite is done, so that a run killed before it leaves the rewrite to the next."""
 
 
-def purge_bm25_deletes(
+def plan_bm25_purge(
     index_dir: Path,
-    known: Mapping[str, IndexedFile] | None = None,
+    known: Mapping[str, IndexedFile],
+    changing: Iterable[str],
     redone: bool = False,
-    deleted_before: int = 0,
-) -> int:
-    """After a run: rewrite the BM25 store when deleted chunks skew its statistics
-    (:meth:`Bm25Store.rewrite`).
+) -> bool:
+    """Before a run deletes anything: decide, durably, whether it must end by rewriting
+    the BM25 store (:func:`purge_bm25_deletes`).
 
     A delete skews BM25 statistics even once Tantivy has merged it away (the merged
-    segment still counts the deleted chunks' tokens). A run that redid files
-    (``redone``: a crash's pending files, a repair, a store that held deleted chunks
-    when the run began) always rewrites, so that a recovered index scores exactly as a
-    clean build does. Ordinary edits (files of ``known``, the manifest before the run,
-    that changed or left) add their old chunks to a running count kept in the manifest,
-    and the store is rewritten once that count passes :data:`BM25_CHURN_LIMIT` of its
-    chunks: a one-file edit of a large index stays cheap, and scores never drift far.
-    ``deleted_before`` (the deleted chunks the store held when the run began) above that
-    count means a run died between its last commit and this purge: redone too.
+    segment still counts the deleted chunks' tokens). A run that redoes files
+    (``redone``: a crash's pending files, a repair) always rewrites, so that a recovered
+    index scores exactly as a clean build does. Ordinary edits add the chunks they may
+    delete (those of ``known`` files among ``changing``: to re-read or to remove) to a
+    count kept in the manifest, and the store is rewritten once that count passes
+    :data:`BM25_CHURN_LIMIT` of its chunks: a one-file edit of a large index stays cheap,
+    and scores never drift far. Both are recorded before the run starts, so a run killed
+    before its rewrite leaves it due for the next run.
+
+    Returns
+    -------
+    bool
+        Whether the run must end with a rewrite.
+    """
+    churned = sum(len(known[p].chunk_ids) for p in set(changing) if p in known)
+    if not (index_dir / MANIFEST_FILE).exists():
+        return False
+    manifest = Manifest(index_dir)
+    try:
+        due = bool(manifest.get_meta(BM25_REWRITE_KEY, False)) or redone
+        if not (due or churned):
+            return False
+        churn = int(str(manifest.get_meta(BM25_CHURN_KEY, 0))) + churned
+        live = sum(len(f.chunk_ids) for f in known.values())
+        due = due or churn > BM25_CHURN_LIMIT * max(live, 1)
+        manifest.set_meta(BM25_CHURN_KEY, churn)
+        manifest.set_meta(BM25_REWRITE_KEY, due)
+        return due
+    finally:
+        manifest.close()
+
+
+def purge_bm25_deletes(index_dir: Path, due: bool) -> int:
+    """After a run that :func:`plan_bm25_purge` found due: rewrite the BM25 store from its
+    stored payloads (:meth:`Bm25Store.rewrite`), then clear the count and the mark.
 
     Returns
     -------
     int
         Chunks rewritten (0: nothing to do).
     """
-    path = index_dir / BM25_DIR
+    if not due:
+        return 0
     try:
-        with Bm25Store.open(path) as reader:
-            live = reader.count()
+        bm25 = Bm25Store.open(index_dir / BM25_DIR, writable=True)
     except IndexNotFoundError:
         return 0
-    churned = _deleted_by_run(index_dir, known or {})
-    if not (redone or churned or deleted_before):
-        return 0
+    with bm25:
+        rewritten = bm25.rewrite()
     manifest = Manifest(index_dir)
     try:
-        churn = int(str(manifest.get_meta(BM25_CHURN_KEY, 0)))
-        redone = redone or deleted_before > churn
-        churn += churned
-        if not redone and churn <= BM25_CHURN_LIMIT * max(live, 1):
-            manifest.set_meta(BM25_CHURN_KEY, churn)
-            return 0
-        with Bm25Store.open(path, writable=True) as bm25:
-            rewritten = bm25.rewrite()
         manifest.set_meta(BM25_CHURN_KEY, 0)
-        return rewritten
+        manifest.set_meta(BM25_REWRITE_KEY, False)
     finally:
         manifest.close()
-
-
-def _deleted_by_run(index_dir: Path, before: Mapping[str, IndexedFile]) -> int:
-    """Chunks a run deleted: those of files that had chunks before it and were re-indexed
-    or removed by it."""
-    if not any(f.chunk_ids for f in before.values()):
-        return 0
-    after, _ = read_manifest(index_dir)
-    deleted = 0
-    for path, old in before.items():
-        new = after.get(path)
-        if old.chunk_ids and (
-            new is None or new.sha256 != old.sha256 or tuple(new.chunk_ids) != old.chunk_ids
-        ):
-            deleted += len(old.chunk_ids)
-    return deleted
+    return rewritten
 
 
 class IndexWriter:
