@@ -130,10 +130,14 @@ QUERIES = (
 
 
 def _bm25_ranks(index_dir: Path) -> list[list[tuple[float, str]]]:
-    """Each query's top 50 BM25 hits as (score, chunk id), ties by id."""
+    """Each query's whole BM25 ranking as (score, chunk id), ties by id. Whole, not a top
+    N: which of several equal scores make the cut at N follows where Tantivy happens to
+    keep the documents, which differs between a recovered and a clean build."""
     with Bm25Store.open(index_dir / "bm25") as store:
+        every = max(store.count(), 1)
         return [
-            sorted((-round(h.score, 4), h.id) for h in store.search(q, limit=50)) for q in QUERIES
+            sorted((-round(h.score, 4), h.id) for h in store.search(q, limit=every))
+            for q in QUERIES
         ]
 
 
