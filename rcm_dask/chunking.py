@@ -47,7 +47,7 @@ import tree_sitter_rust
 from rcm_dask.embedding import CHARS_PER_TOKEN_BOUND
 from rcm_dask.records import Chunk, ChunkKind, SourceFile
 
-CHUNKER_VERSION: str = "3"
+CHUNKER_VERSION: str = "4"
 """Version of the chunk output; bump whenever :func:`chunk_source`, :func:`split_chunks` or
 the embedded text would produce different chunks or vectors for the same input (3: doc
 comments cut to their first paragraph in the embedded text)."""
@@ -118,6 +118,8 @@ _USES_LINE_MAX = 120
 # of the enclosing item's code instead of becoming chunks of their own.
 _MAX_ITEM_DEPTH = 64
 _DOC_LINE_MAX = 160
+_OUTLINE_MAX = 40
+_OUTLINE_WIDTH = 160
 
 
 # --------------------------------------------------------------------------- ids, paths
@@ -871,20 +873,25 @@ def chunk_source(source: SourceFile) -> list[Chunk]:
         )
 
     inner, has_doc = walker.leading_inner(root)
-    if has_doc:
+    outline = _file_outline(walker, root)
+    if has_doc or outline:
+        # The file's own record: its inner docs and what it declares and re-exports, so
+        # that a question about a module as a whole has one record to match.
         file_module = walker.file_module
         docs, attributes = walker.docs_and_attributes(inner)
         name = file_module.rsplit("::", 1)[-1] if file_module else "crate"
+        head = [walker.text(n).rstrip() for n in inner]
         add(
             "mod",
             name,
             file_module or "crate",
             file_module,
-            inner[0],
-            inner[-1],
+            inner[0] if inner else root,
+            root,
             docs=_join_docs(docs),
             attributes=tuple(attributes),
             has_error=any(n.has_error for n in inner),
+            code="\n".join(head + outline),
         )
 
     for item in walker.items:
@@ -916,6 +923,42 @@ def chunk_source(source: SourceFile) -> list[Chunk]:
             code=item.summary if item.kind in _SUMMARY_KINDS else None,
         )
     return chunks
+
+
+def _file_outline(walker: _Walker, root: Node) -> list[str]:
+    """What a file declares at its top level, one line each, in source order.
+
+    Items by their signature (``pub struct Channel<T>``; an impl or trait with its members'
+    names: ``impl<T> Drop for Channel<T> { drop }``),
+    ``pub use`` re-exports and ``mod name;`` declarations as written, whitespace folded;
+    at most :data:`_OUTLINE_MAX` lines of at most :data:`_OUTLINE_WIDTH` characters.
+    """
+    found: list[tuple[int, str]] = []
+    for item in walker.items:
+        if item.outer is None and item.kind != "macro" and item.signature:
+            line = item.signature
+            if item.kind in ("impl", "trait") and item.members:
+                line += " { " + ", ".join(m.name for m in item.members) + " }"
+            found.append((item.node.start_byte, line))
+        elif item.outer is None and item.kind == "macro":
+            found.append((item.node.start_byte, f"macro {item.name}"))
+    for child in root.children:
+        t = child.type
+        public = any(c.type == "visibility_modifier" for c in child.children)
+        if (t == "use_declaration" and public) or (
+            t == "mod_item" and child.child_by_field_name("body") is None
+        ):
+            found.append((child.start_byte, walker.text(child)))
+    found.sort(key=lambda pair: pair[0])
+    lines = []
+    for _, text in found:
+        line = _WS.sub(" ", text).strip()
+        if len(line) > _OUTLINE_WIDTH:
+            line = line[: _OUTLINE_WIDTH - 3].rstrip() + "..."
+        lines.append(line)
+    if len(lines) > _OUTLINE_MAX:
+        lines = lines[:_OUTLINE_MAX] + [f"// and {len(lines) - _OUTLINE_MAX} more items"]
+    return lines
 
 
 # --------------------------------------------------------------------------- embedding text

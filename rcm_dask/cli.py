@@ -25,7 +25,7 @@ from . import __version__
 from .config import MODES, VECTORS, IndexConfig, env_name
 from .errors import IndexInterrupted, RcmError
 from .progress import ProgressDisplay
-from .records import Hit, IndexStats, display_path
+from .records import FileHit, Hit, IndexStats, display_path
 
 if TYPE_CHECKING:
     from .dryrun import DryRun
@@ -368,6 +368,18 @@ def _print_dry_run(plan: DryRun) -> None:
 @click.option("--path", "codebase", default=None, help="Search the default index of this codebase.")
 @index_dir_option
 @model_options
+@click.option(
+    "--files",
+    "by_file",
+    is_flag=True,
+    help="One result per file, with its best items (which files should I read?).",
+)
+@click.option(
+    "--ranking",
+    default=None,
+    help="Ranking steps after fusion: all (default), none, or a list such as "
+    "definitions,paths,tests,diversity [RCM_RANKING].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 def search_cmd(
     query: str,
@@ -381,11 +393,16 @@ def search_cmd(
     model: str | None,
     device: str | None,
     qdrant_url: str | None,
+    by_file: bool,
+    ranking: str | None,
     as_json: bool,
 ) -> None:
     """Search an index for QUERY: words, identifiers, a question or a code fragment.
 
-    Without --index-dir or --path, searches the most recently updated index.
+    A bare name (BinaryHeap, fmt::Display, vec!) is looked up as a symbol: its
+    definition comes first. Anything else is a question, answered by keywords and
+    meaning together. Without --index-dir or --path, searches the most recently
+    updated index.
     """
     if lexical and semantic:
         raise click.UsageError("--bm25 and --vector exclude each other")
@@ -394,18 +411,30 @@ def search_cmd(
     def body() -> None:
         from .search import open_index
 
-        config = _config(index_dir=index_dir, model=model, device=device, qdrant_url=qdrant_url)
+        config = _config(
+            index_dir=index_dir, model=model, device=device, qdrant_url=qdrant_url, ranking=ranking
+        )
         with open_index(path=codebase, config=config) as idx:
-            hits = idx.search(query, limit=limit, mode=mode, kinds=kinds, path_glob=path_glob)
+            if by_file:
+                files = idx.search_files(
+                    query, limit=limit, mode=mode, kinds=kinds, path_glob=path_glob
+                )
+                found: Sequence[Hit | FileHit] = files
+            else:
+                hits = idx.search(query, limit=limit, mode=mode, kinds=kinds, path_glob=path_glob)
+                found = hits
             for notice in idx.notices:
                 err.print(f"[yellow]Note:[/] {notice}")
             if as_json:
-                out.print_json(json.dumps([h.to_dict() for h in hits]))
+                out.print_json(json.dumps([h.to_dict() for h in found]))
                 return
-            if not hits:
+            if not found:
                 err.print(f"No hits in {idx.index_dir}.")
                 return
-            print_hits(hits, query, out)
+            if by_file:
+                print_files(files, out)
+            else:
+                print_hits(hits, query, out)
 
     _run(body)
 
@@ -475,6 +504,30 @@ def print_hits(hits: Sequence[Hit], query: str, console: Console) -> None:
         else:
             for line in h.snippet.splitlines():
                 console.print("    " + line, markup=False, highlight=False)
+
+
+def print_files(files: Sequence[FileHit], console: Console) -> None:
+    """File results for a terminal: rank, path, score, then each best item's line."""
+    for i, f in enumerate(files, 1):
+        console.print(
+            Text.assemble(
+                (f"{i:>2}. ", "bold"),
+                (display_path(f.path), "bold cyan"),
+                "  ",
+                (f"score {f.score:.4f}", "dim"),
+            )
+        )
+        for h in f.hits:
+            console.print(
+                Text.assemble(
+                    "    ",
+                    (f"{h.start_line:>5}", "cyan"),
+                    "  ",
+                    (h.qualname or h.name, "bold"),
+                    "  ",
+                    (h.kind, "magenta"),
+                )
+            )
 
 
 @main.command("status")

@@ -23,6 +23,9 @@ MODES = ("auto", "sequential", "parallel", "pipeline")
 SEARCH_MODES = ("hybrid", "bm25", "vector")
 """How a query is answered."""
 
+SEARCH_GROUPS = ("item", "file")
+"""What one search result stands for: an item, or a file with its best items."""
+
 VECTORS = ("qdrant", "none")
 """What an index keeps besides BM25: ``qdrant`` (every chunk embedded, vectors in Qdrant)
 or ``none`` (keyword-only: nothing embedded, no model weights loaded)."""
@@ -108,6 +111,9 @@ class IndexConfig:
     """Weight of the BM25 ranking in fusion."""
     vector_weight: float = 1.0
     """Weight of the vector ranking in fusion."""
+    ranking: str = "all"
+    """Ranking steps after fusion (:mod:`rcm_dask.ranking`): ``all``, ``none``, or steps
+    joined by ``,`` (``definitions,paths,tests,diversity``; ``all,-diversity`` drops one)."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -139,6 +145,12 @@ class IndexConfig:
             )
         if self.rrf_k < 0 or self.bm25_weight < 0 or self.vector_weight < 0:
             raise ConfigError("rrf_k and fusion weights must not be negative")
+        from .ranking import RankingConfig
+
+        try:
+            RankingConfig.from_spec(self.ranking)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> IndexConfig:

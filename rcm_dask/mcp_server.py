@@ -152,6 +152,7 @@ STOP_SECONDS = 5.0
 RunState = Literal["indexing", "ready", "failed"]
 IndexState = Literal["not_indexed", "indexing", "ready", "failed"]
 SearchMode = Literal["hybrid", "bm25", "vector"]
+SearchGroup = Literal["item", "file"]
 IndexMode = Literal["auto", "sequential", "parallel", "pipeline"]
 VectorsSetting = Literal["qdrant", "none"]
 
@@ -236,6 +237,23 @@ class HitOut(BaseModel):
         return head + ("\n" + body if body else "")
 
 
+class FileOut(BaseModel):
+    """One file of a file-level search (``group="file"``)."""
+
+    path: str = Field(description="File path relative to the indexed root.")
+    score: float = Field(description="The score of its best item.")
+    hits: list[HitOut] = Field(description="Its best items, best first.")
+
+    def render(self, rank: int) -> str:
+        """The file as a numbered line and one line per best item."""
+        lines = [f"{rank:>2}. {self.path}  (score {self.score:.4f})"]
+        lines += [
+            f"      {h.start_line}-{h.end_line}  {h.kind} {h.qualname or h.name}"
+            for h in self.hits
+        ]
+        return "\n".join(lines)
+
+
 class SearchOut(BaseModel):
     """What ``search`` and ``get_similar_code`` answer."""
 
@@ -251,9 +269,19 @@ class SearchOut(BaseModel):
     source: HitOut | None = Field(
         default=None, description="get_similar_code: the symbol's own item (left out of the hits)."
     )
+    files: list[FileOut] | None = Field(
+        default=None,
+        description='search with group="file": one entry per file with its best items '
+        "(hits then holds those items in file order).",
+    )
 
     def __str__(self) -> str:
         what = f"similar to {self.source.qualname}" if self.source else f"for {self.query!r}"
+        if self.files is not None:
+            lines = [f"{len(self.files)} files {what} in {self.directory} ({self.mode}):"]
+            lines += [f.render(i) for i, f in enumerate(self.files, 1)]
+            lines += [f"Note: {n}" for n in self.notices]
+            return "\n".join(lines)
         lines = [f"{len(self.hits)} hits {what} in {self.directory} ({self.mode}):"]
         if self.source is not None:
             lines[0] = (
@@ -1259,15 +1287,27 @@ class CodeTools:
         kind: str | None = None,
         path_glob: str | None = None,
         mode: str = "hybrid",
+        group: str = "item",
         *,
         roots: AllowedRoots | None = None,
     ) -> SearchOut:
-        """Search one index."""
+        """Search one index (``group="file"``: one entry per file)."""
         root, index_dir = self._resolve(directory, roots)
         notices = self._require_searchable(root, index_dir, roots)
         kinds = _kinds(kind)
+        files: list[FileOut] | None = None
         with self._searching(index_dir) as idx:
-            hits = idx.search(query, limit=limit, mode=mode, kinds=kinds, path_glob=path_glob)
+            if group == "file":
+                found = idx.search_files(
+                    query, limit=limit, mode=mode, kinds=kinds, path_glob=path_glob
+                )
+                files = [
+                    FileOut(path=f.path, score=f.score, hits=[HitOut.of(h) for h in f.hits])
+                    for f in found
+                ]
+                hits = [h for f in found for h in f.hits]
+            else:
+                hits = idx.search(query, limit=limit, mode=mode, kinds=kinds, path_glob=path_glob)
             notices += idx.notices
         used = "bm25" if mode == "hybrid" and any("BM25 only" in n for n in notices) else mode
         return SearchOut(
@@ -1277,6 +1317,7 @@ class CodeTools:
             mode=used,
             hits=[HitOut.of(h) for h in hits],
             notices=notices,
+            files=files,
         )
 
     def get_similar_code(
@@ -1312,7 +1353,8 @@ class CodeTools:
                     )
             query = str(source["code"]) if source is not None else text
             # the symbol's own item comes back first: ask for enough to leave it out
-            hits = idx.search(query, limit=limit + 5, mode="vector")
+            # nearest in meaning, as the vectors have it: no question-answering steps
+            hits = idx.search(query, limit=limit + 5, mode="vector", ranking="none")
             notices += idx.notices
         src = _payload_hit(source) if source is not None else None
         if src is not None:
@@ -2022,14 +2064,23 @@ def build_server(tools: CodeTools | None = None) -> MCPServer:
                 "vector."
             ),
         ] = "hybrid",
+        group: Annotated[
+            SearchGroup,
+            Field(
+                description="item (one hit per item) or file (one entry per file with its "
+                "best items: which files to read)."
+            ),
+        ] = "item",
     ) -> Annotated[CallToolResult, SearchOut]:
-        """Search an indexed codebase; each hit has its file, line range, symbol and a snippet."""
+        """Search an indexed codebase; each hit has its file, line range, symbol and a snippet.
+        A bare name (BinaryHeap, fmt::Display) finds its definition first; a question is
+        answered by keywords and meaning together."""
         return await _answer_within(
             "search",
             ctx,
             tools,
             lambda roots: tools.search(
-                query, directory, limit, kind, path_glob, mode, roots=roots
+                query, directory, limit, kind, path_glob, mode, group, roots=roots
             ),
         )
 

@@ -275,6 +275,40 @@ class Hit:
         return json.dumps(self.to_dict(), **kwargs)
 
 
+@dataclass(frozen=True, slots=True)
+class FileHit:
+    """One file of a file-level search (``group="file"``, ``rcm-dask search --files``)."""
+
+    path: str
+    """File path relative to the indexed root."""
+    score: float
+    """The score of its best item."""
+    hits: tuple[Hit, ...]
+    """Its best items, best first (at most three)."""
+
+    def __str__(self) -> str:
+        """``path  score  (best items' names)``, one line."""
+        names = ", ".join(h.qualname or h.name for h in self.hits)
+        return f"{display_path(self.path)}  {self.score:.4f}  ({names})"
+
+    @property
+    def location(self) -> str:
+        """``path:line`` of its best item."""
+        return f"{self.path}:{self.hits[0].start_line}" if self.hits else self.path
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict for JSON output (items as :meth:`Hit.to_dict`)."""
+        return {
+            "path": self.path,
+            "score": self.score,
+            "hits": [h.to_dict() for h in self.hits],
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        """The :meth:`to_dict` form as a JSON string (``kwargs`` go to :func:`json.dumps`)."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+
 @dataclass(slots=True)
 class IndexStats:
     """What one indexing run did. Mutable while the run goes, returned at its end."""

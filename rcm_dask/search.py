@@ -17,6 +17,7 @@ run that repairs it: no search silently answers with one method less.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import textwrap
 import time
@@ -24,11 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self, overload
 
 import pathspec
 
-from .config import SEARCH_MODES, IndexConfig, data_home, default_index_dir
+from .config import SEARCH_GROUPS, SEARCH_MODES, IndexConfig, data_home, default_index_dir
 from .embedding import Embedder
 from .errors import (
     ConfigError,
@@ -39,7 +40,17 @@ from .errors import (
     IndexWriteError,
     StoreBusyError,
 )
-from .records import Hit
+from .ranking import (
+    Candidate,
+    FileGroup,
+    RankingConfig,
+    classify_query,
+    group_by_file,
+    named_identifiers,
+    rank_candidates,
+    symbol_of,
+)
+from .records import FileHit, Hit
 from .stores import StoreHit
 from .stores.bm25 import Bm25Store
 from .stores.lock import describe_holder, is_locked, read_holder
@@ -159,23 +170,44 @@ def _collapse(hits: Sequence[StoreHit]) -> list[StoreHit]:
     return out
 
 
-def _hit(h: StoreHit, score: float, bm25_rank: int | None, vector_rank: int | None) -> Hit:
-    """A store hit as a search result."""
-    p = h.payload
+def _key(h: StoreHit) -> str:
+    """The symbol a store hit belongs to (parts of a long item share it)."""
+    return str(h.payload.get("symbol_id") or h.id)
+
+
+def _candidate(
+    h: StoreHit, score: float, bm25_rank: int | None, vector_rank: int | None
+) -> Candidate:
+    """A store hit as a ranking candidate."""
+    return Candidate(_key(h), h.payload, score, bm25_rank, vector_rank)
+
+
+def _hit(c: Candidate) -> Hit:
+    """A ranked candidate as a search result."""
+    p = c.payload
     return Hit(
-        id=h.id,
+        id=str(p.get("id", c.key)),
         path=str(p.get("path", "")),
         start_line=int(p.get("start_line", 0)),
         end_line=int(p.get("end_line", 0)),
         name=str(p.get("name", "")),
         qualname=str(p.get("qualname", "")),
         kind=str(p.get("kind", "")),
-        score=score,
+        score=c.score,
         snippet=snippet_of(str(p.get("code", "")), str(p.get("signature", ""))),
         signature=str(p.get("signature", "")),
         parent=str(p.get("parent", "")),
-        bm25_rank=bm25_rank,
-        vector_rank=vector_rank,
+        bm25_rank=c.bm25_rank,
+        vector_rank=c.vector_rank,
+    )
+
+
+def _file_hit(group: FileGroup) -> FileHit:
+    """A file group of ranked candidates as a ``--files`` result."""
+    return FileHit(
+        path=group.path,
+        score=group.score,
+        hits=tuple(_hit(c) for c in group.items),
     )
 
 
@@ -410,6 +442,7 @@ class SearchIndex:
             raise
         self.notices: list[str] = []
         """What the last search could not do as asked (e.g. vectors busy: BM25 only)."""
+        self._symbols: CodeIntel | None = None
 
     def _damaged(self, what: str, rebuild: bool = False) -> IndexDamagedError:
         """The error for a damaged index, naming the run that repairs it."""
@@ -553,6 +586,7 @@ class SearchIndex:
         finally:
             manifest.close()
 
+    @overload
     def search(
         self,
         query: str,
@@ -561,8 +595,42 @@ class SearchIndex:
         mode: str = "hybrid",
         kinds: Sequence[str] | None = None,
         path_glob: str | None = None,
-    ) -> list[Hit]:
+        group: Literal["item"] = "item",
+        ranking: str | RankingConfig | None = None,
+    ) -> list[Hit]: ...
+
+    @overload
+    def search(
+        self,
+        query: str,
+        *,
+        limit: int = 10,
+        mode: str = "hybrid",
+        kinds: Sequence[str] | None = None,
+        path_glob: str | None = None,
+        group: Literal["file"],
+        ranking: str | RankingConfig | None = None,
+    ) -> list[FileHit]: ...
+
+    def search(
+        self,
+        query: str,
+        *,
+        limit: int = 10,
+        mode: str = "hybrid",
+        kinds: Sequence[str] | None = None,
+        path_glob: str | None = None,
+        group: str = "item",
+        ranking: str | RankingConfig | None = None,
+    ) -> list[Hit] | list[FileHit]:
         """Answer a query.
+
+        A bare identifier or path (``BinaryHeap``, ``fmt::Display``, ``vec!``) is a symbol
+        lookup: the items the symbol table says define it come first (or, for a name the
+        crate re-exports, the file whose ``pub use`` does), then what BM25 and the vectors
+        find. Anything else is a question: BM25 and the vectors fused, then the ranking
+        steps of :mod:`rcm_dask.ranking` (identifiers named in it, file and folder names,
+        tests ranked below the code they test, several files in the top).
 
         Parameters
         ----------
@@ -577,19 +645,28 @@ class SearchIndex:
             Keep only these chunk kinds (``function``, ``method``, ``struct``...).
         path_glob
             Keep only files matching this gitignore-style glob (``src/collections/**``).
+        group
+            ``item`` (one result per item) or ``file`` (one :class:`FileHit` per file,
+            with its best items: "which files should I read").
+        ranking
+            The ranking steps (:class:`~rcm_dask.ranking.RankingConfig`, or a spec such as
+            ``"none"`` or ``"all,-diversity"``); default: the config's ``ranking``.
 
         Returns
         -------
-        list of Hit
-            Best first, at most ``limit``, one per symbol.
+        list of Hit, or of FileHit with ``group="file"``
+            Best first, at most ``limit``, one per symbol (or per file).
 
         Raises
         ------
         ConfigError
-            Unknown ``mode``, ``limit`` < 1, or ``vector`` on a keyword-only index.
+            Unknown ``mode`` or ``group``, ``limit`` < 1, or ``vector`` on a keyword-only
+            index.
         """
         if mode not in SEARCH_MODES:
             raise ConfigError(f"unknown search mode {mode!r}; choose one of {SEARCH_MODES}")
+        if group not in SEARCH_GROUPS:
+            raise ConfigError(f"unknown grouping {group!r}; choose one of {SEARCH_GROUPS}")
         if limit < 1:
             raise ConfigError(f"limit must be at least 1, got {limit}")
         self.notices = []
@@ -606,7 +683,16 @@ class SearchIndex:
         if paths is not None and not paths:
             return []
         kinds = list(kinds) if kinds else None
-        n = max(self.config.candidates, limit)
+        if ranking is None:
+            ranking = self.config.ranking
+        if isinstance(ranking, str):
+            try:
+                ranking = RankingConfig.from_spec(ranking)
+            except ValueError as e:
+                raise ConfigError(str(e)) from e
+        query_kind = classify_query(query)
+        # a file-level answer draws on more items than it shows
+        n = max(self.config.candidates, limit * (5 if group == "file" else 1))
         lexical: list[StoreHit] = []
         semantic: list[StoreHit] = []
         if mode in ("hybrid", "bm25"):
@@ -626,26 +712,137 @@ class SearchIndex:
                     vectors.search(vec.tolist(), limit=n, kinds=kinds, paths=paths)
                 )
         if mode == "bm25":
-            return [_hit(h, h.score, i, None) for i, h in enumerate(lexical[:limit], 1)]
-        if mode == "vector":
-            return [_hit(h, h.score, None, i) for i, h in enumerate(semantic[:limit], 1)]
+            cands = [_candidate(h, h.score, i, None) for i, h in enumerate(lexical, 1)]
+        elif mode == "vector":
+            cands = [_candidate(h, h.score, None, i) for i, h in enumerate(semantic, 1)]
+        else:
+            bm25_weight = self.config.bm25_weight
+            if query_kind == "symbol" and ranking.definitions:
+                bm25_weight *= ranking.symbol_bm25_weight
+            by_key = {_key(h): h for h in semantic}
+            by_key.update({_key(h): h for h in lexical})
+            rank_l = {_key(h): i for i, h in enumerate(lexical, 1)}
+            rank_v = {_key(h): i for i, h in enumerate(semantic, 1)}
+            fused = fuse_rrf(
+                [[_key(h) for h in lexical], [_key(h) for h in semantic]],
+                [bm25_weight, self.config.vector_weight],
+                k=self.config.rrf_k,
+            )
+            cands = [
+                _candidate(by_key[sid], score, rank_l.get(sid), rank_v.get(sid))
+                for sid, score in fused
+            ]
+        if ranking.definitions:
+            self._add_definitions(cands, query, query_kind, ranking, kinds, paths)
+        ranked = rank_candidates(cands, query, ranking)
+        if group == "file":
+            return [_file_hit(g) for g in group_by_file(ranked, limit)]
+        return [_hit(c) for c in ranked[:limit]]
 
-        def key(h: StoreHit) -> str:
-            return str(h.payload.get("symbol_id") or h.id)
+    def search_files(
+        self,
+        query: str,
+        *,
+        limit: int = 10,
+        mode: str = "hybrid",
+        kinds: Sequence[str] | None = None,
+        path_glob: str | None = None,
+        ranking: str | RankingConfig | None = None,
+    ) -> list[FileHit]:
+        """Which files answer a query: :meth:`search` with ``group="file"``.
 
-        by_key = {key(h): h for h in semantic}
-        by_key.update({key(h): h for h in lexical})
-        rank_l = {key(h): i for i, h in enumerate(lexical, 1)}
-        rank_v = {key(h): i for i, h in enumerate(semantic, 1)}
-        fused = fuse_rrf(
-            [[key(h) for h in lexical], [key(h) for h in semantic]],
-            [self.config.bm25_weight, self.config.vector_weight],
-            k=self.config.rrf_k,
+        Examples
+        --------
+        >>> with open_index("path/to/crate") as idx:              # doctest: +SKIP
+        ...     for f in idx.search_files("how does the channel wake a blocked receiver"):
+        ...         print(f.path, [h.qualname for h in f.hits])
+        """
+        return self.search(
+            query,
+            limit=limit,
+            mode=mode,
+            kinds=kinds,
+            path_glob=path_glob,
+            group="file",
+            ranking=ranking,
         )
-        return [
-            _hit(by_key[sid], score, rank_l.get(sid), rank_v.get(sid))
-            for sid, score in fused[:limit]
+
+    def _add_definitions(
+        self,
+        cands: list[Candidate],
+        query: str,
+        query_kind: str,
+        ranking: RankingConfig,
+        kinds: list[str] | None,
+        paths: list[str] | None,
+    ) -> None:
+        """Mark (and add, when fusion missed them) the symbol table's definitions of the
+        names a query holds: the name a symbol lookup asks for, or the identifiers a
+        question names; for a symbol the table does not define, the ``pub use`` that
+        re-exports it."""
+        names = [symbol_of(query)] if query_kind == "symbol" else named_identifiers(query)[:3]
+        if not names:
+            return
+        limit = ranking.definition_limit + 1
+        found: dict[str, str] = {}
+        try:
+            intel = self._symbol_table()
+            for name in names:
+                for d in intel.find_definition(name, limit=limit):
+                    if d.id and d.id not in found:
+                        found[d.id] = d.match
+        except (sqlite3.Error, IndexDamagedError):
+            return  # a table that cannot be read: ranking goes on without it
+        if not found and query_kind == "symbol":
+            found = self._reexports(names[0], kinds, paths)
+        if not found:
+            return
+        by_key = {c.key: c for c in cands}
+        missing = [sid for sid in found if sid not in by_key]
+        for h in self.bm25.get(missing):
+            added = _candidate(h, 0.0, None, None)
+            by_key[added.key] = added
+            cands.append(added)
+        allowed = set(paths) if paths is not None else None
+        for sid, rule in found.items():
+            cand = by_key.get(sid)
+            if cand is None:
+                continue
+            if kinds and str(cand.payload.get("kind")) not in kinds:
+                continue
+            if allowed is not None and cand.path not in allowed:
+                continue
+            cand.definition = rule
+        # a definition filtered out by kind or path never entered the candidates
+        cands[:] = [
+            c
+            for c in cands
+            if c.bm25_rank or c.vector_rank or c.definition
         ]
+
+    def _reexports(
+        self, name: str, kinds: list[str] | None, paths: list[str] | None
+    ) -> dict[str, str]:
+        """File records whose outline re-exports ``name`` (``pub use other::Name;``)."""
+        if kinds and "mod" not in kinds:
+            return {}
+        last = name.rsplit("::", 1)[-1].rstrip("!")
+        pattern = re.compile(
+            r"^\s*pub(\([^)]*\))?\s+use\b[^;]*\b" + re.escape(last) + r"\b", re.MULTILINE
+        )
+        out: dict[str, str] = {}
+        for h in self.bm25.search(last, limit=50, kinds=["mod"], paths=paths):
+            if pattern.search(str(h.payload.get("code", ""))):
+                out[str(h.payload.get("symbol_id") or h.id)] = "reexport"
+        return out
+
+    def _symbol_table(self) -> CodeIntel:
+        """The index's symbol table (opened on first use)."""
+        if self._symbols is None:
+            from .intel import CodeIntel
+
+            self._symbols = CodeIntel(self.index_dir)
+        return self._symbols
 
     def stats(self) -> IndexInfo:
         """What the index holds, read from its committed state.
@@ -699,6 +896,9 @@ class SearchIndex:
         if self._vectors is not None:
             self._vectors.close()
             self._vectors = None
+        if self._symbols is not None:
+            self._symbols.close()
+            self._symbols = None
         self.bm25.close()
 
     def __enter__(self) -> Self:
@@ -748,16 +948,11 @@ class Index(SearchIndex):
         embedder: Embedder | None = None,
     ) -> None:
         super().__init__(index_dir, config, embedder=embedder)
-        self._intel: CodeIntel | None = None
 
     @property
     def intel(self) -> CodeIntel:
         """The code-intelligence reader of this index (opened on first use)."""
-        if self._intel is None:
-            from .intel import CodeIntel
-
-            self._intel = CodeIntel(self.index_dir)
-        return self._intel
+        return self._symbol_table()
 
     def find_definition(
         self, symbol: str, *, kind: str | None = None, limit: int = 20
@@ -820,12 +1015,6 @@ class Index(SearchIndex):
         """
         return self.intel.complexity(file)
 
-    def close(self) -> None:
-        """Release the stores and the code-intelligence reader."""
-        if self._intel is not None:
-            self._intel.close()
-            self._intel = None
-        super().close()
 
 
 def open_index(
@@ -898,9 +1087,11 @@ def search(
     mode: str = "hybrid",
     kinds: Sequence[str] | None = None,
     path_glob: str | None = None,
+    group: str = "item",
     config: IndexConfig | None = None,
-) -> list[Hit]:
-    """One-shot search: open the index, answer, close. See :meth:`SearchIndex.search`.
+) -> list[Hit] | list[FileHit]:
+    """One-shot search: open the index, answer, close. See :meth:`SearchIndex.search`
+    (``group="file"``: one :class:`~rcm_dask.records.FileHit` per file).
 
     Examples
     --------
@@ -908,6 +1099,10 @@ def search(
     >>> rcm_dask.search("binary heap push", path="library/alloc")   # doctest: +SKIP
     """
     with open_index(path, index_dir=index_dir, config=config) as idx:
+        if group == "file":
+            return idx.search_files(query, limit=limit, mode=mode, kinds=kinds, path_glob=path_glob)
+        if group != "item":
+            raise ConfigError(f"unknown grouping {group!r}; choose one of {SEARCH_GROUPS}")
         return idx.search(query, limit=limit, mode=mode, kinds=kinds, path_glob=path_glob)
 
 

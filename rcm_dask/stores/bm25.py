@@ -566,6 +566,20 @@ class Bm25Store:
             hits.append(StoreHit(id=str(payload["id"]), score=float(score), payload=payload))
         return hits
 
+    def get(self, ids: Sequence[str]) -> list[StoreHit]:
+        """The stored chunks with these ids (score 0), in no particular order; ids not in
+        the index are left out."""
+        if not ids:
+            return []
+        searcher = self._searcher()
+        query = tantivy.Query.term_set_query(_SCHEMA, "id", list(dict.fromkeys(ids)))
+        result = searcher.search(query, len(ids), count=False)
+        hits = []
+        for _score, address in result.hits:
+            payload = _doc_payload(searcher.doc(address))
+            hits.append(StoreHit(id=str(payload["id"]), score=0.0, payload=payload))
+        return hits
+
     def count(self, paths: Sequence[str] | None = None) -> int:
         """Number of chunks in the latest commit.
 
