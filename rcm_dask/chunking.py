@@ -767,13 +767,15 @@ def _join_docs(lines: list[str]) -> str:
     return "\n".join(lines)
 
 
-def chunk_source(source: SourceFile) -> list[Chunk]:
+def chunk_source(source: SourceFile, *, file_record: bool = True) -> list[Chunk]:
     """Parse one Rust file into chunks, one per item, in source order.
 
     Parameters
     ----------
     source : SourceFile
         The decoded file. Only ``path`` and ``text`` are read.
+    file_record : bool
+        Also make the file's own record, first (see below).
 
     Returns
     -------
@@ -783,9 +785,12 @@ def chunk_source(source: SourceFile) -> list[Chunk]:
         associated consts and types (``const``/``type``); structs, enums, unions,
         traits, ``impl`` blocks and inline ``mod`` blocks as a summary (header, inner
         docs of a mod, member signatures, ``}``: members are chunks of their own); consts, statics, type aliases; ``macro_rules!``
-        definitions and item-level macro invocations (``macro``, named ``name!``). A
-        file whose top holds inner docs (``//!``, ``/*! */``, ``#![doc = ..]``) also
-        gets a ``mod`` chunk for itself, first. Items nested at any syntactic depth are
+        definitions and item-level macro invocations (``macro``, named ``name!``). With
+        ``file_record``, the file gets a ``mod`` chunk for itself, first, spanning the
+        file: its inner docs (``//!``, ``/*! */``, ``#![doc = ..]``) and an outline of
+        what it declares at its top level (item signatures, an impl's or trait's member
+        names, ``pub use`` re-exports, ``mod name;``), so that a question about a module
+        as a whole has one record to match (a file with neither gets none). Items nested at any syntactic depth are
         included (in blocks, closures, consts, ...); items nested in a function get the
         function's name in their ``qualname``. Items nested more than 64 items deep
         stay in their ancestor's code (see the module notes).
@@ -873,8 +878,8 @@ def chunk_source(source: SourceFile) -> list[Chunk]:
         )
 
     inner, has_doc = walker.leading_inner(root)
-    outline = _file_outline(walker, root)
-    if has_doc or outline:
+    outline = _file_outline(walker, root) if file_record else []
+    if file_record and (has_doc or outline):
         # The file's own record: its inner docs and what it declares and re-exports, so
         # that a question about a module as a whole has one record to match.
         file_module = walker.file_module

@@ -64,8 +64,8 @@ _TEST_DIRS = frozenset(
 )
 _TEST_FILE = re.compile(r"(^|_)(tests?|bench(es)?|fuzz)(_|\.rs$)|_spec\.rs$")
 _TEST_ATTRS = re.compile(
-    r"#\[\s*(test|bench|tokio::test|async_std::test|quickcheck|proptest|kani::proof|"
-    r"cfg\s*\(\s*(test|kani|loom|fuzzing)\s*\))\b"
+    r"#\[\s*(?:test|bench|tokio::test|async_std::test|quickcheck|proptest|kani::proof)\s*[\](]"
+    r"|#\[\s*cfg\s*\(\s*(?:test|kani|loom|fuzzing)\s*\)"
 )
 _GENERATED = re.compile(r"(^|/)(generated|gen|autogen)(/|$)|[._-]generated\.rs$|_gen\.rs$")
 _GENERATED_TEXT = re.compile(r"@generated|automatically generated|do not edit", re.IGNORECASE)

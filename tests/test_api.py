@@ -232,5 +232,5 @@ def test_code_intelligence_goes_through_the_index(built: tuple[Path, Path, Index
         assert isinstance(cx, rcm_dask.FileComplexity) and cx == intel.complexity("src/net/mod.rs")
         by_name = {f.qualname: f.complexity for f in cx.functions}
         assert by_name["net::ConnectionPool::acquire"] == 3  # for + if let
-        assert index._intel is not None
-    assert index._intel is None  # closed with the index
+        assert index._symbols is not None
+    assert index._symbols is None  # closed with the index

@@ -21,14 +21,20 @@ import pytest
 
 from rcm_dask.chunking import (
     CHUNKER_VERSION,
-    chunk_source,
     embedding_code,
     format_for_embedding,
     make_chunk_id,
     module_path_for,
     split_chunks,
 )
+from rcm_dask.chunking import chunk_source as chunk_file
 from rcm_dask.records import CHUNK_KINDS, Chunk, SourceFile
+
+
+def chunk_source(source: SourceFile) -> list[Chunk]:
+    """The item chunks of a file (its own record is tested apart, with ``chunk_file``)."""
+    return chunk_file(source, file_record=False)
+
 
 DATA = Path(__file__).parent / "data"
 REAL_HEAP_CANDIDATES = [
@@ -82,6 +88,10 @@ def check_ranges(source: SourceFile, chunks: Sequence[Chunk]) -> None:
         assert 0 <= c.start_byte <= c.end_byte <= len(data), c.location
         assert data[: c.start_byte].count(b"\n") + 1 == c.start_line, c.location
         span = data[c.start_byte : c.end_byte].decode("utf-8")
+        if c.kind == "mod" and c.end_byte == len(data) and c.qualname == (c.module or "crate"):
+            # the file's own record: its inner docs, then its outline
+            assert c.qualname == (c.module or "crate"), c.location
+            continue
         if c.kind in ("impl", "trait", "mod") and span != c.code:
             # a summary: the header as written, then member signatures
             assert c.part > 1 or span.startswith(c.code.split("{", 1)[0]), c.location
@@ -124,7 +134,7 @@ def test_chunker_version_is_a_string() -> None:
 
 HEAP_CHUNKS = [
     # (kind, qualname, parent, start_line, end_line)
-    ("mod", "heap", "", 1, 5),
+    ("mod", "heap", "", 1, 141),  # the file's own record spans the file
     ("const", "heap::MAX_ITEMS", "", 10, 11),
     ("static", "heap::GREETING", "", 13, 13),
     ("type", "heap::Priority", "", 15, 16),
@@ -158,7 +168,7 @@ HEAP_CHUNKS = [
 
 @pytest.fixture(scope="module")
 def heap_chunks() -> list[Chunk]:
-    return chunk_source(fixture_source("heap.rs"))
+    return chunk_file(fixture_source("heap.rs"))
 
 
 def test_fixture_items_in_source_order(heap_chunks: list[Chunk]) -> None:
@@ -537,39 +547,6 @@ def test_crlf_line_endings_keep_ranges() -> None:
         ),
         pytest.param(
             "src/lib.rs",
-            '#![doc = "Crate docs."]\n#![no_std]\nfn f() {}\n',
-            [
-                {
-                    "kind": "mod",
-                    "name": "crate",
-                    "qualname": "crate",
-                    "module": "",
-                    "docs": "Crate docs.",
-                    "attributes": ("#![no_std]",),
-                    "code": '#![doc = "Crate docs."]\n#![no_std]',
-                },
-                {"kind": "function", "name": "f"},
-            ],
-            id="file-docs-from-inner-doc-attribute",
-        ),
-        pytest.param(
-            "src/util/mod.rs",
-            "// Copyright notice, not docs.\n/*! Block file docs. */\n\nuse std::io;\n",
-            [
-                {
-                    "kind": "mod",
-                    "name": "util",
-                    "qualname": "util",
-                    "docs": "Block file docs.",
-                    "start_line": 2,
-                    "end_line": 2,
-                    "imports": ("std::io",),
-                }
-            ],
-            id="file-docs-from-block-inner-doc",
-        ),
-        pytest.param(
-            "src/lib.rs",
             "#![allow(unused)]\n// No inner docs here.\nfn f() {}\n",
             [{"kind": "function"}],
             id="no-file-chunk-without-inner-docs",
@@ -608,6 +585,88 @@ def test_chunk_table(path: str, source: str, expected: list[dict[str, Any]]) -> 
     assert [project(c, list(e)) for c, e in zip(chunks, expected)] == expected
     assert len(chunks) == len(expected)
     check_ranges(src, chunks)
+
+
+@pytest.mark.parametrize(
+    ("path", "source", "expected"),
+    [
+        pytest.param(
+            "src/lib.rs",
+            '#![doc = "Crate docs."]\n#![no_std]\nfn f() {}\n',
+            [
+                {
+                    "kind": "mod",
+                    "name": "crate",
+                    "qualname": "crate",
+                    "module": "",
+                    "docs": "Crate docs.",
+                    "attributes": ("#![no_std]",),
+                    "code": '#![doc = "Crate docs."]\n#![no_std]\nfn f()',
+                    "start_line": 1,
+                    "end_line": 3,
+                },
+                {"kind": "function", "name": "f"},
+            ],
+            id="file-docs-from-inner-doc-attribute",
+        ),
+        pytest.param(
+            "src/util/mod.rs",
+            "// Copyright notice, not docs.\n/*! Block file docs. */\n\nuse std::io;\n",
+            [
+                {
+                    "kind": "mod",
+                    "name": "util",
+                    "qualname": "util",
+                    "docs": "Block file docs.",
+                    "start_line": 2,
+                    "imports": ("std::io",),
+                    "code": "/*! Block file docs. */",
+                }
+            ],
+            id="file-docs-from-block-inner-doc",
+        ),
+        pytest.param(
+            "src/net/mod.rs",
+            "mod tcp;\npub mod udp;\npub use self::tcp::{TcpStream, TcpListener};\n"
+            "use std::io;\n\npub struct Addr(u32);\n\nimpl Addr {\n    pub fn new() -> Self "
+            "{ Addr(0) }\n    fn port(&self) -> u16 { 0 }\n}\n\nfn helper() {\n    fn inner() {}\n}\n",
+            [
+                {
+                    "kind": "mod",
+                    "name": "net",
+                    "qualname": "net",
+                    "docs": "",
+                    "start_line": 1,
+                    "code": "mod tcp;\npub mod udp;\npub use self::tcp::{TcpStream, TcpListener};\n"
+                    "pub struct Addr(u32)\nimpl Addr { new, port }\nfn helper()",
+                },
+                {"kind": "struct", "name": "Addr"},
+                {"kind": "impl", "name": "impl Addr"},
+                {"kind": "method", "name": "new"},
+                {"kind": "method", "name": "port"},
+                {"kind": "function", "name": "helper"},
+                {"kind": "function", "name": "inner"},
+            ],
+            id="outline-of-declarations-and-re-exports",
+        ),
+        pytest.param("src/empty.rs", "// nothing here\n", [], id="no-record-for-an-empty-file"),
+    ],
+)
+def test_file_record(path: str, source: str, expected: list[dict[str, Any]]) -> None:
+    """The file's own record: first, spanning the file, its docs and outline as code."""
+    src = make_source(source, path)
+    chunks = chunk_file(src)
+    assert [project(c, list(e)) for c, e in zip(chunks, expected)] == expected
+    assert len(chunks) == len(expected)
+    check_ranges(src, chunks)
+
+
+def test_file_record_outline_is_capped() -> None:
+    text = "".join(f"pub fn f{i}() {{}}\n" for i in range(100))
+    record = chunk_file(make_source(text, "src/many.rs"))[0]
+    lines = record.code.splitlines()
+    assert lines[0] == "pub fn f0()" and lines[-1] == "// and 60 more items"
+    assert len(lines) == 41
 
 
 # --------------------------------------------------------------------------- bad input
@@ -740,7 +799,7 @@ def test_make_chunk_id_formula() -> None:
 
 
 def test_ids_deterministic_and_whole(heap_chunks: list[Chunk]) -> None:
-    again = chunk_source(fixture_source("heap.rs"))
+    again = chunk_file(fixture_source("heap.rs"))
     assert [c.id for c in again] == [c.id for c in heap_chunks]
     assert len({c.id for c in heap_chunks}) == len(heap_chunks)
     for c in heap_chunks:
@@ -1075,7 +1134,7 @@ def test_real_binary_heap_smoke() -> None:
     if real is None:
         pytest.skip("rustc 1.63 library sources are not installed")
     source = make_source(real.read_text(encoding="utf-8"), "src/collections/binary_heap/mod.rs")
-    chunks = chunk_source(source)
+    chunks = chunk_file(source)
     push = [
         c for c in chunks if c.name == "push" and c.kind == "method" and c.parent == "BinaryHeap"
     ]

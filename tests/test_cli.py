@@ -289,6 +289,35 @@ def test_search_json(indexed: tuple[Path, Path, str]) -> None:
     assert hits[0] == Hit(**hits[0]).to_dict()
 
 
+def test_search_files_gives_one_line_per_file_with_its_best_items(
+    indexed: tuple[Path, Path, str],
+) -> None:
+    _, idx, _ = indexed
+    result = _cli("search", "ConnectionPool", "--files", "-n", "2", "--index-dir", str(idx))
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    heads = [ln for ln in lines if not ln.startswith("    ")]
+    assert len(heads) <= 2 and heads[0].startswith(" 1. src/net/mod.rs  score ")
+    assert any("net::ConnectionPool" in ln for ln in lines[1:4])
+    as_json = json.loads(
+        _cli("search", "ConnectionPool", "--files", "--json", "--index-dir", str(idx)).stdout
+    )
+    paths = [f["path"] for f in as_json]
+    assert paths[0] == "src/net/mod.rs" and len(paths) == len(set(paths))
+    assert as_json[0]["hits"][0]["qualname"].startswith("net::ConnectionPool")
+
+
+def test_search_symbol_lookup_finds_the_definition_first(
+    indexed: tuple[Path, Path, str],
+) -> None:
+    _, idx, _ = indexed
+    result = _cli("search", "ConnectionPool", "--json", "--index-dir", str(idx))
+    hits = json.loads(result.stdout)
+    assert hits[0]["qualname"] == "net::ConnectionPool" and hits[0]["kind"] == "struct"
+    bad = _cli("search", "ConnectionPool", "--ranking", "fast", "--index-dir", str(idx))
+    assert bad.exit_code == 1 and "unknown ranking step 'fast'" in bad.output
+
+
 def test_search_for_bytes_that_are_not_utf8_is_no_crash(
     indexed: tuple[Path, Path, str], tiny_model: Path
 ) -> None:

@@ -289,6 +289,15 @@ def test_index_through_the_server_then_every_tool_answers(
             assert "unknown kind" in await refused(
                 session, "search", query="x", directory=root, kind="closure"
             )
+            # one entry per file, each with its best items (which files to read)
+            files, text = await call(
+                session, "search", query="take_mut", directory=root, group="file", limit=3
+            )
+            assert files["files"][0]["path"] == "src/collections/btree/mem.rs"
+            assert files["files"][0]["hits"][0]["name"] == "take_mut"
+            paths = [f["path"] for f in files["files"]]
+            assert len(paths) == len(set(paths)) <= 3
+            assert text.splitlines()[1].startswith(" 1. src/collections/btree/mem.rs")
 
             # similar code: a symbol (its own item left out) and a fragment
             similar, text = await call(
