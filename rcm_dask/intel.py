@@ -775,6 +775,25 @@ class CodeIntel:
         )
         return found
 
+    def module_roots_importing(self, name: str, limit: int = 5) -> list[str]:
+        """Chunk ids of the file records of module roots (``lib.rs``, ``mod.rs``) that
+        ``use`` a name: where a crate re-exports what it defines elsewhere (or what another
+        crate defines). Paths of the import are not checked for ``pub``: a module root
+        that imports a name mostly does so to re-export it."""
+        last = name.rsplit("::", 1)[-1].rstrip("!")
+        if not last:
+            return []
+        rows = self._rows(
+            "SELECT DISTINCT s.chunk_id, s.path FROM imports i "
+            "JOIN modules m ON m.path = i.path "
+            "JOIN symbols s ON s.path = i.path AND s.kind = 'mod' "
+            "AND s.qualname = (CASE WHEN m.module = '' THEN 'crate' ELSE m.module END) "
+            "WHERE i.last = ? AND (i.path LIKE '%/lib.rs' OR i.path = 'lib.rs' "
+            "OR i.path LIKE '%/mod.rs') ORDER BY length(i.path), i.path LIMIT ?",
+            (last, limit),
+        )
+        return [str(r["chunk_id"]) for r in rows]
+
     # ----------------------------------------------------------------- references
 
     def find_references(self, symbol: str, *, limit: int = 100) -> list[Reference]:

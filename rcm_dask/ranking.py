@@ -101,14 +101,14 @@ class RankingConfig:
     named_boost: float = 0.5
     """Score added, as a share of the top fused score, to a definition of an identifier
     named inside a question (``RawVec`` in "how does RawVec grow")."""
-    path_boost: float = 0.25
+    path_boost: float = 0.1
     """Score multiplier per query word that names the hit's file or folder (1 + b per word,
     at most two words)."""
-    test_factor: float = 0.5
+    test_factor: float = 0.25
     """Score multiplier for test, bench, example, fuzz and generated code."""
-    diversity_decay: float = 0.6
+    diversity_decay: float = 0.3
     """Score multiplier of the n-th hit from one file: decay ** (n - 1)."""
-    file_evidence: float = 0.15
+    file_evidence: float = 0.05
     """Share of a file's other hits' scores added to its best hit."""
 
     def without(self, *steps: str) -> RankingConfig:
@@ -175,7 +175,8 @@ class Candidate:
     """1-based rank among vector candidates."""
     definition: str = ""
     """``exact``/``suffix``/``name`` when the symbol table says this item defines a name
-    the query holds; ``""`` otherwise."""
+    the query holds, ``reexport`` for the record of a file whose ``pub use`` re-exports
+    it; ``""`` otherwise."""
     reasons: list[str] = field(default_factory=list)
     """What the steps did to it (for ``--explain`` and for tests)."""
 
@@ -325,16 +326,18 @@ def boost_definitions(
     For a symbol lookup, definitions (``Candidate.definition`` set) are moved above every
     other candidate, best rule first (exact, suffix, bare name), then the kinds that define
     a name (type, trait, function) before those that only carry it (impl blocks, modules),
-    then code before tests; at most :attr:`RankingConfig.definition_limit` of them (a name
+    then code before tests, then the records of files that re-export the name (``pub
+    use``); at most :attr:`RankingConfig.definition_limit` definitions (a name
     with more definitions is ambiguous: its definitions get :attr:`RankingConfig.named_boost`
     only). For a question, definitions of the identifiers it names get that boost.
     """
-    defs = [c for c in candidates if c.definition]
-    if not defs:
+    defs = [c for c in candidates if c.definition and c.definition != "reexport"]
+    reexports = [c for c in candidates if c.definition == "reexport"]
+    if not defs and not reexports:
         return candidates
     top = max((c.score for c in candidates), default=0.0) or 1.0
     rule_rank = {"exact": 0, "suffix": 1, "name": 2}
-    best_rule = min(rule_rank.get(c.definition, 3) for c in defs)
+    best_rule = min((rule_rank.get(c.definition, 3) for c in defs), default=3)
     best = [c for c in defs if rule_rank.get(c.definition, 3) == best_rule]
     if kind == "symbol" and len(best) <= config.definition_limit:
         best.sort(
@@ -345,8 +348,11 @@ def boost_definitions(
                 c.path,
             )
         )
-        n = len(best)
-        for i, c in enumerate(best):
+        # the files whose ``pub use`` re-exports the name come right after the definitions
+        reexports.sort(key=lambda c: (c.path.count("/"), c.path))
+        placed = best + reexports[: config.definition_limit]
+        n = len(placed)
+        for i, c in enumerate(placed):
             # above every fused score, in the order just decided
             c.score = top * (2.0 + (n - i) / n)
             c.reasons.append(f"definition ({c.definition})")
@@ -451,11 +457,12 @@ def rank_candidates(
         cands = boost_path_words(cands, query, config)
     if config.tests:
         cands = demote_tests(cands, config)
-    if config.definitions:
-        cands = boost_definitions(cands, kind, config)
-    cands.sort(key=lambda c: (-c.score, c.key))
     if config.diversity:
         cands = diversify(cands, config)
+    if config.definitions:
+        # last: the file evidence of diversity must not lift a user above a definition
+        cands = boost_definitions(cands, kind, config)
+    cands.sort(key=lambda c: (-c.score, c.key))
     return cands
 
 

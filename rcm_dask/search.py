@@ -202,6 +202,12 @@ def _hit(c: Candidate) -> Hit:
     )
 
 
+def _pub_use(name: str) -> re.Pattern[str]:
+    """A ``pub use`` line of a file record's outline that names ``name``'s last segment."""
+    last = re.escape(name.rsplit("::", 1)[-1].rstrip("!"))
+    return re.compile(rf"^\s*pub(\([^)]*\))?\s+use\b[^;\n]*\b{last}\b", re.MULTILINE)
+
+
 def _file_hit(group: FileGroup) -> FileHit:
     """A file group of ranked candidates as a ``--files`` result."""
     return FileHit(
@@ -669,7 +675,50 @@ class SearchIndex:
             raise ConfigError(f"unknown grouping {group!r}; choose one of {SEARCH_GROUPS}")
         if limit < 1:
             raise ConfigError(f"limit must be at least 1, got {limit}")
+        ranking = self._ranking(ranking)
+        # a file-level answer draws on more items than it shows
+        pool = max(self.config.candidates, limit * (5 if group == "file" else 1))
+        cands = self.candidates(
+            query, mode=mode, kinds=kinds, path_glob=path_glob, ranking=ranking, pool=pool
+        )
+        ranked = rank_candidates(cands, query, ranking)
+        if group == "file":
+            return [_file_hit(g) for g in group_by_file(ranked, limit)]
+        return [_hit(c) for c in ranked[:limit]]
+
+    def _ranking(self, ranking: str | RankingConfig | None) -> RankingConfig:
+        """The ranking settings asked for, or the config's."""
+        if ranking is None:
+            ranking = self.config.ranking
+        if isinstance(ranking, str):
+            try:
+                return RankingConfig.from_spec(ranking)
+            except ValueError as e:
+                raise ConfigError(str(e)) from e
+        return ranking
+
+    def candidates(
+        self,
+        query: str,
+        *,
+        mode: str = "hybrid",
+        kinds: Sequence[str] | None = None,
+        path_glob: str | None = None,
+        ranking: str | RankingConfig | None = None,
+        pool: int | None = None,
+    ) -> list[Candidate]:
+        """What competes for a query's results, before the ranking steps: fused candidates
+        (RRF scores), plus the symbol table's definitions of the names the query holds
+        (when ``ranking`` has ``definitions`` on), unranked.
+
+        :meth:`search` is this, then :func:`~rcm_dask.ranking.rank_candidates`; the
+        benchmark calls the two apart to try ranking settings on the same candidates.
+        ``pool`` is how many hits each store gives (default ``config.candidates``).
+        """
+        if mode not in SEARCH_MODES:
+            raise ConfigError(f"unknown search mode {mode!r}; choose one of {SEARCH_MODES}")
         self.notices = []
+        ranking = self._ranking(ranking)
         if self.keyword_only and mode != "bm25":
             if mode == "vector":
                 raise self._no_vectors_error()
@@ -683,16 +732,8 @@ class SearchIndex:
         if paths is not None and not paths:
             return []
         kinds = list(kinds) if kinds else None
-        if ranking is None:
-            ranking = self.config.ranking
-        if isinstance(ranking, str):
-            try:
-                ranking = RankingConfig.from_spec(ranking)
-            except ValueError as e:
-                raise ConfigError(str(e)) from e
         query_kind = classify_query(query)
-        # a file-level answer draws on more items than it shows
-        n = max(self.config.candidates, limit * (5 if group == "file" else 1))
+        n = pool or self.config.candidates
         lexical: list[StoreHit] = []
         semantic: list[StoreHit] = []
         if mode in ("hybrid", "bm25"):
@@ -734,10 +775,7 @@ class SearchIndex:
             ]
         if ranking.definitions:
             self._add_definitions(cands, query, query_kind, ranking, kinds, paths)
-        ranked = rank_candidates(cands, query, ranking)
-        if group == "file":
-            return [_file_hit(g) for g in group_by_file(ranked, limit)]
-        return [_hit(c) for c in ranked[:limit]]
+        return cands
 
     def search_files(
         self,
@@ -778,8 +816,8 @@ class SearchIndex:
     ) -> None:
         """Mark (and add, when fusion missed them) the symbol table's definitions of the
         names a query holds: the name a symbol lookup asks for, or the identifiers a
-        question names; for a symbol the table does not define, the ``pub use`` that
-        re-exports it."""
+        question names; for a symbol lookup, also the file records of the module roots
+        whose ``pub use`` re-exports it."""
         names = [symbol_of(query)] if query_kind == "symbol" else named_identifiers(query)[:3]
         if not names:
             return
@@ -793,8 +831,13 @@ class SearchIndex:
                         found[d.id] = d.match
         except (sqlite3.Error, IndexDamagedError):
             return  # a table that cannot be read: ranking goes on without it
-        if not found and query_kind == "symbol":
-            found = self._reexports(names[0], kinds, paths)
+        if query_kind == "symbol" and (not kinds or "mod" in kinds):
+            try:
+                roots = self._symbol_table().module_roots_importing(names[0])
+            except (sqlite3.Error, IndexDamagedError):
+                roots = []
+            for sid in roots:
+                found.setdefault(sid, "reexport")
         if not found:
             return
         by_key = {c.key: c for c in cands}
@@ -804,10 +847,13 @@ class SearchIndex:
             by_key[added.key] = added
             cands.append(added)
         allowed = set(paths) if paths is not None else None
+        reexport = _pub_use(names[0])
         for sid, rule in found.items():
             cand = by_key.get(sid)
             if cand is None:
                 continue
+            if rule == "reexport" and not reexport.search(str(cand.payload.get("code", ""))):
+                continue  # the module root only uses the name
             if kinds and str(cand.payload.get("kind")) not in kinds:
                 continue
             if allowed is not None and cand.path not in allowed:
@@ -819,22 +865,6 @@ class SearchIndex:
             for c in cands
             if c.bm25_rank or c.vector_rank or c.definition
         ]
-
-    def _reexports(
-        self, name: str, kinds: list[str] | None, paths: list[str] | None
-    ) -> dict[str, str]:
-        """File records whose outline re-exports ``name`` (``pub use other::Name;``)."""
-        if kinds and "mod" not in kinds:
-            return {}
-        last = name.rsplit("::", 1)[-1].rstrip("!")
-        pattern = re.compile(
-            r"^\s*pub(\([^)]*\))?\s+use\b[^;]*\b" + re.escape(last) + r"\b", re.MULTILINE
-        )
-        out: dict[str, str] = {}
-        for h in self.bm25.search(last, limit=50, kinds=["mod"], paths=paths):
-            if pattern.search(str(h.payload.get("code", ""))):
-                out[str(h.payload.get("symbol_id") or h.id)] = "reexport"
-        return out
 
     def _symbol_table(self) -> CodeIntel:
         """The index's symbol table (opened on first use)."""

@@ -137,10 +137,11 @@ def test_path_words_prefer_the_file_a_question_names() -> None:
         cand("send", "src/flavors/channels.rs", 0.9),
         cand("spawn", "src/thread_pool/mod.rs", 0.8),
     ]
-    out = boost_path_words(cands, "how does a channel send block", RankingConfig())
+    config = RankingConfig(path_boost=0.25)
+    out = boost_path_words(cands, "how does a channel send block", config)
     assert [c.score for c in out] == pytest.approx([1.0, 0.9 * 1.25, 0.8])
     out = boost_path_words(
-        [cand("spawn", "src/thread_pool/mod.rs", 0.8)], "ThreadPool spawn", RankingConfig()
+        [cand("spawn", "src/thread_pool/mod.rs", 0.8)], "ThreadPool spawn", config
     )
     assert out[0].score == pytest.approx(0.8 * 1.5)  # two words: thread, pool
 
@@ -229,3 +230,14 @@ def test_group_by_file_keeps_each_files_best_items_in_order() -> None:
     assert [g.path for g in groups] == ["src/a.rs", "src/b.rs"]
     assert [c.key for c in groups[0].items] == ["a1", "a2", "a3"]
     assert groups[0].score == 0.9
+
+
+def test_reexports_follow_the_definition_of_a_symbol() -> None:
+    cands = [
+        cand("user", "src/user.rs", 0.5),
+        cand("crate", "src/lib.rs", 0.0, kind="mod", definition="reexport"),
+        cand("Buf", "src/buf/buf_impl.rs", 0.1, kind="trait", definition="name"),
+        cand("buf", "src/buf/mod.rs", 0.0, kind="mod", definition="reexport"),
+    ]
+    ranked = rank_candidates(cands, "Buf", RankingConfig.only("definitions"))
+    assert [c.key for c in ranked] == ["Buf", "crate", "buf", "user"]
