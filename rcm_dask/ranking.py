@@ -38,7 +38,8 @@ from .stores.bm25 import query_terms, split_identifier_words
 QueryKind = Literal["symbol", "question"]
 
 RANKING_STEPS: tuple[str, ...] = ("definitions", "paths", "tests", "diversity")
-"""The switchable steps, in the order they run (query kind is always decided)."""
+"""The switchable steps (query kind is always decided). They run in the order paths,
+tests, diversity, definitions: a definition put first must stay first."""
 
 _PATH_SYMBOL = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*)(?:::[A-Za-z_][A-Za-z0-9_]*)*(?:!|\(\))?$")
 _WORDS = re.compile(r"[A-Za-z0-9_]+")

@@ -234,3 +234,31 @@ def test_code_intelligence_goes_through_the_index(built: tuple[Path, Path, Index
         assert by_name["net::ConnectionPool::acquire"] == 3  # for + if let
         assert index._symbols is not None
     assert index._symbols is None  # closed with the index
+
+
+def test_symbol_lookup_files_and_test_demotion_on_a_real_index(crate: Path, tmp_path: Path) -> None:
+    lib = crate / "src" / "lib.rs"
+    lib.write_text(lib.read_text() + "\npub use net::ConnectionPool;\n")
+    idx_dir = tmp_path / "idx"
+    rcm_dask.index(str(crate), index_dir=str(idx_dir), embedder=HashEmbedder())
+    with rcm_dask.open_index(index_dir=idx_dir, embedder=HashEmbedder()) as idx:
+        # a bare name: its definition, then the module root that re-exports it
+        hits = idx.search("ConnectionPool", limit=3)
+        assert (hits[0].path, hits[0].kind) == ("src/net/mod.rs", "struct")
+        assert (hits[1].path, hits[1].qualname, hits[1].kind) == ("src/lib.rs", "crate", "mod")
+        # which files to read: one entry per file, each with its best items
+        files = idx.search_files("parse a toml configuration", limit=5)
+        assert files and all(isinstance(f, rcm_dask.FileHit) for f in files)
+        assert len({f.path for f in files}) == len(files)
+        assert all(h.path == f.path for f in files for h in f.hits)
+        # the test that calls the parser ranks below the parser itself, and is kept
+        plain = idx.search("parses a line of toml config", limit=20, ranking="none")
+        ranked = idx.search("parses a line of toml config", limit=20)
+        assert len(plain) < 20  # every item: ranking reorders, never removes
+        assert {h.id for h in plain} == {h.id for h in ranked}
+        assert not ranked[0].path.startswith("tests/")
+        assert any(h.path.startswith("tests/") for h in ranked)
+    one_shot = rcm_dask.search(
+        "ConnectionPool", index_dir=idx_dir, group="file", limit=2, mode="bm25"
+    )
+    assert [f.path for f in one_shot][0] == "src/net/mod.rs"
