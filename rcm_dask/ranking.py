@@ -107,9 +107,12 @@ class RankingConfig:
     at most two words)."""
     test_factor: float = 0.25
     """Score multiplier for test, bench, example, fuzz and generated code."""
-    diversity_decay: float = 0.3
-    """Score multiplier of the n-th hit from one file: decay ** (n - 1)."""
-    file_evidence: float = 0.05
+    diversity_decay: float = 0.95
+    """Score multiplier of the n-th hit from one file: ``decay ** (n - free)`` past the
+    first :attr:`diversity_free` hits."""
+    diversity_free: int = 3
+    """Hits of one file that are not decayed."""
+    file_evidence: float = 0.03
     """Share of a file's other hits' scores added to its best hit."""
 
     def without(self, *steps: str) -> RankingConfig:
@@ -419,14 +422,19 @@ def diversify(candidates: list[Candidate], config: RankingConfig) -> list[Candid
         c = candidates[i]
         n = taken.get(c.path, 0)
         if n != seen:
-            heapq.heappush(heap, (-base[i] * config.diversity_decay**n, key, i, n))
+            heapq.heappush(heap, (-base[i] * _decay(n, config), key, i, n))
             continue
         taken[c.path] = n + 1
-        if n:
-            c.score = base[i] * config.diversity_decay**n
+        if n >= config.diversity_free:
+            c.score = base[i] * _decay(n, config)
             c.reasons.append(f"hit {n + 1} from its file")
         out.append(c)
     return out
+
+
+def _decay(taken: int, config: RankingConfig) -> float:
+    """Multiplier of a file's next hit when ``taken`` of its hits are already placed."""
+    return config.diversity_decay ** max(0, taken - config.diversity_free + 1)
 
 
 def rank_candidates(
