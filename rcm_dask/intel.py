@@ -775,22 +775,31 @@ class CodeIntel:
         )
         return found
 
-    def module_roots_importing(self, name: str, limit: int = 5) -> list[str]:
+    def module_roots_importing(
+        self, name: str, modules: Sequence[str] = (), limit: int = 5
+    ) -> list[str]:
         """Chunk ids of the file records of module roots (``lib.rs``, ``mod.rs``) that
-        ``use`` a name: where a crate re-exports what it defines elsewhere (or what another
-        crate defines). Paths of the import are not checked for ``pub``: a module root
-        that imports a name mostly does so to re-export it."""
+        ``use`` a name, or glob-import (``use self::m::*``) one of ``modules`` (where the
+        name is defined): where a crate re-exports what it defines elsewhere (or what
+        another crate defines). Whether the ``use`` is ``pub`` is not recorded here: the
+        caller checks the file record's outline."""
         last = name.rsplit("::", 1)[-1].rstrip("!")
         if not last:
             return []
+        globs = [m for m in modules if m]
+        where = "i.last = ?"
+        params: list[Any] = [last]
+        if globs:
+            where = f"({where} OR (i.last = '*' AND i.resolved IN ({','.join('?' * len(globs))})))"
+            params += globs
         rows = self._rows(
             "SELECT DISTINCT s.chunk_id, s.path FROM imports i "
             "JOIN modules m ON m.path = i.path "
             "JOIN symbols s ON s.path = i.path AND s.kind = 'mod' "
             "AND s.qualname = (CASE WHEN m.module = '' THEN 'crate' ELSE m.module END) "
-            "WHERE i.last = ? AND (i.path LIKE '%/lib.rs' OR i.path = 'lib.rs' "
+            f"WHERE {where} AND (i.path LIKE '%/lib.rs' OR i.path = 'lib.rs' "
             "OR i.path LIKE '%/mod.rs') ORDER BY length(i.path), i.path LIMIT ?",
-            (last, limit),
+            (*params, limit),
         )
         return [str(r["chunk_id"]) for r in rows]
 

@@ -202,10 +202,15 @@ def _hit(c: Candidate) -> Hit:
     )
 
 
-def _pub_use(name: str) -> re.Pattern[str]:
-    """A ``pub use`` line of a file record's outline that names ``name``'s last segment."""
+def _pub_use(name: str, modules: Sequence[str] = ()) -> re.Pattern[str]:
+    """A ``pub use`` line of a file record's outline that names ``name``'s last segment,
+    or glob-imports one of ``modules`` (``pub use self::internal::*``)."""
     last = re.escape(name.rsplit("::", 1)[-1].rstrip("!"))
-    return re.compile(rf"^\s*pub(\([^)]*\))?\s+use\b[^;\n]*\b{last}\b", re.MULTILINE)
+    targets = [last] + [re.escape(m.rsplit("::", 1)[-1]) + r"::\*" for m in modules if m]
+    alternatives = "|".join(rf"\b{t}" for t in targets)
+    return re.compile(
+        rf"^\s*pub(\([^)]*\))?\s+use\b[^;\n]*(?:{alternatives})(?![\w])", re.MULTILINE
+    )
 
 
 def _file_hit(group: FileGroup) -> FileHit:
@@ -823,17 +828,19 @@ class SearchIndex:
             return
         limit = ranking.definition_limit + 1
         found: dict[str, str] = {}
+        modules: dict[str, None] = {}
         try:
             intel = self._symbol_table()
             for name in names:
                 for d in intel.find_definition(name, limit=limit):
                     if d.id and d.id not in found:
                         found[d.id] = d.match
+                        modules.setdefault(d.module, None)
         except (sqlite3.Error, IndexDamagedError):
             return  # a table that cannot be read: ranking goes on without it
         if query_kind == "symbol" and (not kinds or "mod" in kinds):
             try:
-                roots = self._symbol_table().module_roots_importing(names[0])
+                roots = self._symbol_table().module_roots_importing(names[0], list(modules))
             except (sqlite3.Error, IndexDamagedError):
                 roots = []
             for sid in roots:
@@ -847,7 +854,7 @@ class SearchIndex:
             by_key[added.key] = added
             cands.append(added)
         allowed = set(paths) if paths is not None else None
-        reexport = _pub_use(names[0])
+        reexport = _pub_use(names[0], list(modules))
         for sid, rule in found.items():
             cand = by_key.get(sid)
             if cand is None:

@@ -238,7 +238,7 @@ def test_code_intelligence_goes_through_the_index(built: tuple[Path, Path, Index
 
 def test_symbol_lookup_files_and_test_demotion_on_a_real_index(crate: Path, tmp_path: Path) -> None:
     lib = crate / "src" / "lib.rs"
-    lib.write_text(lib.read_text() + "\npub use net::ConnectionPool;\n")
+    lib.write_text(lib.read_text() + "\npub use net::ConnectionPool;\npub use self::config::*;\n")
     idx_dir = tmp_path / "idx"
     rcm_dask.index(str(crate), index_dir=str(idx_dir), embedder=HashEmbedder())
     with rcm_dask.open_index(index_dir=idx_dir, embedder=HashEmbedder()) as idx:
@@ -246,6 +246,10 @@ def test_symbol_lookup_files_and_test_demotion_on_a_real_index(crate: Path, tmp_
         hits = idx.search("ConnectionPool", limit=3)
         assert (hits[0].path, hits[0].kind) == ("src/net/mod.rs", "struct")
         assert (hits[1].path, hits[1].qualname, hits[1].kind) == ("src/lib.rs", "crate", "mod")
+        # a glob re-export of the defining module counts too
+        hits = idx.search("Config", limit=3)
+        assert (hits[0].path, hits[0].kind) == ("src/config.rs", "struct")
+        assert (hits[1].path, hits[1].qualname) == ("src/lib.rs", "crate")
         # which files to read: one entry per file, each with its best items
         files = idx.search_files("parse a toml configuration", limit=5)
         assert files and all(isinstance(f, rcm_dask.FileHit) for f in files)
