@@ -377,8 +377,8 @@ def _print_dry_run(plan: DryRun) -> None:
 @click.option(
     "--ranking",
     default=None,
-    help="Ranking steps after fusion: all (default), none, or a list such as "
-    "definitions,paths,tests,diversity [RCM_RANKING].",
+    help="Ranking steps after fusion: default (definitions,tests,diversity), all, none, "
+    "or a list such as definitions,paths,tests,diversity [RCM_RANKING].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 def search_cmd(

@@ -113,9 +113,10 @@ class IndexConfig:
     """Weight of the BM25 ranking in fusion."""
     vector_weight: float = 1.0
     """Weight of the vector ranking in fusion."""
-    ranking: str = "all"
-    """Ranking steps after fusion (:mod:`rcm_dask.ranking`): ``all``, ``none``, or steps
-    joined by ``,`` (``definitions,paths,tests,diversity``; ``all,-diversity`` drops one)."""
+    ranking: str = "default"
+    """Ranking steps after fusion (:mod:`rcm_dask.ranking`): ``default``
+    (``definitions,tests,diversity``), ``all``, ``none``, or steps joined by ``,``
+    (``definitions,paths,tests,diversity``; ``default,-diversity`` drops one)."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -38,6 +38,8 @@ from .stores.bm25 import query_terms, split_identifier_words
 QueryKind = Literal["symbol", "question"]
 
 RANKING_STEPS: tuple[str, ...] = ("definitions", "paths", "tests", "diversity")
+DEFAULT_RANKING = "definitions,tests,diversity"
+"""The steps on by default (``RCM_RANKING`` / ``--ranking`` change them)."""
 """The switchable steps (query kind is always decided). They run in the order paths,
 tests, diversity, definitions: a definition put first must stay first."""
 
@@ -82,14 +84,18 @@ _DEFINING_KINDS = {
 class RankingConfig:
     """Which ranking steps run, and how strongly (every step can be switched off).
 
-    The defaults are the settings measured best on the tuning half of
-    ``benchmarks/search_quality`` (crates held back from it measure them).
+    The defaults (:data:`DEFAULT_RANKING`) are the strengths measured best on the tuning
+    half of ``benchmarks/search_quality``'s twelve crates, with the steps that helped on
+    the held-back half (``paths`` did not), under the constraint that item-level quality
+    on rust-src does not drop (strong file diversity lifts file-level figures but splits
+    a file's several answers apart).
     """
 
     definitions: bool = True
     """Symbol lookups: the symbol table's definitions of the name first."""
-    paths: bool = True
-    """Query words naming a file or folder raise that file's hits."""
+    paths: bool = False
+    """Query words naming a file or folder raise that file's hits (off by default: it did
+    not help on the held-back half of ``benchmarks/search_quality``'s twelve crates)."""
     tests: bool = True
     """Tests, benches, examples, fuzz targets and generated code ranked lower."""
     diversity: bool = True
@@ -125,11 +131,15 @@ class RankingConfig:
     @classmethod
     def only(cls, *steps: str) -> RankingConfig:
         """Settings with only the named steps on (none: plain fusion)."""
-        return cls().without(*(s for s in RANKING_STEPS if s not in steps))
+        unknown = set(steps) - set(RANKING_STEPS)
+        if unknown:
+            raise ValueError(f"unknown ranking steps {sorted(unknown)}; known: {RANKING_STEPS}")
+        return replace(cls(), **{s: s in steps for s in RANKING_STEPS})
 
     @classmethod
     def from_spec(cls, spec: str) -> RankingConfig:
-        """From a setting string: ``all``, ``none``, or steps joined by ``,`` (``-x`` drops x).
+        """From a setting string: ``default`` (:data:`DEFAULT_RANKING`), ``all``, ``none``,
+        or steps joined by ``,`` (``-x`` drops x).
 
         Examples
         --------
@@ -137,12 +147,16 @@ class RankingConfig:
         False
         >>> RankingConfig.from_spec("all,-diversity").diversity
         False
+        >>> RankingConfig.from_spec("default").spec
+        'definitions,tests,diversity'
         """
-        spec = (spec or "all").strip().lower()
+        spec = (spec or "default").strip().lower()
         parts = [p.strip() for p in spec.split(",") if p.strip()]
         steps: set[str] = set()
         for p in parts:
-            if p == "all":
+            if p == "default":
+                steps |= {s for s in RANKING_STEPS if getattr(cls(), s)}
+            elif p == "all":
                 steps |= set(RANKING_STEPS)
             elif p == "none":
                 steps = set()
@@ -504,6 +518,7 @@ def group_by_file(hits: Sequence[Any], limit: int, per_file: int = 3) -> list[Fi
 
 
 __all__ = [
+    "DEFAULT_RANKING",
     "RANKING_STEPS",
     "Candidate",
     "FileGroup",

@@ -161,11 +161,18 @@ def test_diversity_makes_a_second_hit_from_one_file_earn_its_place() -> None:
         cand("b1", "src/b.rs", 0.7),
         cand("c1", "src/c.rs", 0.4),
     ]
-    config = RankingConfig(diversity_decay=0.6, file_evidence=0.0)
+    config = RankingConfig(diversity_decay=0.6, diversity_free=1, file_evidence=0.0)
     out = diversify(cands, config)
     assert [c.key for c in out] == ["a1", "b1", "a2", "c1", "a3"]
     assert out[2].score == pytest.approx(0.9 * 0.6)
     assert out[4].score == pytest.approx(0.85 * 0.36)
+
+
+def test_the_first_hits_of_a_file_are_free() -> None:
+    cands = [cand("a1", "src/a.rs", 1.0), cand("a2", "src/a.rs", 0.9), cand("b1", "src/b.rs", 0.5)]
+    out = diversify(cands, RankingConfig(diversity_decay=0.1, diversity_free=2, file_evidence=0))
+    assert [c.key for c in out] == ["a1", "a2", "b1"]
+    assert out[1].score == 0.9
 
 
 def test_file_evidence_lifts_a_file_with_several_good_hits() -> None:
@@ -175,9 +182,17 @@ def test_file_evidence_lifts_a_file_with_several_good_hits() -> None:
         cand("y2", "src/y.rs", 0.9),
         cand("y3", "src/y.rs", 0.9),
     ]
-    out = diversify(cands, RankingConfig(file_evidence=0.15))
+    out = diversify(cands, RankingConfig(file_evidence=0.15, diversity_free=1))
     assert out[0].key == "y1"
     assert out[0].score == pytest.approx(0.95 + 0.15 * 1.8)
+
+
+def test_path_words_step_when_switched_on() -> None:
+    cands = [cand("send", "src/select.rs", 1.0), cand("send", "src/channel.rs", 0.95)]
+    on = rank_candidates(cands, "how does a channel send", RankingConfig.from_spec("paths"))
+    off = rank_candidates(cands, "how does a channel send", RankingConfig())
+    assert [c.path for c in on] == ["src/channel.rs", "src/select.rs"]
+    assert [c.path for c in off] == ["src/select.rs", "src/channel.rs"]
 
 
 def test_every_step_off_is_plain_fusion() -> None:
@@ -197,6 +212,9 @@ def test_every_step_off_is_plain_fusion() -> None:
     ("spec", "on"),
     [
         ("all", "definitions,paths,tests,diversity"),
+        ("default", "definitions,tests,diversity"),
+        ("", "definitions,tests,diversity"),
+        ("default,-diversity,paths", "definitions,paths,tests"),
         ("none", "none"),
         ("tests", "tests"),
         ("all,-diversity", "definitions,paths,tests"),
