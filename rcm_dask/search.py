@@ -757,10 +757,14 @@ class SearchIndex:
                 semantic = _collapse(
                     vectors.search(vec.tolist(), limit=n, kinds=kinds, paths=paths)
                 )
+        k = self.config.rrf_k
+        # one method alone is scored as its own rank fusion (1 / (k + rank)), so that the
+        # ranking steps weigh the same in every mode (a cosine or a BM25 score has its own
+        # scale, and a file's many hits would add up to more than the gaps between them)
         if mode == "bm25":
-            cands = [_candidate(h, h.score, i, None) for i, h in enumerate(lexical, 1)]
+            cands = [_candidate(h, 1.0 / (k + i), i, None) for i, h in enumerate(lexical, 1)]
         elif mode == "vector":
-            cands = [_candidate(h, h.score, None, i) for i, h in enumerate(semantic, 1)]
+            cands = [_candidate(h, 1.0 / (k + i), None, i) for i, h in enumerate(semantic, 1)]
         else:
             bm25_weight = self.config.bm25_weight
             if query_kind == "symbol" and ranking.definitions:
