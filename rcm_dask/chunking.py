@@ -930,15 +930,23 @@ def chunk_source(source: SourceFile, *, file_record: bool = True) -> list[Chunk]
     return chunks
 
 
+def _is_public(node: Node) -> bool:
+    """Whether an item or ``use`` has a visibility modifier (``pub``, ``pub(crate)``...)."""
+    return any(c.type == "visibility_modifier" for c in node.children)
+
+
 def _file_outline(walker: _Walker, root: Node) -> list[str]:
     """What a file declares at its top level, one line each, in source order.
 
     Items by their signature (``pub struct Channel<T>``; an impl or trait with its members'
-    names: ``impl<T> Drop for Channel<T> { drop }``),
-    ``pub use`` re-exports and ``mod name;`` declarations as written, whitespace folded;
-    at most :data:`_OUTLINE_MAX` lines of at most :data:`_OUTLINE_WIDTH` characters.
+    names: ``impl<T> Drop for Channel<T> { drop }``) and ``mod name;`` declarations, at most
+    :data:`_OUTLINE_MAX` lines of at most :data:`_OUTLINE_WIDTH` characters; then every
+    ``pub use`` re-export whole, also those of a top-level ``pub mod`` block (whitespace
+    folded; at most :data:`_OUTLINE_MAX` of them),
+    since a module root is often mostly re-exports, and a symbol lookup looks for them here.
     """
     found: list[tuple[int, str]] = []
+    reexports: list[str] = []
     for item in walker.items:
         if item.outer is None and item.kind != "macro" and item.signature:
             line = item.signature
@@ -949,11 +957,21 @@ def _file_outline(walker: _Walker, root: Node) -> list[str]:
             found.append((item.node.start_byte, f"macro {item.name}"))
     for child in root.children:
         t = child.type
-        public = any(c.type == "visibility_modifier" for c in child.children)
-        if (t == "use_declaration" and public) or (
-            t == "mod_item" and child.child_by_field_name("body") is None
-        ):
-            found.append((child.start_byte, walker.text(child)))
+        if t == "use_declaration" and _is_public(child):
+            reexports.append(_WS.sub(" ", walker.text(child)).strip())
+        elif t == "mod_item":
+            body = child.child_by_field_name("body")
+            if body is None:
+                found.append((child.start_byte, walker.text(child)))
+            elif _is_public(child):
+                # ``pub mod internal { pub use ... }``: re-exports one level down
+                name = child.child_by_field_name("name")
+                prefix = f"mod {walker.text(name)}: " if name is not None else ""
+                reexports.extend(
+                    prefix + _WS.sub(" ", walker.text(u)).strip()
+                    for u in body.children
+                    if u.type == "use_declaration" and _is_public(u)
+                )
     found.sort(key=lambda pair: pair[0])
     lines = []
     for _, text in found:
@@ -963,7 +981,10 @@ def _file_outline(walker: _Walker, root: Node) -> list[str]:
         lines.append(line)
     if len(lines) > _OUTLINE_MAX:
         lines = lines[:_OUTLINE_MAX] + [f"// and {len(lines) - _OUTLINE_MAX} more items"]
-    return lines
+    if len(reexports) > _OUTLINE_MAX:
+        more = len(reexports) - _OUTLINE_MAX
+        reexports = reexports[:_OUTLINE_MAX] + [f"// and {more} more re-exports"]
+    return lines + reexports
 
 
 # --------------------------------------------------------------------------- embedding text

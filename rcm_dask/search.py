@@ -203,13 +203,15 @@ def _hit(c: Candidate) -> Hit:
 
 
 def _pub_use(name: str, modules: Sequence[str] = ()) -> re.Pattern[str]:
-    """A ``pub use`` line of a file record's outline that names ``name``'s last segment,
-    or glob-imports one of ``modules`` (``pub use self::internal::*``)."""
+    """A ``pub use`` line of a file record's outline (``mod m: pub use ...`` for one in a
+    ``pub mod`` block) that names ``name``'s last segment, or glob-imports one of
+    ``modules`` (``pub use self::internal::*``)."""
     last = re.escape(name.rsplit("::", 1)[-1].rstrip("!"))
     targets = [last] + [re.escape(m.rsplit("::", 1)[-1]) + r"::\*" for m in modules if m]
     alternatives = "|".join(rf"\b{t}" for t in targets)
     return re.compile(
-        rf"^\s*pub(\([^)]*\))?\s+use\b[^;\n]*(?:{alternatives})(?![\w])", re.MULTILINE
+        rf"^(?:mod \w+: )?\s*pub(\([^)]*\))?\s+use\b[^;\n]*(?:{alternatives})(?![\w])",
+        re.MULTILINE,
     )
 
 

@@ -637,8 +637,8 @@ def test_chunk_table(path: str, source: str, expected: list[dict[str, Any]]) -> 
                     "qualname": "net",
                     "docs": "",
                     "start_line": 1,
-                    "code": "mod tcp;\npub mod udp;\npub use self::tcp::{TcpStream, TcpListener};\n"
-                    "pub struct Addr(u32)\nimpl Addr { new, port }\nfn helper()",
+                    "code": "mod tcp;\npub mod udp;\npub struct Addr(u32)\nimpl Addr { new, port }\n"
+                    "fn helper()\npub use self::tcp::{TcpStream, TcpListener};",
                 },
                 {"kind": "struct", "name": "Addr"},
                 {"kind": "impl", "name": "impl Addr"},
@@ -661,12 +661,13 @@ def test_file_record(path: str, source: str, expected: list[dict[str, Any]]) -> 
     check_ranges(src, chunks)
 
 
-def test_file_record_outline_is_capped() -> None:
-    text = "".join(f"pub fn f{i}() {{}}\n" for i in range(100))
+def test_file_record_outline_is_capped_but_keeps_re_exports_whole() -> None:
+    long_use = "pub use self::parts::{" + ", ".join(f"Part{i}" for i in range(40)) + "};\n"
+    text = "".join(f"pub fn f{i}() {{}}\n" for i in range(100)) + long_use
     record = chunk_file(make_source(text, "src/many.rs"))[0]
     lines = record.code.splitlines()
-    assert lines[0] == "pub fn f0()" and lines[-1] == "// and 60 more items"
-    assert len(lines) == 41
+    assert lines[0] == "pub fn f0()" and lines[40] == "// and 60 more items"
+    assert lines[41] == long_use.strip() and len(lines) == 42
 
 
 # --------------------------------------------------------------------------- bad input

@@ -233,15 +233,23 @@ def crate_roots() -> dict[str, Path]:
     return roots
 
 
-def build_index(root: Path, index_dir: Path, embedder: Any, log: Callable[[str], None]) -> dict:
-    """Index a crate (incremental: an unchanged crate costs a listing)."""
+def build_index(
+    root: Path, index_dir: Path, embedder: Any, log: Callable[[str], None], force: bool = False
+) -> dict:
+    """Index a crate (incremental: an unchanged crate costs a listing; ``force`` rebuilds,
+    and so does an index of another chunker version or model, saying so)."""
     import rcm_dask
+    from rcm_dask.errors import IndexIdentityError
 
     t0 = time.perf_counter()
-    kwargs: dict[str, Any] = {"index_dir": str(index_dir), "progress": False}
+    kwargs: dict[str, Any] = {"index_dir": str(index_dir), "progress": False, "force": force}
     if embedder is not None:
         kwargs.update(embedder=embedder, mode="sequential")
-    stats = rcm_dask.index(str(root), **kwargs)
+    try:
+        stats = rcm_dask.index(str(root), **kwargs)
+    except IndexIdentityError as e:
+        log(f"  rebuilding {index_dir}: {e}")
+        stats = rcm_dask.index(str(root), **{**kwargs, "force": True})
     seconds = time.perf_counter() - t0
     log(
         f"  indexed {root.name}: {stats.files_indexed} files indexed, "
@@ -387,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--embedder", choices=("model", "hash"), default="model")
     p.add_argument("--home", default="", help="where the indexes go (default $RCM_HOME/search-quality/crates)")
     p.add_argument("--out", default="", help="folder for crates_last_run.json / the report")
+    p.add_argument("--force", action="store_true", help="rebuild the crates' indexes")
     args = p.parse_args(argv)
 
     from rcm_dask.config import data_home
@@ -414,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         if crate not in roots:
             raise SystemExit(f"unknown crate {crate!r}; known: {sorted(roots)}")
         index_dir = home / f"{crate}-{suffix}"
-        built[crate] = build_index(roots[crate], index_dir, embedder, log)
+        built[crate] = build_index(roots[crate], index_dir, embedder, log, args.force)
         qs = [q for q in questions if q.crate == crate]
         t1 = time.perf_counter()
         rows += ask(qs, index_dir, roots[crate], chosen, with_floor, embedder)
@@ -435,14 +444,14 @@ def main(argv: list[str] | None = None) -> int:
     result["summary"] = {k: v for k, v in result["summary"].items() if v["all"]["n"]}
     out = Path(args.out) if args.out else HERE
     out.mkdir(parents=True, exist_ok=True)
-    (out / "crates_last_run.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    (out / "crates_last_run.json").write_text(json.dumps(result, default=float) + "\n")
     text = tables(result)
     print(text)
     if args.embedder == "model" and set(wanted) == set(TUNING + HELD_BACK) and not args.methods:
         (out / "REPORT_CRATES.md").write_text(
             "# Twelve crates: tables of the last full run\n\n"
             f"Measured by `python benchmarks/search_quality/crates_run.py` on {result['date']}.\n\n"
-            + "\n".join(f"- {line}" for line in result["environment"])
+            + "\n".join(result["environment"])
             + "\n\n"
             + text
             + "\n"
