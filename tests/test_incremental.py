@@ -128,7 +128,8 @@ def test_modified_added_deleted(crate: Path, tmp_path: Path) -> None:
     emb = CountingEmbedder()
     stats = _run(crate, idx, emb)
     assert (stats.files_indexed, stats.files_removed) == (2, 1)
-    assert emb.embedded == stats.chunks == 3  # only the changed files' chunks
+    # only the changed files' chunks: three items and the two files' own records
+    assert emb.embedded == stats.chunks == 5
     clean = tmp_path / "clean"
     _run(crate, clean)
     assert_converged(idx, clean)

@@ -305,7 +305,7 @@ def test_memory_filesystem_needs_sequential(tmp_path: Path) -> None:
             "memory://modes_mem", _config(tmp_path / "i"), mode="pipeline", embedder=HashEmbedder()
         )
     stats = index("memory://modes_mem", _config(tmp_path / "i"), embedder=HashEmbedder())
-    assert stats.mode == "sequential" and stats.chunks == 1
+    assert stats.mode == "sequential" and stats.chunks == 2  # the function, the file's record
 
 
 def test_unreachable_scheduler_is_a_cluster_error(tmp_path: Path) -> None:
@@ -328,7 +328,8 @@ def test_own_local_cluster_is_started_and_stopped(tmp_path: Path) -> None:
     stats = index(
         str(root), _config(tmp_path / "i", n_workers=2), mode="pipeline", embedder=HashEmbedder()
     )
-    assert stats.cluster == "LocalCluster(2 worker processes)" and stats.chunks == 12
+    # six files of two items and a record each
+    assert stats.cluster == "LocalCluster(2 worker processes)" and stats.chunks == 18
     assert stats.writer_worker.startswith("tcp://127.0.0.1:")
 
 
@@ -377,16 +378,17 @@ def test_read_chunk_partition_and_embed_segments(tmp_path: Path) -> None:
     refs = discover_sources(src).files
     emb = HashEmbedder()
     first = read_chunk_partition(refs, src.fs, emb)
-    assert [f.path for f in first.files] == ["a.rs", "b.rs"] and first.n_chunks == 3
+    # each file: its own record first, then its items
+    assert [f.path for f in first.files] == ["a.rs", "b.rs"] and first.n_chunks == 5
     assert [s.reason for s in first.skipped] == ["not-utf8"]
-    assert first.summary().chunks == () and first.summary().n_chunks == 3
+    assert first.summary().chunks == () and first.summary().n_chunks == 5
     again = read_chunk_partition(refs, src.fs, emb, {"a.rs": first.files[0].sha256})
     assert [f.path for f in again.unchanged] == ["a.rs"] and [f.path for f in again.files] == [
         "b.rs"
     ]
-    res = embed_segments(emb, [(first, 1, 3), (again, 0, 1)])
-    assert [c.qualname for c in res.batch.chunks] == ["a::b", "b::B", "b::B"]
-    assert res.batch.vectors.shape == (3, 64) and res.worker == "in-process"
+    res = embed_segments(emb, [(first, 2, 5), (again, 0, 2)])
+    assert [c.qualname for c in res.batch.chunks] == ["a::b", "b", "b::B", "b", "b::B"]
+    assert res.batch.vectors.shape == (5, 64) and res.worker == "in-process"
     assert isinstance(first, ParsedPartition)
 
 
