@@ -54,11 +54,12 @@ def trials() -> dict[str, Any]:
     }
     for knob, values in knobs.items():
         for v in values:
-            out[f"{knob}={v}"] = replace(base, **{knob: v})
-    best = replace(base, diversity_decay=0.3, file_evidence=0.05, test_factor=0.25)
-    out["decay 0.3, evidence 0.05, tests 0.25"] = best
-    out["same, no paths"] = best.without("paths")
-    out["same, path_boost=0.1"] = replace(best, path_boost=0.1)
+            # a strength of the paths step is tried with the step on
+            extra = {"paths": True} if knob == "path_boost" else {}
+            out[f"{knob}={v}"] = replace(base, **{knob: v}, **extra)
+    strong = replace(base, diversity_decay=0.3, diversity_free=1, file_evidence=0.05)
+    out["strong diversity (decay 0.3 from the 2nd hit, evidence 0.05)"] = strong
+    out["same, with paths"] = replace(strong, paths=True)
     return out
 
 
