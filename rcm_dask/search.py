@@ -861,11 +861,16 @@ class SearchIndex:
             cands.append(added)
         allowed = set(paths) if paths is not None else None
         reexport = _pub_use(names[0], list(modules))
+        roots = [by_key[sid].path for sid, rule in found.items() if rule == "reexport" and sid in by_key]
+        outline: dict[str, str] = {}  # a long record is split: its re-exports may be in part 2
+        for h in self.bm25.get(paths=roots, kinds=["mod"]) if roots else []:
+            if _key(h) in found:
+                outline[_key(h)] = outline.get(_key(h), "") + "\n" + str(h.payload.get("code", ""))
         for sid, rule in found.items():
             cand = by_key.get(sid)
             if cand is None:
                 continue
-            if rule == "reexport" and not reexport.search(str(cand.payload.get("code", ""))):
+            if rule == "reexport" and not reexport.search(outline.get(sid, "")):
                 continue  # the module root only uses the name
             if kinds and str(cand.payload.get("kind")) not in kinds:
                 continue

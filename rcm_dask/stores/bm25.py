@@ -566,14 +566,26 @@ class Bm25Store:
             hits.append(StoreHit(id=str(payload["id"]), score=float(score), payload=payload))
         return hits
 
-    def get(self, ids: Sequence[str]) -> list[StoreHit]:
-        """The stored chunks with these ids (score 0), in no particular order; ids not in
-        the index are left out."""
-        if not ids:
+    def get(
+        self,
+        ids: Sequence[str] = (),
+        *,
+        paths: Sequence[str] = (),
+        kinds: Sequence[str] = (),
+        limit: int = 1000,
+    ) -> list[StoreHit]:
+        """Stored chunks by id, or every chunk of some files (of some kinds), score 0, in
+        no particular order; ids not in the index are left out. At least one of ``ids``
+        and ``paths`` must be given."""
+        clauses = [
+            (tantivy.Occur.Must, tantivy.Query.term_set_query(_SCHEMA, field, list(dict.fromkeys(v))))
+            for field, v in (("id", ids), ("path", paths), ("kind", kinds))
+            if v
+        ]
+        if not (ids or paths):
             return []
         searcher = self._searcher()
-        query = tantivy.Query.term_set_query(_SCHEMA, "id", list(dict.fromkeys(ids)))
-        result = searcher.search(query, len(ids), count=False)
+        result = searcher.search(tantivy.Query.boolean_query(clauses), max(limit, len(ids)), count=False)
         hits = []
         for _score, address in result.hits:
             payload = _doc_payload(searcher.doc(address))
