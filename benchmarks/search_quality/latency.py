@@ -8,6 +8,7 @@ interleaved query by query, after untimed warm-up queries. Prints p50/p95 per me
 
   python benchmarks/search_quality/latency.py              # ~20 min the first time on 2 cores
   python benchmarks/search_quality/latency.py --repeat 2   # every query twice
+  python benchmarks/search_quality/latency.py --no-build --index-dir DIR   # time any index
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--out", default="", help="write the figures here as JSON")
+    p.add_argument("--no-build", action="store_true", help="time the index as it is (no run)")
     args = p.parse_args(argv)
 
     import rcm_dask
@@ -62,13 +64,16 @@ def main(argv: list[str] | None = None) -> int:
 
     library = find_library()
     index_dir = Path(args.index_dir) if args.index_dir else data_home() / "search-quality" / "latency-55k"
-    t0 = time.perf_counter()
-    stats = rcm_dask.index(str(library), index_dir=str(index_dir), exclude=EXCLUDES, progress=False)
-    print(
-        f"index: {index_dir}: {stats.files_indexed} files indexed, {stats.files_unchanged} "
-        f"unchanged in {time.perf_counter() - t0:.0f} s",
-        file=sys.stderr,
-    )
+    if not args.no_build:
+        t0 = time.perf_counter()
+        stats = rcm_dask.index(
+            str(library), index_dir=str(index_dir), exclude=EXCLUDES, progress=False
+        )
+        print(
+            f"index: {index_dir}: {stats.files_indexed} files indexed, {stats.files_unchanged} "
+            f"unchanged in {time.perf_counter() - t0:.0f} s",
+            file=sys.stderr,
+        )
     queries = [json.loads(line)["question"] for line in (HERE / "questions.jsonl").read_text().splitlines() if line.strip()]
     for path in sorted((HERE / "crates").glob("*.jsonl")):
         queries += [json.loads(line)["question"] for line in path.read_text().splitlines() if line.strip()]
