@@ -45,6 +45,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from _env import environment_lines  # noqa: E402
+from run import FileBm25  # noqa: E402  (the whole-file floor, shared with the rust-src runner)
 
 K = 10
 TUNING = ("regex", "clap", "nom", "crossbeam-channel", "bytes", "tracing-core")
@@ -175,46 +176,6 @@ def methods(names: str | None) -> dict[str, tuple[str, str, str]]:
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; known: {['file-bm25', *every]}")
     return {n: every[n] for n in wanted if n in every}
-
-
-class FileBm25:
-    """Plain BM25 over whole files (Tantivy ``en_stem``, no fields, no identifier
-    splitting, the question's words OR-ed): the floor a code search must beat."""
-
-    def __init__(self, folder: Path, root: Path, paths: Sequence[str]) -> None:
-        import tantivy
-
-        self._t = tantivy
-        builder = tantivy.SchemaBuilder()
-        builder.add_text_field("path", stored=True, tokenizer_name="raw")
-        builder.add_text_field("body", tokenizer_name="en_stem")
-        self.schema = builder.build()
-        self.index = tantivy.Index(self.schema, path=str(folder))
-        writer = self.index.writer(heap_size=64_000_000, num_threads=1)
-        for rel in paths:
-            text = (root / rel).read_text(encoding="utf-8", errors="replace")
-            writer.add_document(tantivy.Document(path=rel, body=text))
-        writer.commit()
-        writer.wait_merging_threads()
-        self.index.reload()
-        self.analyzer = (
-            tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
-            .filter(tantivy.Filter.remove_long(40))
-            .filter(tantivy.Filter.lowercase())
-            .filter(tantivy.Filter.stemmer("english"))
-            .build()
-        )
-
-    def search(self, query: str, limit: int = K) -> list[str]:
-        """Paths of the best files, best first."""
-        t = self._t
-        terms = list(dict.fromkeys(self.analyzer.analyze(query)))
-        if not terms:
-            return []
-        should = [(t.Occur.Should, t.Query.term_query(self.schema, "body", w)) for w in terms]
-        searcher = self.index.searcher()
-        result = searcher.search(t.Query.boolean_query(should), limit)
-        return [str(searcher.doc(a).get_first("path")) for _, a in result.hits]
 
 
 # ----------------------------------------------------------------------------- the run
