@@ -243,3 +243,39 @@ def test_runner_with_a_real_model(rust_src: Path, tmp_path: Path, tiny_model: Pa
     assert result["model"].startswith(tiny_model.name)
     assert all(r["scores"]["vector"]["ndcg"] >= 0.0 for r in result["questions"])
     assert result["summary"]["vector"]["p50_ms"] > 0.0
+
+
+# --------------------------------------------------------------------------- twelve crates
+
+
+def test_crate_set_shape_split_and_no_reserved_crates() -> None:
+    crates_run = _load("crates_run")
+    questions = crates_run.load_crate_questions()
+    crates = {q.crate for q in questions}
+    assert len(questions) >= 200 and len(crates) >= 8
+    assert crates == set(crates_run.TUNING) | set(crates_run.HELD_BACK)
+    assert not set(crates_run.TUNING) & set(crates_run.HELD_BACK)  # whole crates held back
+    reserved = ("tokio", "serde", "axum", "burn")
+    assert not any(r in c for c in crates for r in reserved)
+    assert not any(r in q.question.lower() for q in questions for r in reserved)
+    kinds = [q.kind for q in questions]
+    assert kinds.count("symbol") / len(kinds) == pytest.approx(0.15, abs=0.03)
+    assert kinds.count("behaviour") / len(kinds) == pytest.approx(0.5, abs=0.05)
+    assert all(2 in q.files.values() for q in questions)
+
+
+def test_file_level_metrics_count_a_file_once_at_its_first_rank() -> None:
+    crates_run = _load("crates_run")
+    relevant = {"a.rs": 2, "b.rs": 1}
+    ideal = 2 + 1 / LOG2_3
+    # a.rs at 1; its second hit earns nothing and pushes b.rs to rank 3
+    assert crates_run.file_ndcg(["a.rs", "a.rs", "b.rs"], relevant) == pytest.approx(
+        (2 + 1 / 2) / ideal
+    )
+    assert crates_run.file_ndcg(["a.rs", "b.rs"], relevant) == pytest.approx(1.0)
+    assert crates_run.file_ndcg(["x.rs"], relevant) == 0.0
+    assert crates_run.file_mrr(["x.rs", "x.rs", "b.rs"], relevant) == pytest.approx(1 / 3)
+    items = {("a.rs", "f"): 2}
+    assert crates_run.item_ndcg([("a.rs", "g"), ("a.rs", "f")], items) == pytest.approx(
+        1 / LOG2_3
+    )
