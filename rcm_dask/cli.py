@@ -84,9 +84,9 @@ def _stored_vectors(path: str, config: IndexConfig) -> str | None:
     from pathlib import Path
 
     from .config import default_index_dir
+    from .identity import vectors_setting
     from .sources import open_root
     from .stores.manifest import read_identity
-    from .writer import vectors_setting
 
     try:
         folder = (

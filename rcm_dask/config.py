@@ -186,6 +186,30 @@ class IndexConfig:
         return dataclasses.replace(self, **changes)
 
 
+def configure(config: IndexConfig | None = None, **overrides: Any) -> IndexConfig:
+    """``config`` (default: :meth:`IndexConfig.from_env`) with the ``overrides`` that are
+    not None: how every entry point (index, dry run, search) applies its keyword arguments.
+
+    Raises
+    ------
+    ConfigError
+        An override names no :class:`IndexConfig` field.
+
+    Examples
+    --------
+    >>> configure(IndexConfig(), batch_size=64, mode=None).batch_size
+    64
+    """
+    config = config or IndexConfig.from_env()
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if not changes:
+        return config
+    try:
+        return config.replace(**changes)
+    except TypeError as e:
+        raise ConfigError(str(e)) from e
+
+
 def env_name(field_name: str) -> str:
     """``batch_size`` -> ``RCM_BATCH_SIZE``."""
     return "RCM_" + field_name.upper()

@@ -3,7 +3,7 @@
 People and coding agents have burned hours embedding build artefacts and vendored
 dependencies by mistake. :func:`plan_dry_run` lists the codebase the way a run does
 (:func:`~rcm_dask.sources.discover_sources`), compares the listing with the index
-(:func:`~rcm_dask.modes.read_known`, :func:`~rcm_dask.modes.plan_run`), reads and
+(:func:`~rcm_dask.planning.read_known`, :func:`~rcm_dask.planning.plan_run`), reads and
 chunks a sample of the files to read with the real chunker (the token counter needs
 only the model's tokenizer, not its weights), and returns a :class:`DryRun`: files by
 folder, skipped files by reason, what a re-run would do, folders that look like build
@@ -19,14 +19,13 @@ import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from .config import IndexConfig, default_index_dir
+from .config import IndexConfig
 from .embedding import Embedder
-from .errors import ConfigError, IndexIdentityError, ModelError, SourceError
+from .errors import IndexIdentityError, ModelError
 from .records import FileRef, SourceFile, display_path
-from .sources import discover_sources, open_root, read_source
+from .sources import read_source
 
 DEFAULT_CHUNKS_PER_SECOND = 50.0
 """Indexing rate assumed when the index has no earlier run to measure: a whole run of the
@@ -481,39 +480,21 @@ def plan_dry_run(
     >>> print(plan_dry_run("path/to/crate"))                     # doctest: +SKIP
     Dry run: /abs/path/to/crate -> ~/.local/share/rcm_dask/indexes/crate-1a2b3c4d (new index...
     """
-    from .modes import choose_mode, chunk_file, plan_run, read_known, run_identity
+    from .identity import check_identity, run_identity
+    from .planning import choose_mode, plan_run, protocols, read_known, request_run
+    from .stages import chunk_file
     from .stores.lock import describe_holder, is_locked, read_holder
     from .stores.manifest import MANIFEST_FILE, Manifest, read_identity
-    from .writer import check_identity
 
-    config = config or IndexConfig.from_env()
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    if changes:
-        try:
-            config = config.replace(**changes)
-        except TypeError as e:
-            raise ConfigError(str(e)) from e
-    root = open_root(path)
-    discovery = discover_sources(
-        root,
-        respect_gitignore=config.respect_gitignore,
-        include_hidden=config.include_hidden,
-        include_sensitive=config.include_sensitive,
-        exclude=config.exclude,
+    request = request_run(path, config, **overrides)
+    config, root, discovery, index_dir = (
+        request.config,
+        request.root,
+        request.discovery,
+        request.index_dir,
     )
-    if not discovery.files:
-        counts: dict[str, int] = {}
-        for s in discovery.skipped:
-            counts[s.reason] = counts.get(s.reason, 0) + 1
-        why = ", ".join(f"{n} {r}" for r, n in sorted(counts.items()))
-        raise SourceError(
-            f"No .rs files found under {path}" + (f" (skipped: {why})" if why else "")
-        )
     embedder = embedder or Embedder(config.model, max_tokens=config.max_tokens)
     identity = run_identity(root, embedder, config.vectors)
-    index_dir = (
-        Path(config.index_dir).expanduser() if config.index_dir else default_index_dir(root.url)
-    ).absolute()
     warnings: list[str] = []
     if isinstance(embedder, Embedder):
         try:
@@ -595,7 +576,7 @@ def plan_dry_run(
     folders, others = folder_counts(discovery.files, top=top)
     vendored = (
         _vendored_folders(root.fs, root.path, discovery.files, limit=500)
-        if "file" in _protocols(root.fs)
+        if "file" in protocols(root.fs)
         else set()
     )
     suspicious = suspicious_folders(discovery.files, vendored)
@@ -643,12 +624,6 @@ def plan_dry_run(
         warnings=warnings,
         vectors=config.vectors,
     )
-
-
-def _protocols(fs: Any) -> tuple[str, ...]:
-    """An fsspec filesystem's protocol names."""
-    proto = getattr(fs, "protocol", ())
-    return (proto,) if isinstance(proto, str) else tuple(proto)
 
 
 __all__ = [

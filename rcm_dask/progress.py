@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .records import IndexStats
-
-ProgressCallback = Callable[[IndexStats, str], None]
+from .records import IndexStats, ProgressCallback
 
 _UNITS = {"read": "files/s"}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -84,6 +85,7 @@ def display_path(path: str) -> str:
         else:
             out.append(f"\\u{ord(ch):04x}")
     return '"' + "".join(out) + '"'
+
 
 ChunkKind = Literal[
     "function",
@@ -386,6 +388,41 @@ class IndexStats:
             shown = display_path(skip.path)
             examples.append(f"{shown}: {skip.detail}" if skip.detail else shown)
 
+    def add_partition(self, part: ParsedPartition) -> None:
+        """Count one read+chunk partition's outcome (files read, unchanged, skipped; chunks)."""
+        self.files_read += len(part.files) + len(part.unchanged)
+        self.files_done += len(part.files) + len(part.unchanged) + len(part.skipped)
+        self.files_unchanged += len(part.unchanged)
+        for skip in part.skipped:
+            self.add_skip(skip)
+        self.chunks_made += part.n_chunks
+        self.add_time("read", part.read_seconds)
+        self.add_time("chunk", part.chunk_seconds)
+        if part.finished > part.started:
+            self.add_span("parse", part.started, part.finished)
+
+    def add_embedded(self, res: EmbedResult) -> None:
+        """Count one embedded batch (its time, where it ran)."""
+        self.add_batch(res.batch)
+        self.chunks_embedded += len(res.batch.chunks)
+        self.add_time("embed", res.finished - res.started)
+        self.add_span("embed", res.started, res.finished)
+        self.embed_workers[res.worker] = self.embed_workers.get(res.worker, 0) + 1
+
+    def add_batch(self, batch: EmbeddedBatch) -> None:
+        """Count one batch for the writer (a keyword-only run's, unembedded, counts only here)."""
+        self.batches += 1
+        self.chunks_with_errors += sum(c.has_error for c in batch.chunks)
+
+    def add_writes(self, report: Mapping[str, Any]) -> None:
+        """Take the index writer's :meth:`~rcm_dask.writer.IndexWriter.report` at the end
+        of a run: chunks written, commits, its busy seconds and spans."""
+        self.chunks_written = int(report["chunks_written"])
+        self.commits = int(report["commits"])
+        self.add_time("write", float(report["write_seconds"]))
+        for start, end in report["spans"]:
+            self.add_span("write", start, end)
+
     def add_time(self, stage: str, seconds: float) -> None:
         """Add busy seconds to a stage."""
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
@@ -619,6 +656,12 @@ class IndexedFile:
 
     A file whose mtime is this close to ``indexed_at`` may have changed again within
     the filesystem's timestamp resolution, so a re-run checks its hash."""
+
+
+ProgressCallback = Callable[[IndexStats, str], None]
+"""A run's progress callback: called once when the run starts (path ``""``), then as work
+completes with the running stats and the last file's path (``""`` when a batch was
+written)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self, overload
 
 import pathspec
 
-from .config import SEARCH_GROUPS, SEARCH_MODES, IndexConfig, data_home, default_index_dir
+from .config import SEARCH_GROUPS, SEARCH_MODES, IndexConfig, configure
 from .embedding import Embedder
 from .errors import (
     ConfigError,
@@ -40,6 +40,9 @@ from .errors import (
     IndexWriteError,
     StoreBusyError,
 )
+from .identity import BM25_DIR, VECTORS_DIR, identity_problem, open_vectors_for, vectors_setting
+from .integrity import count_problem, damaged_error, settled_chunks
+from .planning import list_indexes, resolve_index_dir
 from .ranking import (
     Candidate,
     FileGroup,
@@ -56,16 +59,6 @@ from .stores.bm25 import Bm25Store
 from .stores.lock import describe_holder, is_locked, read_holder
 from .stores.manifest import MANIFEST_FILE, Manifest, read_identity, read_manifest
 from .stores.vectors import VectorStore, edge_shard_exists
-from .writer import (
-    BM25_DIR,
-    VECTORS_DIR,
-    count_problem,
-    damaged_error,
-    identity_problem,
-    open_vectors_for,
-    settled_chunks,
-    vectors_setting,
-)
 
 if TYPE_CHECKING:
     from .intel import CodeIntel
@@ -222,48 +215,6 @@ def _file_hit(group: FileGroup) -> FileHit:
         score=group.score,
         hits=tuple(_hit(c) for c in group.items),
     )
-
-
-def resolve_index_dir(index_dir: str | Path | None = None, path: str | None = None) -> Path:
-    """Which index folder to use: explicit, else the codebase's default, else the latest built.
-
-    Raises
-    ------
-    IndexNotFoundError
-        None is given and no index exists under :func:`~rcm_dask.config.data_home`.
-    """
-    if index_dir:
-        return Path(index_dir).expanduser()
-    if path:
-        from .sources import open_root
-
-        return default_index_dir(open_root(path).url)
-    known = list_indexes()
-    if not known:
-        raise IndexNotFoundError(
-            f"no index found under {data_home() / 'indexes'}: run `rcm-dask index PATH` first, "
-            "or pass --index-dir"
-        )
-    return Path(str(known[0]["index_dir"]))
-
-
-def list_indexes() -> list[dict[str, Any]]:
-    """Indexes under the default location, most recently updated first."""
-    base = data_home() / "indexes"
-    found = []
-    for ident_path in base.glob("*/identity.json"):
-        ident = read_identity(ident_path.parent) or {}
-        found.append(
-            {
-                "index_dir": str(ident_path.parent),
-                "root": ident.get("root", ""),
-                "vectors": vectors_setting(ident),
-                "mtime": ident_path.parent.joinpath("manifest.sqlite").stat().st_mtime
-                if ident_path.parent.joinpath("manifest.sqlite").exists()
-                else ident_path.stat().st_mtime,
-            }
-        )
-    return sorted(found, key=lambda d: -float(d["mtime"]))
 
 
 @dataclass(slots=True)
@@ -861,7 +812,9 @@ class SearchIndex:
             cands.append(added)
         allowed = set(paths) if paths is not None else None
         reexport = _pub_use(names[0], list(modules))
-        roots = [by_key[sid].path for sid, rule in found.items() if rule == "reexport" and sid in by_key]
+        roots = [
+            by_key[sid].path for sid, rule in found.items() if rule == "reexport" and sid in by_key
+        ]
         outline: dict[str, str] = {}  # a long record is split: its re-exports may be in part 2
         for h in self.bm25.get(paths=roots, kinds=["mod"]) if roots else []:
             if _key(h) in found:
@@ -878,11 +831,7 @@ class SearchIndex:
                 continue
             cand.definition = rule
         # a definition filtered out by kind or path never entered the candidates
-        cands[:] = [
-            c
-            for c in cands
-            if c.bm25_rank or c.vector_rank or c.definition
-        ]
+        cands[:] = [c for c in cands if c.bm25_rank or c.vector_rank or c.definition]
 
     def _symbol_table(self) -> CodeIntel:
         """The index's symbol table (opened on first use)."""
@@ -1064,7 +1013,6 @@ class Index(SearchIndex):
         return self.intel.complexity(file)
 
 
-
 def open_index(
     path: str | Path | None = None,
     *,
@@ -1111,13 +1059,7 @@ def open_index(
     ...     print(idx.stats())
     ...     hits = idx.search("BinaryHeap::push", mode="bm25", kinds=["method"])
     """
-    config = config or IndexConfig.from_env()
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    if changes:
-        try:
-            config = config.replace(**changes)
-        except TypeError as e:
-            raise ConfigError(str(e)) from e
+    config = configure(config, **overrides)
     codebase = str(path) if path is not None else None
     if codebase and not index_dir and read_identity(Path(codebase).expanduser()) is not None:
         index_dir, codebase = codebase, None

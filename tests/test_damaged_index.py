@@ -417,24 +417,24 @@ def test_bm25_after_edits_is_rewritten_once_deletes_add_up(
     """An incremental run deletes the old chunks of what changed. Below the churn limit
     they are only counted (an edit run on a large index pays no whole rewrite); once the
     count passes it, BM25 is rewritten and scores equal a clean build's."""
-    import rcm_dask.writer as writer
+    import rcm_dask.integrity as integrity
 
     idx = tmp_path / "idx"
     _run(crate, idx)
-    monkeypatch.setattr(writer, "BM25_CHURN_LIMIT", 0.9)
+    monkeypatch.setattr(integrity, "BM25_CHURN_LIMIT", 0.9)
     (crate / "src" / "gen_3.rs").write_text("/// Parse a header.\npub fn parse_head() {}\n")
     _run(crate, idx)
-    churn = Manifest(idx, readonly=True).get_meta(writer.BM25_CHURN_KEY)
+    churn = Manifest(idx, readonly=True).get_meta(integrity.BM25_CHURN_KEY)
     assert churn == 5  # gen_3.rs held four items and the file's own record
     with Bm25Store.open(idx / "bm25") as store:
         assert store.deleted_count() == 5  # counted, not purged
 
-    monkeypatch.setattr(writer, "BM25_CHURN_LIMIT", 0.05)
+    monkeypatch.setattr(integrity, "BM25_CHURN_LIMIT", 0.05)
     (crate / "src" / "gen_2.rs").write_text("/// Parse a config.\npub fn parse_it() {}\n")
     (crate / "src" / "gen_6.rs").unlink()
     stats = _run(crate, idx)
     assert (stats.files_indexed, stats.files_removed) == (1, 1)
-    assert Manifest(idx, readonly=True).get_meta(writer.BM25_CHURN_KEY) == 0
+    assert Manifest(idx, readonly=True).get_meta(integrity.BM25_CHURN_KEY) == 0
     with Bm25Store.open(idx / "bm25") as store:
         assert store.deleted_count() == 0
     clean = tmp_path / "clean"
@@ -449,20 +449,20 @@ def test_a_rewrite_a_dead_run_owed_is_done_by_the_next(
     """A run is killed after its last commit but before its BM25 rewrite (once Tantivy
     has merged the deletes away, nothing in the store shows it): the rewrite was recorded
     as due before the run began, so the next run, even with nothing to do, does it."""
+    import rcm_dask.integrity as integrity
     import rcm_dask.modes as modes
-    import rcm_dask.writer as writer
 
     idx = tmp_path / "idx"
     _run(crate, idx)
-    monkeypatch.setattr(writer, "BM25_CHURN_LIMIT", 0.0)  # any edit makes a rewrite due
+    monkeypatch.setattr(integrity, "BM25_CHURN_LIMIT", 0.0)  # any edit makes a rewrite due
     monkeypatch.setattr(modes, "purge_bm25_deletes", lambda *a, **k: 0)
     (crate / "src" / "gen_3.rs").write_text("/// Parse a header.\npub fn parse_head() {}\n")
     _run(crate, idx)  # "dies" before its rewrite
-    assert Manifest(idx, readonly=True).get_meta(writer.BM25_REWRITE_KEY) is True
+    assert Manifest(idx, readonly=True).get_meta(integrity.BM25_REWRITE_KEY) is True
     monkeypatch.undo()
     stats = _run(crate, idx)
     assert stats.files_indexed == 0
-    assert Manifest(idx, readonly=True).get_meta(writer.BM25_REWRITE_KEY) is False
+    assert Manifest(idx, readonly=True).get_meta(integrity.BM25_REWRITE_KEY) is False
     with Bm25Store.open(idx / "bm25") as store:
         assert store.deleted_count() == 0
     clean = tmp_path / "clean"

@@ -160,7 +160,7 @@ def test_cpu_precisions_agree_with_fp32(precision: str, min_cos: float) -> None:
 
 
 def test_int8_index_refuses_other_precisions(tmp_path: Path) -> None:
-    from rcm_dask.stores.manifest import identity_mismatch
+    from rcm_dask.identity import identity_mismatch
 
     base = {"format": 2, "model": "m", "precision": "fp32"}
     assert identity_mismatch(base, {**base, "precision": "bf16"}) == []

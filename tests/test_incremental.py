@@ -88,10 +88,11 @@ def test_unchanged_rerun_opens_nothing(
         raise AssertionError("an unchanged re-run must not get this far")
 
     import rcm_dask.modes as modes
+    import rcm_dask.stages as stages
 
     monkeypatch.setattr(modes, "IndexWriter", refuse)
     monkeypatch.setattr(modes, "dask_client", refuse)
-    monkeypatch.setattr(modes, "read_source", refuse)
+    monkeypatch.setattr(stages, "read_source", refuse)
     monkeypatch.setattr(Embedder, "_model", refuse)
     emb = CountingEmbedder()
     stats = _run(crate, idx, emb, mode="pipeline")

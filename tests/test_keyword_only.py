@@ -16,13 +16,15 @@ from typing import Any
 import pytest
 
 from rcm_dask import IndexConfig, index, open_index
+from rcm_dask.dataflow import DaskRun
 from rcm_dask.embedding import Embedder, bundled_model_dir
 from rcm_dask.errors import ConfigError, IndexIdentityError
-from rcm_dask.modes import _DaskRun, gather_segments, keyword_batch, read_chunk_partition
-from rcm_dask.modes import run_identity as _run_identity
+from rcm_dask.identity import IDENTITY_KEYS, identity_mismatch
+from rcm_dask.identity import run_identity as _run_identity
 from rcm_dask.search import KEYWORD_ONLY_NOTICE, SearchIndex
 from rcm_dask.sources import discover_sources, open_root
-from rcm_dask.stores.manifest import IDENTITY_KEYS, Manifest, identity_mismatch, read_identity
+from rcm_dask.stages import gather_segments, keyword_batch, read_chunk_partition
+from rcm_dask.stores.manifest import Manifest, read_identity
 
 from .conftest import DATA, HashEmbedder
 
@@ -288,20 +290,20 @@ def test_pipeline_keeps_its_backpressure(
 ) -> None:
     """No more than ``max_inflight_batches`` batches between chunking and the writer."""
     in_flight: list[int] = []
-    submit, on_batch = _DaskRun.submit_batch, _DaskRun._on_batch
+    submit, on_batch = DaskRun.submit_batch, DaskRun._on_batch
     count = [0]
 
-    def counted_submit(self: _DaskRun, segments: Any) -> Any:
+    def counted_submit(self: DaskRun, segments: Any) -> Any:
         count[0] += 1
         in_flight.append(count[0])
         return submit(self, segments)
 
-    def counted_done(self: _DaskRun, fut: Any) -> None:
+    def counted_done(self: DaskRun, fut: Any) -> None:
         count[0] -= 1
         on_batch(self, fut)
 
-    monkeypatch.setattr(_DaskRun, "submit_batch", counted_submit)
-    monkeypatch.setattr(_DaskRun, "_on_batch", counted_done)
+    monkeypatch.setattr(DaskRun, "submit_batch", counted_submit)
+    monkeypatch.setattr(DaskRun, "_on_batch", counted_done)
     stats = index(
         str(corpus),
         _config(tmp_path / "idx", vectors="none", batch_size=5, max_inflight_batches=2),

@@ -14,18 +14,13 @@ import numpy as np
 import pytest
 
 from rcm_dask import IndexConfig, index
+from rcm_dask.dataflow import DaskRun
 from rcm_dask.errors import ClusterError, ConfigError, IndexWriteError
-from rcm_dask.modes import (
-    _DaskRun,
-    choose_mode,
-    embed_segments,
-    group_files,
-    plan_run,
-    read_chunk_partition,
-)
+from rcm_dask.planning import choose_mode, plan_run
 from rcm_dask.records import FileRef, IndexStats, ParsedPartition
 from rcm_dask.search import SearchIndex
 from rcm_dask.sources import discover_sources, open_root
+from rcm_dask.stages import embed_segments, group_files, read_chunk_partition
 from rcm_dask.stores.manifest import Manifest
 
 from .conftest import DATA, FailingEmbedder, HashEmbedder, SlowEmbedder
@@ -358,7 +353,7 @@ def test_group_files_by_bytes() -> None:
 
 
 def test_batches_are_exact_and_cross_files() -> None:
-    run = object.__new__(_DaskRun)
+    run = object.__new__(DaskRun)
     run.batch_size = 4
     pending: deque[list[Any]] = deque([["a", 0, 3], ["b", 0, 2], ["c", 0, 6]])
     assert run._take_batch(pending, final=False) == [("a", 0, 3), ("b", 0, 1)]
@@ -396,7 +391,7 @@ def test_embedding_tasks_run_their_passes_on_one_thread() -> None:
     """Consecutive batches share a thread (one OpenMP team); concurrent ones do not."""
     import threading
 
-    from rcm_dask.modes import _ThreadAffinity
+    from rcm_dask.stages import _ThreadAffinity
 
     affinity = _ThreadAffinity()
     names = {affinity.run(lambda: threading.current_thread().name) for _ in range(5)}

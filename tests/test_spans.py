@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from rcm_dask import IndexConfig, index
-from rcm_dask.modes import _DaskRun
+from rcm_dask.dataflow import DaskRun
 
 from .conftest import DATA, HashEmbedder
 
 pytestmark = [pytest.mark.cluster]
 
-RUN = _DaskRun.RUN_SPAN
+RUN = DaskRun.RUN_SPAN
 
 
 def _run_spans(since: float, dask_scheduler: Any = None) -> dict[str, dict[str, Any]]:
@@ -49,7 +49,7 @@ def test_stages_are_spans_with_compute_time(mode: str, dask_client: Any, tmp_pat
     stats = index(crate, config, mode=mode, client=dask_client, embedder=embedder)
     assert stats.chunks > 0
     run = "/".join(RUN)
-    stages = {s: f"{run}/{s}" for s in _DaskRun.STAGE_SPANS}
+    stages = {s: f"{run}/{s}" for s in DaskRun.STAGE_SPANS}
 
     def complete() -> dict[str, dict[str, Any]] | None:
         spans: dict[str, dict[str, Any]] = dask_client.run_on_scheduler(_run_spans, since)

@@ -94,7 +94,7 @@ def embed_only(root: str) -> None:
     from rcm_dask.chunking import format_for_embedding
     from rcm_dask.config import IndexConfig
     from rcm_dask.embedding import Embedder
-    from rcm_dask.modes import read_chunk_partition
+    from rcm_dask.stages import read_chunk_partition
     from rcm_dask.sources import discover_sources, open_root
 
     config = IndexConfig.from_env()

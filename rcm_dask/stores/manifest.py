@@ -328,31 +328,6 @@ INDEX_FORMAT = 2
 holds the symbol tables of :mod:`rcm_dask.intel` (an index of format 1 has none: a run on
 it refuses with the identity check's "re-run with --force" message)."""
 
-# Keys that must match for a run to add to an existing index: anything that changes
-# vectors or chunk ids. Two vector spaces must never mix in one index, and an index with
-# vectors must not gain files without them (nor the reverse).
-IDENTITY_KEYS = (
-    "format",
-    "vectors",
-    "model",
-    "model_fingerprint",
-    "tokenizer_fingerprint",
-    "dimensions",
-    "max_tokens",
-    "chunker_version",
-    "root",
-)
-
-IDENTITY_DEFAULTS: dict[str, object] = {"vectors": "qdrant"}
-"""Values of identity keys that older indexes do not record (every index had vectors
-before ``vectors: none`` existed)."""
-
-ONE_KIND_KEYS = frozenset({"model_fingerprint", "dimensions", "precision", "tokenizer_fingerprint"})
-"""Identity keys that only one kind of index records: the vector keys (weights, width,
-precision) only an index with vectors, the tokenizer's fingerprint only a keyword-only
-one (its chunk ids depend on the tokenizer and the token budget, not on the weights)."""
-
-
 def read_identity(index_dir: str | Path) -> dict[str, object] | None:
     """The identity recorded in an index folder, or None when there is none."""
     path = Path(index_dir) / IDENTITY_FILE
@@ -372,33 +347,3 @@ def write_identity(index_dir: str | Path, identity: dict[str, object]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
-
-
-def identity_mismatch(stored: dict[str, object], wanted: dict[str, object]) -> list[str]:
-    """Human-readable differences between two identities on :data:`IDENTITY_KEYS`.
-
-    When one index keeps vectors and the other does not, the keys of
-    :data:`ONE_KIND_KEYS` are left out: the ``vectors`` line already says it all.
-
-    Examples
-    --------
-    >>> identity_mismatch({"vectors": "none", "model": "m"}, {"model": "m"})
-    ["vectors: index has 'none', this run uses 'qdrant'"]
-    """
-
-    def value(identity: dict[str, object], key: str) -> object:
-        return identity.get(key, IDENTITY_DEFAULTS.get(key))
-
-    vectors_differ = value(stored, "vectors") != value(wanted, "vectors")
-    keys = [k for k in IDENTITY_KEYS if not (vectors_differ and k in ONE_KIND_KEYS)]
-    diffs = [
-        f"{key}: index has {value(stored, key)!r}, this run uses {value(wanted, key)!r}"
-        for key in keys
-        if value(stored, key) != value(wanted, key)
-    ]
-    # fp32, bf16 and fp16 vectors of one model agree to a cosine of 0.9999 and may share
-    # an index (a CPU run adding to a GPU-built one); int8's agree only to about 0.9
-    old, new = (str(x.get("precision") or "fp32") for x in (stored, wanted))
-    if old != new and "int8" in (old, new) and not vectors_differ:
-        diffs.append(f"precision: index has {old!r}, this run uses {new!r}")
-    return diffs
