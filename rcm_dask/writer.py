@@ -8,7 +8,7 @@ Index folder layout::
       vectors/           embedded Qdrant shard (absent with --qdrant-url: a server collection,
                          and with --vectors none: a keyword-only index keeps no vectors)
       manifest.sqlite    per file: size, mtime, sha256, chunk ids; symbols, references,
-                         imports (rcm_dask.intel), in the same transaction as the file's row
+                         imports (rcm_dask.symbols), in the same transaction as the file's row
 
 Order of a commit: Tantivy, then Qdrant, then the manifest (one SQLite transaction).
 A file enters the manifest only once all of its chunks are in both stores, so the
@@ -52,7 +52,6 @@ from .errors import (
     IndexWriteError,
     StoreBusyError,
 )
-from .intel import SymbolCollector
 from .records import EmbeddedBatch, IndexedFile
 from .stores.bm25 import Bm25Store
 from .stores.manifest import (
@@ -72,6 +71,7 @@ from .stores.space import (
     require_space,
 )
 from .stores.vectors import EdgeVectorStore, VectorStore, edge_shard_exists, open_vector_store
+from .symbols import SymbolCollector
 
 BM25_DIR = "bm25"
 VECTORS_DIR = "vectors"

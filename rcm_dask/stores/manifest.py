@@ -90,7 +90,7 @@ CREATE INDEX IF NOT EXISTS modules_module ON modules (crate, module);
 # symbols: one row per item (all parts of a split item together: chunk_id is the id of
 # part 1, end_line that of the last part); refs: what an item calls (kind call/macro),
 # names as a type (type), implements (impl: self type, trait-impl: trait), with ``via``
-# the way it is written (see rcm_dask.intel) and the line of its first occurrence;
+# the way it is written (see rcm_dask.symbols) and the line of its first occurrence;
 # imports: a file's use paths, expanded and resolved to (crate, crate-relative path);
 # modules: each file's module path and crate. Rows of a file change in the transaction
 # that changes its ``files`` row (see :meth:`Manifest.apply`).
@@ -98,14 +98,14 @@ CREATE INDEX IF NOT EXISTS modules_module ON modules (crate, module);
 
 @dataclass(frozen=True, slots=True)
 class FileSymbols:
-    """Rows of the symbol tables for one file (built by :class:`rcm_dask.intel.SymbolCollector`)."""
+    """Rows of the symbol tables for one file (built by :class:`rcm_dask.symbols.SymbolCollector`)."""
 
     path: str
     """File path relative to the root."""
     module: str
     """Module path of the file (:func:`rcm_dask.chunking.module_path_for`)."""
     crate: str
-    """Crate the file belongs to (:func:`rcm_dask.intel.crate_of`)."""
+    """Crate the file belongs to (:func:`rcm_dask.symbols.crate_of`)."""
     symbols: tuple[tuple[Any, ...], ...]
     """Per item: chunk_id, name, qualname, kind, parent, module, signature, visibility,
     first doc line, start_line, end_line, parts."""
