@@ -2,8 +2,10 @@
 
 :class:`CodeIntel` answers questions from the manifest's symbol tables (rows written by
 :class:`rcm_dask.symbols.SymbolCollector`, which says where a reference is and how names
-used as values are found), with indexed SQL lookups, plus one tree-sitter parse of the
-source for :meth:`CodeIntel.complexity`.
+used as values are found), through the named, indexed SQL lookups of
+:class:`rcm_dask.stores.symbol_tables.SymbolTables`; this module holds the reasoning over
+their rows (ranking definitions, judging references, resolving calls), plus one
+tree-sitter parse of the source for :meth:`CodeIntel.complexity`.
 
 Crate names
 -----------
@@ -56,6 +58,7 @@ from .records import (
 )
 from .sources import read_bytes
 from .stores.manifest import INDEX_FORMAT, MANIFEST_FILE, read_identity
+from .stores.symbol_tables import SymbolTables
 from .symbols import crate_dir, crate_of
 
 if TYPE_CHECKING:
@@ -91,15 +94,9 @@ def cargo_crate_name(manifest: str) -> str:
 
 _CONFIDENCE_RANK = {"exact": 0, "scope": 1, "name": 2}
 _RULE_RANK = {"exact": 0, "suffix": 1, "name": 2}
-_SYMBOL_COLS = (
-    "sid, chunk_id, path, name, qualname, kind, parent, module, signature, visibility, doc, "
-    "start_line, end_line, parts"
-)
 # A bare or path call, whose ``via`` names an owner; the rest say nothing about the owner.
 _OPAQUE_VIA = frozenset({"", ".", "?"})
 _MAX_ROOTS = 10
-_PARAMS = 500
-"""Values bound per ``IN (...)`` list (SQLite allows 999 by default on older builds)."""
 
 _LOCAL = threading.local()
 
@@ -248,16 +245,12 @@ class CodeIntel:
                 f"tables: re-run `rcm-dask index {self.root or 'PATH'} --index-dir "
                 f"{self.index_dir} --force` to rebuild it"
             )
-        uri = db_path.resolve().as_uri() + "?mode=ro"
-        self._db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        # one connection serves every thread of an MCP server, one query at a time
-        self._lock = threading.Lock()
+        self._tables = SymbolTables(db_path)
         self._crate_names: dict[str, frozenset[str]] | None = None
 
     def close(self) -> None:
         """Close the database."""
-        self._db.close()
+        self._tables.close()
 
     def __enter__(self) -> CodeIntel:
         return self
@@ -269,11 +262,6 @@ class CodeIntel:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        """Run one query."""
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
 
     # ----------------------------------------------------------------- definitions
 
@@ -311,13 +299,8 @@ class CodeIntel:
             return []
         if macro and kind is None:
             kind = "macro"
-        sql = f"SELECT {_SYMBOL_COLS} FROM symbols WHERE name = ?"
-        params: list[Any] = [name]
-        if kind:
-            sql += " AND kind = ?"
-            params.append(kind)
         found: list[tuple[sqlite3.Row, str]] = []
-        for row in self._rows(sql, params):
+        for row in self._tables.symbols_named(name, kind):
             qual = row["qualname"]
             if qual == text or text in (f"crate::{qual}", f"{crate_of(row['path'])}::{qual}"):
                 rule = "exact"
@@ -351,21 +334,7 @@ class CodeIntel:
         if not last:
             return []
         globs = [m for m in modules if m]
-        where = "i.last = ?"
-        params: list[Any] = [last]
-        if globs:
-            where = f"({where} OR (i.last = '*' AND i.resolved IN ({','.join('?' * len(globs))})))"
-            params += globs
-        rows = self._rows(
-            "SELECT DISTINCT s.chunk_id, s.path FROM imports i "
-            "JOIN modules m ON m.path = i.path "
-            "JOIN symbols s ON s.path = i.path AND s.kind = 'mod' "
-            "AND s.qualname = (CASE WHEN m.module = '' THEN 'crate' ELSE m.module END) "
-            f"WHERE {where} AND (i.path LIKE '%/lib.rs' OR i.path = 'lib.rs' "
-            "OR i.path LIKE '%/mod.rs') ORDER BY length(i.path), i.path LIMIT ?",
-            (*params, limit),
-        )
-        return [str(r["chunk_id"]) for r in rows]
+        return self._tables.module_root_chunks_importing(last, globs, limit)
 
     # ----------------------------------------------------------------- references
 
@@ -407,8 +376,8 @@ class CodeIntel:
         others: frozenset[str] = frozenset()
         if strict:
             mine = {d["parent"] for d in defs}
-            rows = self._rows("SELECT DISTINCT parent FROM symbols WHERE name = ?", (name,))
-            others = frozenset(r[0] for r in rows if r[0] and r[0] not in mine)
+            parents = self._tables.parents_of_name(name)
+            others = frozenset(p for p in parents if p and p not in mine)
         targets = _Targets(defs, strict, owner, others)
         # ``mini_crate::parse_toml_config(``: an item at a crate's root, reached through
         # the crate's name (from its tests/, examples/, benches/ or another crate)
@@ -433,7 +402,7 @@ class CodeIntel:
         except RcmError:
             pass  # the root is gone: folder names are the best guess
         out: dict[str, set[str]] = {}
-        for crate, path in self._rows("SELECT crate, min(path) FROM modules GROUP BY crate"):
+        for crate, path in self._tables.first_path_per_crate():
             name = self._crate_name(root, crate, crate_dir(path))
             if name:
                 out.setdefault(name, set()).add(crate)
@@ -470,23 +439,14 @@ class CodeIntel:
     ) -> list[Reference]:
         """The ``limit`` best uses of ``name``: resolved first, then by path and line
         (``cache`` keeps fetched rows across calls of one query)."""
-        sql = (
-            "SELECT r.kind AS rkind, r.via, r.line, s.sid, s.chunk_id, s.path, s.qualname, "
-            "s.kind, s.parent, s.module FROM refs r JOIN symbols s ON s.sid = r.sid "
-            "WHERE r.target = ?"
-        )
-        params: list[Any] = [name]
         if macro:
             kinds = ("macro",)
-        if kinds is not None:
-            kinds = list(kinds)
-            sql += f" AND r.kind IN ({','.join('?' * len(kinds))})"
-            params += kinds
-        key = (sql, tuple(params))
+        wanted = tuple(kinds) if kinds is not None else None
+        key = (name, wanted)
         if cache is not None and key in cache:
             rows, imported = cache[key]
         else:
-            rows = self._rows(sql, params)
+            rows = self._tables.refs_to(name, wanted)
             imported = self._imports_of_name(name) if rows else {}
             if cache is not None:
                 cache[key] = rows, imported
@@ -522,7 +482,7 @@ class CodeIntel:
     def _imports_of_name(self, name: str) -> dict[str, list[tuple[str, str]]]:
         """Per file, the (crate, resolved path) of its imports whose last segment is ``name``."""
         out: dict[str, list[tuple[str, str]]] = {}
-        for r in self._rows("SELECT path, crate, resolved FROM imports WHERE last = ?", (name,)):
+        for r in self._tables.imports_named(name):
             out.setdefault(r[0], []).append((r[1], r[2]))
         return out
 
@@ -647,21 +607,12 @@ class CodeIntel:
                         )
                     )
                     if ref.resolved and ref.in_id:
-                        caller = self._symbol_by_chunk(ref.in_id)
+                        caller = self._tables.symbol_of_chunk(ref.in_id)
                         if caller is not None and caller["sid"] not in seen:
                             seen.add(caller["sid"])
                             nxt.append(caller)
             frontier = nxt
         return edges, False
-
-    def _symbol_by_chunk(self, chunk_id: str) -> sqlite3.Row | None:
-        """The symbols row of a chunk id."""
-        rows = self._rows(
-            f"SELECT {_SYMBOL_COLS} FROM symbols WHERE sid = "
-            "(SELECT sid FROM symbols WHERE chunk_id = ? LIMIT 1)",
-            (chunk_id,),
-        )
-        return rows[0] if rows else None
 
     def _callees(
         self, roots: list[sqlite3.Row], depth: int, limit: int
@@ -673,12 +624,7 @@ class CodeIntel:
         for level in range(1, depth + 1):
             nxt: list[sqlite3.Row] = []
             for node in frontier:
-                calls = self._rows(
-                    "SELECT target, kind, via, line FROM refs WHERE sid = ? "
-                    "AND kind IN ('call', 'macro') ORDER BY line",
-                    (node["sid"],),
-                )
-                for call in calls:
+                for call in self._tables.calls_from(node["sid"]):
                     if len(edges) >= limit:
                         return edges, True
                     confidence, callee = self._resolve_call(node, call)
@@ -707,29 +653,22 @@ class CodeIntel:
     ) -> tuple[str, sqlite3.Row | None]:
         """The definition one call of ``caller`` resolves to (see the module notes)."""
         name, via = call["target"], call["via"]
-        base = f"SELECT {_SYMBOL_COLS} FROM symbols WHERE name = ? AND "
+        tables = self._tables
         if call["kind"] == "macro":
-            rows = self._rows(base + "kind = 'macro'", (name,))
+            rows = tables.symbols_named(name, "macro")
             mine = [r for r in rows if crate_of(r["path"]) == crate_of(caller["path"])]
             return ("scope", mine[0]) if len(mine) == 1 else ("name", None)
         if via in ("Self", ".self"):
             if caller["parent"]:
-                rows = self._rows(
-                    base + "parent = ? ORDER BY path = ? DESC",
-                    (name, caller["parent"], caller["path"]),
-                )
+                rows = tables.members_named(name, caller["parent"], caller["path"])
                 if rows:
                     return "exact", rows[0]
             return "name", None
         if via not in _OPAQUE_VIA:
-            rows = self._rows(
-                base + "parent = ? ORDER BY path = ? DESC", (name, via, caller["path"])
-            )
+            rows = tables.members_named(name, via, caller["path"])
             if rows:
                 return "exact", rows[0]
-            rows = self._rows(
-                base + "parent = '' AND kind IN ('function', 'const', 'static')", (name,)
-            )
+            rows = tables.free_items_named(name)
             crates = self._crate_name_map().get(via, frozenset())
             rows = [
                 r
@@ -739,18 +678,11 @@ class CodeIntel:
             ]
             return ("exact", rows[0]) if rows else ("name", None)
         if via == "":
-            rows = self._rows(
-                base + "parent = '' AND module = ? AND kind = 'function'", (name, caller["module"])
-            )
+            rows = tables.module_functions_named(name, caller["module"])
             if rows:
                 return "scope", rows[0]
-            for crate, resolved in self._rows(
-                "SELECT crate, resolved FROM imports WHERE path = ? AND last = ?",
-                (caller["path"], name),
-            ):
-                rows = self._rows(
-                    f"SELECT {_SYMBOL_COLS} FROM symbols WHERE qualname = ?", (resolved,)
-                )
+            for crate, resolved in tables.file_imports_named(caller["path"], name):
+                rows = tables.symbols_by_qualname(resolved)
                 rows = [r for r in rows if crate_of(r["path"]) == crate]
                 if rows:
                     return "scope", rows[0]
@@ -771,18 +703,10 @@ class CodeIntel:
         if root and path.startswith(root + "/"):
             path = path[len(root) + 1 :]
         path = path.removeprefix("./")
-        rows = self._rows("SELECT path, module, crate FROM modules WHERE path = ?", (path,))
-        if rows:
-            return rows[0]
-        base = path.rsplit("/", 1)[-1]
-        near = [
-            r[0]
-            for r in self._rows(
-                "SELECT path FROM modules WHERE path = ? OR path LIKE ? ESCAPE '\\' "
-                "ORDER BY length(path) LIMIT 3",
-                (base, "%/" + re.sub(r"([%_\\])", r"\\\1", base)),
-            )
-        ]
+        row = self._tables.module_of_file(path)
+        if row is not None:
+            return row
+        near = self._tables.paths_named(path.rsplit("/", 1)[-1], limit=3)
         hint = f"; did you mean {', '.join(near)}?" if near else ""
         raise SourceError(
             f"{file} is not in the index at {self.index_dir} (paths are relative to "
@@ -814,12 +738,9 @@ class CodeIntel:
         """
         info = self._file(file)
         path, module, crate = info["path"], info["module"], info["crate"]
-        crates = {r[0] for r in self._rows("SELECT DISTINCT crate FROM modules")}
+        crates = self._tables.crates()
         imports: list[ImportEdge] = []
-        for r in self._rows(
-            "SELECT use_path, crate, resolved, last FROM imports WHERE path = ? ORDER BY rowid",
-            (path,),
-        ):
+        for r in self._tables.imports_of_file(path):
             use_crate, resolved = r["crate"], r["resolved"]
             if use_crate not in crates and use_crate != crate:
                 # ``use foo::x`` in 2018 code may name a module ``foo`` in scope: a child
@@ -850,32 +771,21 @@ class CodeIntel:
         least ``min_depth`` segments."""
         if not resolved:
             return "", ""
-        for r in self._rows(
-            "SELECT s.path FROM symbols s JOIN modules m ON m.path = s.path "
-            "WHERE s.qualname = ? AND m.crate = ? AND s.kind != 'impl' LIMIT 1",
-            (resolved, crate),
-        ):
-            return r[0], "item"
+        item_file = self._tables.file_defining(resolved, crate)
+        if item_file is not None:
+            return item_file, "item"
         segs = resolved.split("::")
         for k in range(len(segs), max(1, min_depth) - 1, -1):
-            prefix = "::".join(segs[:k])
-            rows = self._rows(
-                "SELECT path FROM modules WHERE crate = ? AND module = ? ORDER BY path LIMIT 1",
-                (crate, prefix),
-            )
-            if rows:
-                return rows[0][0], "module"
+            module_file = self._tables.file_of_module(crate, "::".join(segs[:k]))
+            if module_file is not None:
+                return module_file, "module"
         return "", ""
 
     def _importers(self, path: str, module: str, crate: str) -> list[ImportEdge]:
         """Imports of other files that lead into ``path``."""
         found: dict[tuple[str, str], ImportEdge] = {}
         if module:
-            for r in self._rows(
-                "SELECT path, use_path, resolved FROM imports WHERE crate = ? AND "
-                "(resolved = ? OR (resolved >= ? AND resolved < ?)) AND path != ?",
-                (crate, module, module + "::", module + ":;", path),
-            ):
+            for r in self._tables.importers_of_module(crate, module, but=path):
                 target = "::".join(s for s in (crate or "crate", r["resolved"]) if s)
                 found[(r["path"], r["use_path"])] = ImportEdge(
                     r["path"], r["use_path"], target, path, "module"
@@ -890,19 +800,9 @@ class CodeIntel:
         if len(segs) > 1:
             relative.append((segs[0], "::".join(segs[1:]), None))
         for head, rest, parent in relative:
-            sql = (
-                "SELECT i.path, i.use_path, i.resolved FROM imports i "
-                "JOIN modules m ON m.path = i.path WHERE i.crate = ? AND m.crate = ? "
-                "AND i.path != ?"
-            )
-            params: list[Any] = [head, crate, path]
-            if rest:
-                sql += " AND (i.resolved = ? OR (i.resolved >= ? AND i.resolved < ?))"
-                params += [rest, rest + "::", rest + ":;"]
-            if parent is not None:
-                sql += " AND m.module = ?"
-                params.append(parent)
-            for r in self._rows(sql, params):
+            for r in self._tables.importers_through(
+                head, crate, but=path, under=rest, in_module=parent
+            ):
                 key = (r["path"], r["use_path"])
                 if key not in found:
                     target = "::".join(s for s in (crate or "crate", module) if s)
@@ -911,28 +811,15 @@ class CodeIntel:
                     found[key] = ImportEdge(r["path"], r["use_path"], target, path, "module")
         # Items defined at the top of the file, imported through an ancestor module
         # (``use crate::collections::BinaryHeap`` for collections/binary_heap.rs).
-        names = [
-            r[0]
-            for r in self._rows(
-                "SELECT DISTINCT name FROM symbols WHERE path = ? AND parent = '' "
-                "AND kind NOT IN ('impl', 'mod') AND qualname = ? || name",
-                (path, module + "::" if module else ""),
-            )
-        ]
-        for i in range(0, len(names), _PARAMS):
-            chunk = names[i : i + _PARAMS]
-            for r in self._rows(
-                "SELECT path, use_path, resolved FROM imports WHERE crate = ? AND path != ? "
-                f"AND last IN ({','.join('?' * len(chunk))})",
-                (crate, path, *chunk),
-            ):
-                prefix = r["resolved"].rpartition("::")[0]
-                ancestor = prefix == "" or module.startswith(prefix + "::") or prefix == module
-                key = (r["path"], r["use_path"])
-                if ancestor and key not in found:
-                    how = "module" if prefix == module else "re-export"
-                    target = "::".join(s for s in (crate or "crate", r["resolved"]) if s)
-                    found[key] = ImportEdge(r["path"], r["use_path"], target, path, how)
+        names = self._tables.top_level_item_names(path, module)
+        for r in self._tables.importers_of_names(crate, but=path, names=names):
+            prefix = r["resolved"].rpartition("::")[0]
+            ancestor = prefix == "" or module.startswith(prefix + "::") or prefix == module
+            key = (r["path"], r["use_path"])
+            if ancestor and key not in found:
+                how = "module" if prefix == module else "re-export"
+                target = "::".join(s for s in (crate or "crate", r["resolved"]) if s)
+                found[key] = ImportEdge(r["path"], r["use_path"], target, path, how)
         return sorted(found.values(), key=lambda e: (e.path, e.use_path))
 
     def complexity(self, file: str) -> FileComplexity:
@@ -970,8 +857,8 @@ class CodeIntel:
         info = self._file(file)
         path = info["path"]
         data = self._read(path)
-        known = self._rows("SELECT sha256 FROM files WHERE path = ?", (path,))
-        stale = bool(known) and known[0][0] != hashlib.sha256(data).hexdigest()
+        known = self._tables.indexed_sha256(path)
+        stale = known is not None and known != hashlib.sha256(data).hexdigest()
         if data.startswith(b"\xef\xbb\xbf"):
             data = data[3:]
         tree = _rust_parser().parse(data)
@@ -985,11 +872,7 @@ class CodeIntel:
         comment = sum(1 for m in marks[: len(lines)] if m == 1)
         blank = sum(1 for i, ln in enumerate(lines) if marks[i] == 0 and not ln.strip())
         code += len(lines) - code - comment - blank  # stray text tree-sitter skipped
-        symbols = self._rows(
-            "SELECT name, qualname, kind, start_line, end_line FROM symbols "
-            "WHERE path = ? AND kind IN ('function', 'method')",
-            (path,),
-        )
+        symbols = self._tables.functions_in_file(path)
         out: list[FunctionComplexity] = []
         for name, start, end, score in functions:
             match = [s for s in symbols if s["end_line"] == end and s["start_line"] <= start]
@@ -1005,17 +888,14 @@ class CodeIntel:
                     complexity=score,
                 )
             )
-        items = self._rows(
-            "SELECT kind, count(*) FROM symbols WHERE path = ? GROUP BY kind ORDER BY kind",
-            (path,),
-        )
+        items = self._tables.item_counts(path)
         return FileComplexity(
             path=path,
             lines_total=len(lines),
             lines_code=code,
             lines_comment=comment,
             lines_blank=blank,
-            items=tuple((r[0], int(r[1])) for r in items),
+            items=tuple(items),
             functions=tuple(out),
             stale=stale,
         )

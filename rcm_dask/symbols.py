@@ -52,7 +52,7 @@ from typing import Any
 
 from .chunking import module_path_for
 from .records import Chunk
-from .stores.manifest import FileSymbols
+from .stores.symbol_tables import FileSymbols
 
 __all__ = [
     "SymbolCollector",
