@@ -38,13 +38,14 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .complexity import measure_source
+from .dependencies import file_importers, file_imports
 from .errors import IndexIdentityError, IndexNotFoundError, RcmError, SourceError
 from .records import (
     CallEdge,
@@ -53,7 +54,6 @@ from .records import (
     FileComplexity,
     FileDependencies,
     FunctionComplexity,
-    ImportEdge,
     Reference,
 )
 from .sources import read_bytes
@@ -97,21 +97,6 @@ _RULE_RANK = {"exact": 0, "suffix": 1, "name": 2}
 # A bare or path call, whose ``via`` names an owner; the rest say nothing about the owner.
 _OPAQUE_VIA = frozenset({"", ".", "?"})
 _MAX_ROOTS = 10
-
-_LOCAL = threading.local()
-
-
-def _rust_parser() -> Any:
-    """A tree-sitter Rust parser for this thread (a Parser holds per-parse state)."""
-    parser = getattr(_LOCAL, "parser", None)
-    if parser is None:
-        import tree_sitter
-        import tree_sitter_rust
-
-        parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_rust.language()))
-        _LOCAL.parser = parser
-    return parser
-
 
 def _parse_symbol(symbol: str) -> tuple[str, str, bool]:
     """(normalised query, last name, is a macro) of a symbol query."""
@@ -738,89 +723,13 @@ class CodeIntel:
         """
         info = self._file(file)
         path, module, crate = info["path"], info["module"], info["crate"]
-        crates = self._tables.crates()
-        imports: list[ImportEdge] = []
-        for r in self._tables.imports_of_file(path):
-            use_crate, resolved = r["crate"], r["resolved"]
-            if use_crate not in crates and use_crate != crate:
-                # ``use foo::x`` in 2018 code may name a module ``foo`` in scope: a child
-                # of this module, or one at the crate root
-                target_path, how = "", ""
-                for base in (f"{module}::{use_crate}".strip(":"), use_crate):
-                    local = "::".join(s for s in (base, resolved) if s)
-                    target_path, how = self._locate(crate, local, base.count("::") + 1)
-                    if target_path:
-                        use_crate, resolved = crate, local
-                        break
-            else:
-                target_path, how = self._locate(use_crate, resolved)
-            shown = "::".join(s for s in (use_crate or "crate", resolved) if s)
-            if r["last"] == "*":
-                shown += "::*"
-            imports.append(ImportEdge(path, r["use_path"], shown, target_path, how or "external"))
         return FileDependencies(
             path=path,
             module=module,
             crate=crate,
-            imports=tuple(imports),
-            imported_by=tuple(self._importers(path, module, crate)),
+            imports=tuple(file_imports(self._tables, path, module, crate)),
+            imported_by=tuple(file_importers(self._tables, path, module, crate)),
         )
-
-    def _locate(self, crate: str, resolved: str, min_depth: int = 1) -> tuple[str, str]:
-        """(file, how) that defines a crate path: an item, else the deepest module of at
-        least ``min_depth`` segments."""
-        if not resolved:
-            return "", ""
-        item_file = self._tables.file_defining(resolved, crate)
-        if item_file is not None:
-            return item_file, "item"
-        segs = resolved.split("::")
-        for k in range(len(segs), max(1, min_depth) - 1, -1):
-            module_file = self._tables.file_of_module(crate, "::".join(segs[:k]))
-            if module_file is not None:
-                return module_file, "module"
-        return "", ""
-
-    def _importers(self, path: str, module: str, crate: str) -> list[ImportEdge]:
-        """Imports of other files that lead into ``path``."""
-        found: dict[tuple[str, str], ImportEdge] = {}
-        if module:
-            for r in self._tables.importers_of_module(crate, module, but=path):
-                target = "::".join(s for s in (crate or "crate", r["resolved"]) if s)
-                found[(r["path"], r["use_path"])] = ImportEdge(
-                    r["path"], r["use_path"], target, path, "module"
-                )
-        # 2018 paths through a module in scope (written ``binary_heap::X`` in the parent
-        # module, or ``collections::binary_heap::X`` from anywhere): stored under the
-        # first segment as if it were a crate, since a use path does not say which.
-        segs = module.split("::") if module else []
-        relative: list[tuple[str, str, str | None]] = []
-        if segs:
-            relative.append((segs[-1], "", "::".join(segs[:-1])))
-        if len(segs) > 1:
-            relative.append((segs[0], "::".join(segs[1:]), None))
-        for head, rest, parent in relative:
-            for r in self._tables.importers_through(
-                head, crate, but=path, under=rest, in_module=parent
-            ):
-                key = (r["path"], r["use_path"])
-                if key not in found:
-                    target = "::".join(s for s in (crate or "crate", module) if s)
-                    tail = r["resolved"][len(rest) :].strip(":") if rest else r["resolved"]
-                    target = "::".join(s for s in (target, tail) if s)
-                    found[key] = ImportEdge(r["path"], r["use_path"], target, path, "module")
-        # Items defined at the top of the file, imported through an ancestor module
-        # (``use crate::collections::BinaryHeap`` for collections/binary_heap.rs).
-        names = self._tables.top_level_item_names(path, module)
-        for r in self._tables.importers_of_names(crate, but=path, names=names):
-            prefix = r["resolved"].rpartition("::")[0]
-            ancestor = prefix == "" or module.startswith(prefix + "::") or prefix == module
-            key = (r["path"], r["use_path"])
-            if ancestor and key not in found:
-                how = "module" if prefix == module else "re-export"
-                target = "::".join(s for s in (crate or "crate", r["resolved"]) if s)
-                found[key] = ImportEdge(r["path"], r["use_path"], target, path, how)
-        return sorted(found.values(), key=lambda e: (e.path, e.use_path))
 
     def complexity(self, file: str) -> FileComplexity:
         """Line counts, items by kind and cyclomatic complexity of each function of a file.
@@ -859,22 +768,10 @@ class CodeIntel:
         data = self._read(path)
         known = self._tables.indexed_sha256(path)
         stale = known is not None and known != hashlib.sha256(data).hexdigest()
-        if data.startswith(b"\xef\xbb\xbf"):
-            data = data[3:]
-        tree = _rust_parser().parse(data)
-        text = data.decode("utf-8", "replace")
-        lines = text.split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        marks = bytearray(len(lines) + 1)  # 0 nothing, 1 comment, 2 code
-        functions = _walk_complexity(tree.root_node, marks)
-        code = sum(1 for m in marks[: len(lines)] if m == 2)
-        comment = sum(1 for m in marks[: len(lines)] if m == 1)
-        blank = sum(1 for i, ln in enumerate(lines) if marks[i] == 0 and not ln.strip())
-        code += len(lines) - code - comment - blank  # stray text tree-sitter skipped
+        measure = measure_source(data)
         symbols = self._tables.functions_in_file(path)
         out: list[FunctionComplexity] = []
-        for name, start, end, score in functions:
+        for name, start, end, score in measure.functions:
             match = [s for s in symbols if s["end_line"] == end and s["start_line"] <= start]
             best = max(match, key=lambda s: s["start_line"]) if match else None
             out.append(
@@ -891,10 +788,10 @@ class CodeIntel:
         items = self._tables.item_counts(path)
         return FileComplexity(
             path=path,
-            lines_total=len(lines),
-            lines_code=code,
-            lines_comment=comment,
-            lines_blank=blank,
+            lines_total=measure.lines_total,
+            lines_code=measure.lines_code,
+            lines_comment=measure.lines_comment,
+            lines_blank=measure.lines_blank,
             items=tuple(items),
             functions=tuple(out),
             stale=stale,
@@ -918,56 +815,3 @@ class CodeIntel:
                 "was moved or deleted"
             ) from e
         return data
-
-
-_LOOPS = frozenset({"while_expression", "for_expression", "loop_expression", "if_expression"})
-_ATOMIC = frozenset({"string_literal", "raw_string_literal", "char_literal"})
-
-
-def _walk_complexity(root: Any, marks: bytearray) -> list[tuple[str, int, int, int]]:
-    """Mark code/comment lines; return (name, start, end, complexity) per function body.
-
-    One iterative walk (no recursion limit for deep nesting); each node is charged to the
-    innermost function that encloses it (see :meth:`CodeIntel.complexity`).
-    """
-    functions: list[list[Any]] = []
-    stack: list[tuple[Any, int]] = [(root, -1)]
-    last = len(marks) - 1
-    while stack:
-        node, fn = stack.pop()
-        t = node.type
-        comment = t in ("line_comment", "block_comment")
-        if comment or node.child_count == 0 or t in _ATOMIC:
-            end = node.end_point[0]
-            if node.end_point[1] == 0 and end > node.start_point[0]:
-                end -= 1  # a line comment ends after its newline: not on the next line
-            for row in range(node.start_point[0], min(end, last) + 1):
-                if not comment:
-                    marks[row] = 2
-                elif marks[row] == 0:
-                    marks[row] = 1
-            continue
-        if t == "function_item" and node.child_by_field_name("body") is not None:
-            name_node = node.child_by_field_name("name")
-            name = name_node.text.decode("utf-8", "replace") if name_node is not None else ""
-            fn = len(functions)
-            functions.append([name, node.start_point[0] + 1, node.end_point[0] + 1, 1])
-        elif fn >= 0:
-            add = 0
-            if t in _LOOPS or t == "try_expression":
-                add = 1
-            elif t == "match_expression":
-                body = node.child_by_field_name("body")
-                if body is not None:
-                    arms = sum(1 for c in body.named_children if c.type == "match_arm")
-                    add = max(0, arms - 1)
-            elif t == "match_pattern":
-                add = 1 if node.child_by_field_name("condition") is not None else 0
-            elif t == "binary_expression":
-                op = node.child_by_field_name("operator")
-                add = 1 if op is not None and op.type in ("&&", "||") else 0
-            elif t == "let_declaration":
-                add = 1 if node.child_by_field_name("alternative") is not None else 0
-            functions[fn][3] += add
-        stack.extend((child, fn) for child in reversed(node.children))
-    return [(f[0], f[1], f[2], f[3]) for f in functions]
