@@ -58,6 +58,7 @@ __all__ = [
     "format_for_embedding",
     "make_chunk_id",
     "module_path_for",
+    "rust_parser",
     "split_chunks",
 ]
 
@@ -705,8 +706,8 @@ class _Walker:
 # --------------------------------------------------------------------------- chunk_source
 
 
-def _parser() -> tree_sitter.Parser:
-    """This thread's Rust parser."""
+def rust_parser() -> tree_sitter.Parser:
+    """This thread's Rust parser (shared with :mod:`rcm_dask.complexity`)."""
     parser: tree_sitter.Parser | None = getattr(_LOCAL, "parser", None)
     if parser is None:
         parser = tree_sitter.Parser(_LANGUAGE)
@@ -816,7 +817,7 @@ def chunk_source(source: SourceFile, *, file_record: bool = True) -> list[Chunk]
         data = source.text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: cannot come from a real file
         data = source.text.encode("utf-8", "replace")
-    tree = _parser().parse(data)
+    tree = rust_parser().parse(data)
     root = tree.root_node
     walker = _Walker(data, module_path_for(source.path))
     walker.run(root)

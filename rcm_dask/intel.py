@@ -1,47 +1,11 @@
 """Code intelligence over an index: definitions, references, call graphs, imports, complexity.
 
-Two sides:
-
-* **Write side** (:class:`SymbolCollector`, used by :class:`~rcm_dask.writer.IndexWriter`):
-  turns a file's chunks into rows of the manifest's ``symbols``, ``refs``, ``imports`` and
-  ``modules`` tables (schema in :mod:`rcm_dask.stores.manifest`). The rows are written in
-  the same SQLite transaction as the file's ``files`` row, so a file's symbols exist
-  exactly when the manifest lists the file.
-* **Read side** (:class:`CodeIntel`): indexed SQL lookups over those tables, plus one
-  tree-sitter parse of the source for :meth:`CodeIntel.complexity`.
-
-Where a reference is
---------------------
-Chunks record the names an item calls (``push``, ``new``, ``vec!``: last path segment
-only) and the type names it mentions, without positions. The collector finds each name's
-first occurrence in the chunk's code (comments and string literals blanked out) when the
-chunk is written, and keeps its line and the way it was written (``BinaryHeap::push(``,
-``Self::push(``, ``self.push(``, ``x.push(``, ``push(``). Doing this at write time rather
-than at query time means the index needs no copy of the code for queries (the code lives in
-the Tantivy/Qdrant payloads, costly to fetch per reference), queries stay pure SQL, and
-the chunk records and :data:`~rcm_dask.chunking.CHUNKER_VERSION` are unchanged (a chunker
-change would re-embed every index). One row is kept per (item, name, way written), at the
-line of its first occurrence in the item.
-
-Names used as values
---------------------
-The chunker records no identifier used as a value (``RETRY_DELAY * 2``, ``u32::MAX``,
-``Ordering::Less``, ``None``), so the collector finds them in the chunk's code by their
-shape, with the same blanking (attributes blanked too): a const-shaped name
-(``[A-Z][A-Z0-9_]*``, two characters or more: consts and statics, by Rust's naming lint)
-not followed by ``(``, ``!`` or ``::``, and a capitalised one (unit structs and enum
-variants) not followed by those, ``<`` or ``>`` either, nor after ``<``, ``->``, ``&``,
-``dyn``, ``impl``, ``as`` (type positions: generic parameters are not listed as types),
-outside enum bodies (variant definitions) and function headers; neither after ``const``/``static``/``struct``... (the item's own name) nor
-when the chunker listed the name as a type. Each is a ``value`` reference, its ``via``
-the path segment before it. This needs no list of defined consts (those may live in files
-another batch writes), and queries stay one indexed SQL lookup: a query-time search of the
-code (BM25 terms, then a word match over fetched payloads) would fetch a payload per
-candidate chunk, thousands for a name like ``MAX`` on a 132k chunk index. A bare value resolves by
-scope in its definition's module or file, or through an import, like a call. The price:
-indexes written before this rule hold value references only for the files written since
-(``--force`` rebuilds them all), and a const named in lower case (the
-``non_upper_case_globals`` lint allowed) is missed.
+:class:`CodeIntel` answers questions from the manifest's symbol tables (rows written by
+:class:`rcm_dask.symbols.SymbolCollector`, which says where a reference is and how names
+used as values are found), through the named, indexed SQL lookups of
+:class:`rcm_dask.stores.symbol_tables.SymbolTables`; this module holds the reasoning over
+their rows (ranking definitions, judging references, resolving calls), plus one
+tree-sitter parse of the source for :meth:`CodeIntel.complexity`.
 
 Crate names
 -----------
@@ -74,110 +38,33 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
-import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .chunking import module_path_for
+from .complexity import measure_source
+from .dependencies import file_importers, file_imports
 from .errors import IndexIdentityError, IndexNotFoundError, RcmError, SourceError
 from .records import (
     CallEdge,
     CallGraph,
-    Chunk,
     Definition,
     FileComplexity,
     FileDependencies,
     FunctionComplexity,
-    ImportEdge,
     Reference,
 )
 from .sources import read_bytes
-from .stores.manifest import INDEX_FORMAT, MANIFEST_FILE, FileSymbols, read_identity
+from .stores.manifest import INDEX_FORMAT, MANIFEST_FILE, read_identity
+from .stores.symbol_tables import SymbolTables
+from .symbols import crate_dir, crate_of
 
 if TYPE_CHECKING:
     from .sources import SourceRoot
 
-__all__ = [
-    "CodeIntel",
-    "SymbolCollector",
-    "cargo_crate_name",
-    "crate_of",
-    "expand_use",
-    "resolve_use",
-]
-
-# --------------------------------------------------------------------------- write side
-
-_SUMMARY_KINDS = frozenset({"impl", "trait", "mod"})
-_TYPE_KINDS = frozenset({"struct", "enum", "union", "trait", "type"})
-
-# Comments and literals, blanked out before names are located, so that a name in a doc
-# example or a string is never taken for a call site. Block comments are matched
-# non-nested (a nested one leaves its tail visible: at worst a wrong line, never a crash).
-_MASK = re.compile(
-    r"""//[^\n]*
-    | /\*(?:[^*]|\*(?!/))*\*/
-    | (?<![\w])b?r(\#*)".*?"\1
-    | (?<![\w])b?"(?:\\.|[^"\\])*"
-    | (?<![\w])b?'(?:\\.|[^'\\\n])'""",
-    re.DOTALL | re.VERBOSE,
-)
-_NOT_NEWLINE = re.compile(r"[^\n]")
-# A call site: a name, an optional turbofish, then ``(`` (a call) or ``!`` + delimiter.
-_CALL_SITE = re.compile(
-    r"(?<![\w$])(?:r\#)?([A-Za-z_]\w*)\s*(?:::\s*<[^;{}()]*?>\s*)?(!\s*[(\[{]|\()"
-)
-# What stands before a name: ``Path::``, ``<T as Trait>::``, ``self.`` or ``.``.
-_QUALIFIER = re.compile(r"([A-Za-z_]\w*)\s*(?:::\s*<[^;{}()]*>\s*)?::\s*$")
-_AS_TRAIT = re.compile(r"\bas\s+(?:[\w]+\s*::\s*)*([A-Za-z_]\w*)\s*(?:<[^;{}()]*>)?\s*>\s*::\s*$")
-_SELF_DOT = re.compile(r"(?<![\w.])self\s*\.$")
-# A name used as a value: ``RETRY_DELAY``, ``u32::MAX``, ``Ordering::Less``, ``None``. The
-# chunker records calls and types only, so these are found here by their shape (see the
-# module notes); what follows must not make it a call, a macro or a path (group 2: the next
-# character; ``<`` or ``>`` after a capitalised name put it in a type). Struct literals
-# (``Pool {``, ``State::Busy {``) are left out as names the chunker listed as types.
-_VALUE_SITE = re.compile(r"(?<![\w$'])(?:r\#)?([A-Z]\w*)(?!\w|\s*(?:[(!]|::))(?=\s*(\S?))")
-_CONST_SHAPE = re.compile(r"[A-Z][A-Z0-9_]*")
-# Before a name that is defined here (``const MAX``, ``struct Marker``), not used.
-_DEFINES = re.compile(
-    r"(?<![\w$])(?:const|static(?:\s+mut)?|struct|enum|union|trait|type|fn|mod|macro_rules!)\s*$"
-)
-_FN_KEYWORD = re.compile(r"(?<![\w$])fn(?![\w$])")
-# Before a capitalised name in a type: ``<Name``, ``-> Name``, ``dyn Name``, ``as Name``.
-_TYPE_BEFORE = re.compile(r"(?:<|->|&|(?<![\w$])(?:dyn|impl|as|mut))$")
-# Attributes (``#[derive(Debug)]``, one level of nested brackets): names in them are not uses.
-_ATTRIBUTE = re.compile(r"#!?\s*\[(?:[^\[\]]|\[[^\[\]]*\])*\]")
-_LOOKBEHIND = 160
-_MAX_USE_PATHS = 256
-"""Paths one ``use`` may expand to (``{a, b, {c, d}}``); a hostile one is cut here."""
-
-
-def crate_of(path: str) -> str:
-    """Crate a file belongs to: the folder above its last ``src`` folder, else ``""``.
-
-    Examples
-    --------
-    >>> crate_of("alloc/src/collections/binary_heap.rs"), crate_of("src/lib.rs")
-    ('alloc', '')
-    """
-    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
-    for i in range(len(parts) - 2, 0, -1):
-        if parts[i] == "src":
-            return re.sub(r"\W", "_", parts[i - 1])
-    return ""
-
-
-def _crate_dir(path: str) -> str:
-    """Folder of the crate a file belongs to (the one above its last ``src``), else ``""``."""
-    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
-    for i in range(len(parts) - 2, 0, -1):
-        if parts[i] == "src":
-            return "/".join(parts[:i])
-    return ""
-
+__all__ = ["CodeIntel", "cargo_crate_name"]
 
 _TOML_SECTION = re.compile(r"^\s*\[\s*([\w.-]+)\s*\]")
 _TOML_NAME = re.compile(r"""^\s*name\s*=\s*["']([^"']+)["']""")
@@ -205,352 +92,11 @@ def cargo_crate_name(manifest: str) -> str:
     return (found.get("lib") or found.get("package") or "").replace("-", "_")
 
 
-def expand_use(text: str) -> list[str]:
-    """The paths one ``use`` argument imports, braces expanded, aliases dropped.
-
-    Examples
-    --------
-    >>> expand_use("crate::vec::{self, AsVecIntoIter, Vec as V}")
-    ['crate::vec', 'crate::vec::AsVecIntoIter', 'crate::vec::Vec']
-    >>> expand_use("core::{fmt, iter::{Peekable, *}}")
-    ['core::fmt', 'core::iter::Peekable', 'core::iter::*']
-    """
-    out: list[str] = []
-    # A prefix stack instead of recursion: a hostile ``{{{{...}}}}`` cannot overflow.
-    stack = [""]
-    current = ""
-
-    def emit() -> None:
-        path = re.sub(r"\s+as\s+\w+$", "", (stack[-1] + current).strip())
-        path = re.sub(r"\s+", "", path).removeprefix("::")
-        path = path.removesuffix("::self")
-        if path and not path.endswith("::") and len(out) < _MAX_USE_PATHS:
-            out.append(path)
-
-    for token in re.split(r"([{},])", text):
-        if token == "{":
-            stack.append(stack[-1] + current.strip())
-            current = ""
-        elif token in (",", "}"):
-            if current.strip():
-                emit()
-            current = ""
-            if token == "}" and len(stack) > 1:
-                stack.pop()
-        else:
-            current += token
-    if current.strip():
-        emit()
-    return out
-
-
-def resolve_use(path: str, module: str, crate: str) -> tuple[str, str]:
-    """(crate, crate-relative path) that a use path names, seen from ``module`` of ``crate``.
-
-    ``crate::``, ``$crate::``, ``self::`` and ``super::`` resolve within the file's crate;
-    any other first segment is taken for a crate name (``std``, ``core``, a dependency).
-
-    Examples
-    --------
-    >>> resolve_use("super::SpecExtend", "collections::binary_heap", "alloc")
-    ('alloc', 'collections::SpecExtend')
-    >>> resolve_use("core::mem::swap", "collections::binary_heap", "alloc")
-    ('core', 'mem::swap')
-    """
-    segs = [s for s in path.split("::") if s]
-    if not segs:
-        return crate, ""
-    here = [s for s in module.split("::") if s]
-    head = segs[0]
-    if head in ("crate", "$crate"):
-        return crate, "::".join(segs[1:])
-    if head in ("self", "super"):
-        i = 0
-        if head == "self":
-            i = 1
-        while i < len(segs) and segs[i] == "super":
-            here = here[:-1]
-            i += 1
-        return crate, "::".join(here + segs[i:])
-    return head, "::".join(segs[1:])
-
-
-def _impl_parts(name: str) -> tuple[str, str]:
-    """(trait, self type) base names of an impl chunk's name (``impl fmt::Debug for X``)."""
-    text = name.removeprefix("impl").strip().lstrip("!")
-    trait, sep, self_type = text.rpartition(" for ")
-    if not sep:
-        trait, self_type = "", text
-    return _base_name(trait), _base_name(self_type)
-
-
-def _base_name(type_text: str) -> str:
-    """Last path segment of a type, without references, pointers or generics."""
-    text = re.sub(r"<.*", "", type_text)
-    names = re.findall(r"[A-Za-z_]\w*", text.split("::")[-1] if "::" in text else text)
-    names = [n for n in names if n not in ("mut", "const", "dyn")]
-    return names[-1] if names else ""
-
-
-def _first_doc_line(docs: str) -> str:
-    """First non-empty line of the docs, at most 200 characters."""
-    line = next((ln.strip() for ln in docs.split("\n") if ln.strip()), "")
-    return line[:200]
-
-
-def _masked(code: str) -> str:
-    """The code with comments and literals blanked (same length, newlines kept)."""
-    return _MASK.sub(_blank, code)
-
-
-def _blank(m: re.Match[str]) -> str:
-    """Spaces in place of a match, its newlines kept."""
-    text = m.group()
-    return _NOT_NEWLINE.sub(" ", text) if "\n" in text else " " * len(text)
-
-
-def _find_word(text: str, word: str) -> int:
-    """Offset of the first whole-word occurrence of ``word`` in ``text``, or -1."""
-    pos = text.find(word)
-    n = len(word)
-    while pos >= 0:
-        before = text[pos - 1] if pos else " "
-        after = text[pos + n : pos + n + 1] or " "
-        if not (before.isalnum() or before in "_$") and not (after.isalnum() or after == "_"):
-            return pos
-        pos = text.find(word, pos + 1)
-    return -1
-
-
-def _via(masked: str, start: int) -> str | None:
-    """How the name at ``start`` is reached: a path segment, ``.self``, ``.`` or ``""``;
-    None when it is not a call at all (``fn name(``: the item's own header)."""
-    before = masked[max(0, start - _LOOKBEHIND) : start].rstrip()
-    if before.endswith("::"):
-        m = _AS_TRAIT.search(before) or _QUALIFIER.search(before)
-        return m.group(1) if m else ""
-    if before.endswith("."):
-        return ".self" if _SELF_DOT.search(before) else "."
-    if before.endswith("fn") and not before[-3:-2].isidentifier():
-        return None
-    return ""
-
-
-def _add_value_refs(
-    code: str, kind: str, header_end: int, entry: _SymbolRows, line_at: Callable[[int], int]
-) -> None:
-    """Record the names ``code`` uses as values: const-shaped names (``RETRY_DELAY``,
-    ``u32::MAX``) anywhere, capitalised ones (unit structs and variants: ``None``,
-    ``NetError::Timeout``) outside enum bodies (variant definitions) and function headers
-    (before ``header_end``: types and generic parameters)."""
-    refs = entry.refs
-    for m in _VALUE_SITE.finditer(code):
-        name = m.group(1)
-        if len(name) < 2 or name == "Self" or name in entry.types:
-            continue  # one letter: a generic parameter (``T``, ``N``), not a value
-        const = _CONST_SHAPE.fullmatch(name) is not None
-        start = m.start()
-        if not const and (kind == "enum" or start < header_end or m.group(2) in ("<", ">")):
-            continue
-        near = code[max(0, start - 24) : start].rstrip()
-        if _DEFINES.search(near) or (near.endswith(".") and not near.endswith("..")):
-            continue  # a definition's own name, a field (``0..MAX`` is a range: kept)
-        if not const and _TYPE_BEFORE.search(near):
-            continue  # a generic parameter in a type (the chunker lists no generics)
-        via = ""
-        if near.endswith("::"):
-            before = code[max(0, start - _LOOKBEHIND) : start].rstrip()
-            q = _AS_TRAIT.search(before) or _QUALIFIER.search(before)
-            via = q.group(1) if q else ""
-        if (name, "value", via) not in refs:
-            refs[(name, "value", via)] = line_at(m.start(1))
-
-
-class _SymbolRows:
-    """What the collector holds for one item (all its parts) until its file is finished."""
-
-    __slots__ = ("calls", "end_line", "parts", "refs", "row", "seen_calls", "seen_types", "types")
-
-    def __init__(self, chunk: Chunk) -> None:
-        self.row: list[Any] = [
-            chunk.symbol_id or chunk.id,
-            chunk.name,
-            chunk.qualname,
-            chunk.kind,
-            chunk.parent,
-            chunk.module,
-            chunk.signature,
-            chunk.visibility,
-            _first_doc_line(chunk.docs),
-            chunk.start_line,
-        ]
-        self.end_line = chunk.end_line
-        self.parts = chunk.parts
-        self.refs: dict[tuple[str, str, str], int] = {}
-        self.calls: set[str] = set()
-        self.types: set[str] = set()
-        self.seen_calls: set[str] = set()
-        self.seen_types: set[str] = set()
-
-
-class SymbolCollector:
-    """Turns the chunks of the files a writer is writing into manifest symbol rows.
-
-    Chunks of one file may arrive in several batches, parts of one item in any order;
-    :meth:`finish` returns the file's rows once all of them have been added.
-
-    Examples
-    --------
-    >>> collector = SymbolCollector()
-    >>> # collector.add(chunk) for every chunk of a file, then:
-    >>> collector.finish("src/lib.rs").path
-    'src/lib.rs'
-    """
-
-    def __init__(self) -> None:
-        self._files: dict[str, dict[str, _SymbolRows]] = {}
-        self._imports: dict[str, tuple[str, ...]] = {}
-
-    def add(self, chunk: Chunk) -> None:
-        """Record one chunk (or one part of a split item)."""
-        items = self._files.setdefault(chunk.path, {})
-        if chunk.path not in self._imports:
-            self._imports[chunk.path] = chunk.imports
-        key = chunk.symbol_id or chunk.id
-        entry = items.get(key)
-        if entry is None:
-            entry = items[key] = _SymbolRows(chunk)
-        if chunk.part == 1:
-            entry.row[9] = chunk.start_line
-        entry.end_line = max(entry.end_line, chunk.end_line)
-        if chunk.kind == "impl":
-            self._add_impl_refs(chunk, entry)
-        elif chunk.kind not in _SUMMARY_KINDS:
-            self._add_code_refs(chunk, entry)
-
-    @staticmethod
-    def _add_impl_refs(chunk: Chunk, entry: _SymbolRows) -> None:
-        """An impl block refers to its self type (``impl``) and its trait (``trait-impl``)."""
-        trait, self_type = _impl_parts(chunk.name)
-        if self_type:
-            entry.refs.setdefault((self_type, "impl", ""), chunk.start_line)
-        if trait:
-            entry.refs.setdefault((trait, "trait-impl", ""), chunk.start_line)
-
-    @staticmethod
-    def _add_code_refs(chunk: Chunk, entry: _SymbolRows) -> None:
-        """Locate the chunk's calls, type names and values in its code (see the module notes)."""
-        calls = set(chunk.calls)
-        types = set(chunk.type_refs)
-        entry.calls |= calls
-        entry.types |= types
-        code = _masked(chunk.code)
-        first = chunk.start_line
-
-        def line_at(pos: int) -> int:
-            return first + code.count("\n", 0, pos)
-
-        refs = entry.refs
-        if calls:
-            for m in _CALL_SITE.finditer(code):
-                name = m.group(1)
-                macro = m.group(2) != "("
-                called = name + "!" if macro else name
-                if called not in calls:
-                    continue
-                via = "" if macro else _via(code, m.start(1))
-                if via is None:
-                    continue
-                key = (name, "macro" if macro else "call", via)
-                if key not in refs:
-                    refs[key] = line_at(m.start(1))
-                entry.seen_calls.add(called)
-        for name in types - entry.seen_types:
-            pos = _find_word(code, name)
-            if pos >= 0:
-                entry.seen_types.add(name)
-                refs.setdefault((name, "type", ""), line_at(pos))
-        code = _ATTRIBUTE.sub(_blank, code)
-        header_end = 0
-        if chunk.kind in ("function", "method") and chunk.part == 1:
-            # a function's header holds types and generic parameters, never unit values
-            fn = _FN_KEYWORD.search(code)
-            header_end = code.find("{", fn.end()) if fn else 0
-            header_end = len(code) if header_end < 0 else header_end
-        _add_value_refs(code, chunk.kind, header_end, entry, line_at)
-
-    def finish(self, path: str) -> FileSymbols:
-        """All chunks of ``path`` were added: its rows, ready for the manifest."""
-        items = self._files.pop(path, {})
-        imports = self._imports.pop(path, ())
-        module = module_path_for(path)
-        crate = crate_of(path)
-        symbols: list[tuple[Any, ...]] = []
-        refs: list[tuple[int, str, str, str, int]] = []
-        for i, entry in enumerate(items.values()):
-            symbols.append((*entry.row, entry.end_line, entry.parts))
-            for (target, kind, via), line in entry.refs.items():
-                refs.append((i, target, kind, via, line))
-            # A name the chunker saw but the scan could not place (in an odd macro input,
-            # say) is kept at the item's first line; "?": the way it is written is unknown.
-            start = int(entry.row[9])
-            for called in sorted(entry.calls - entry.seen_calls):
-                macro = called.endswith("!")
-                refs.append((i, called.rstrip("!"), "macro" if macro else "call", "?", start))
-            for name in sorted(entry.types - entry.seen_types):
-                refs.append((i, name, "type", "", start))
-        rows: list[tuple[str, str, str, str]] = []
-        for use in imports:
-            for one in expand_use(use):
-                use_crate, resolved = resolve_use(one, module, crate)
-                glob = resolved == "*" or resolved.endswith("::*")
-                if glob:
-                    resolved = resolved.removesuffix("*").removesuffix("::")
-                last = "*" if glob else (resolved.rsplit("::", 1)[-1] or use_crate)
-                rows.append((one, use_crate, resolved, last))
-        return FileSymbols(
-            path=path,
-            module=module,
-            crate=crate,
-            symbols=tuple(symbols),
-            refs=tuple(refs),
-            imports=tuple(dict.fromkeys(rows)),
-        )
-
-    def discard(self, path: str) -> None:
-        """Forget what was collected for a file (it will not be finished in this run)."""
-        self._files.pop(path, None)
-        self._imports.pop(path, None)
-
-
-# --------------------------------------------------------------------------- read side
-
 _CONFIDENCE_RANK = {"exact": 0, "scope": 1, "name": 2}
 _RULE_RANK = {"exact": 0, "suffix": 1, "name": 2}
-_SYMBOL_COLS = (
-    "sid, chunk_id, path, name, qualname, kind, parent, module, signature, visibility, doc, "
-    "start_line, end_line, parts"
-)
 # A bare or path call, whose ``via`` names an owner; the rest say nothing about the owner.
 _OPAQUE_VIA = frozenset({"", ".", "?"})
 _MAX_ROOTS = 10
-_PARAMS = 500
-"""Values bound per ``IN (...)`` list (SQLite allows 999 by default on older builds)."""
-
-_LOCAL = threading.local()
-
-
-def _rust_parser() -> Any:
-    """A tree-sitter Rust parser for this thread (a Parser holds per-parse state)."""
-    parser = getattr(_LOCAL, "parser", None)
-    if parser is None:
-        import tree_sitter
-        import tree_sitter_rust
-
-        parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_rust.language()))
-        _LOCAL.parser = parser
-    return parser
-
 
 def _parse_symbol(symbol: str) -> tuple[str, str, bool]:
     """(normalised query, last name, is a macro) of a symbol query."""
@@ -684,16 +230,12 @@ class CodeIntel:
                 f"tables: re-run `rcm-dask index {self.root or 'PATH'} --index-dir "
                 f"{self.index_dir} --force` to rebuild it"
             )
-        uri = db_path.resolve().as_uri() + "?mode=ro"
-        self._db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        # one connection serves every thread of an MCP server, one query at a time
-        self._lock = threading.Lock()
+        self._tables = SymbolTables(db_path)
         self._crate_names: dict[str, frozenset[str]] | None = None
 
     def close(self) -> None:
         """Close the database."""
-        self._db.close()
+        self._tables.close()
 
     def __enter__(self) -> CodeIntel:
         return self
@@ -705,11 +247,6 @@ class CodeIntel:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        """Run one query."""
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
 
     # ----------------------------------------------------------------- definitions
 
@@ -747,13 +284,8 @@ class CodeIntel:
             return []
         if macro and kind is None:
             kind = "macro"
-        sql = f"SELECT {_SYMBOL_COLS} FROM symbols WHERE name = ?"
-        params: list[Any] = [name]
-        if kind:
-            sql += " AND kind = ?"
-            params.append(kind)
         found: list[tuple[sqlite3.Row, str]] = []
-        for row in self._rows(sql, params):
+        for row in self._tables.symbols_named(name, kind):
             qual = row["qualname"]
             if qual == text or text in (f"crate::{qual}", f"{crate_of(row['path'])}::{qual}"):
                 rule = "exact"
@@ -787,21 +319,7 @@ class CodeIntel:
         if not last:
             return []
         globs = [m for m in modules if m]
-        where = "i.last = ?"
-        params: list[Any] = [last]
-        if globs:
-            where = f"({where} OR (i.last = '*' AND i.resolved IN ({','.join('?' * len(globs))})))"
-            params += globs
-        rows = self._rows(
-            "SELECT DISTINCT s.chunk_id, s.path FROM imports i "
-            "JOIN modules m ON m.path = i.path "
-            "JOIN symbols s ON s.path = i.path AND s.kind = 'mod' "
-            "AND s.qualname = (CASE WHEN m.module = '' THEN 'crate' ELSE m.module END) "
-            f"WHERE {where} AND (i.path LIKE '%/lib.rs' OR i.path = 'lib.rs' "
-            "OR i.path LIKE '%/mod.rs') ORDER BY length(i.path), i.path LIMIT ?",
-            (*params, limit),
-        )
-        return [str(r["chunk_id"]) for r in rows]
+        return self._tables.module_root_chunks_importing(last, globs, limit)
 
     # ----------------------------------------------------------------- references
 
@@ -843,8 +361,8 @@ class CodeIntel:
         others: frozenset[str] = frozenset()
         if strict:
             mine = {d["parent"] for d in defs}
-            rows = self._rows("SELECT DISTINCT parent FROM symbols WHERE name = ?", (name,))
-            others = frozenset(r[0] for r in rows if r[0] and r[0] not in mine)
+            parents = self._tables.parents_of_name(name)
+            others = frozenset(p for p in parents if p and p not in mine)
         targets = _Targets(defs, strict, owner, others)
         # ``mini_crate::parse_toml_config(``: an item at a crate's root, reached through
         # the crate's name (from its tests/, examples/, benches/ or another crate)
@@ -869,8 +387,8 @@ class CodeIntel:
         except RcmError:
             pass  # the root is gone: folder names are the best guess
         out: dict[str, set[str]] = {}
-        for crate, path in self._rows("SELECT crate, min(path) FROM modules GROUP BY crate"):
-            name = self._crate_name(root, crate, _crate_dir(path))
+        for crate, path in self._tables.first_path_per_crate():
+            name = self._crate_name(root, crate, crate_dir(path))
             if name:
                 out.setdefault(name, set()).add(crate)
         self._crate_names = {k: frozenset(v) for k, v in out.items()}
@@ -906,23 +424,14 @@ class CodeIntel:
     ) -> list[Reference]:
         """The ``limit`` best uses of ``name``: resolved first, then by path and line
         (``cache`` keeps fetched rows across calls of one query)."""
-        sql = (
-            "SELECT r.kind AS rkind, r.via, r.line, s.sid, s.chunk_id, s.path, s.qualname, "
-            "s.kind, s.parent, s.module FROM refs r JOIN symbols s ON s.sid = r.sid "
-            "WHERE r.target = ?"
-        )
-        params: list[Any] = [name]
         if macro:
             kinds = ("macro",)
-        if kinds is not None:
-            kinds = list(kinds)
-            sql += f" AND r.kind IN ({','.join('?' * len(kinds))})"
-            params += kinds
-        key = (sql, tuple(params))
+        wanted = tuple(kinds) if kinds is not None else None
+        key = (name, wanted)
         if cache is not None and key in cache:
             rows, imported = cache[key]
         else:
-            rows = self._rows(sql, params)
+            rows = self._tables.refs_to(name, wanted)
             imported = self._imports_of_name(name) if rows else {}
             if cache is not None:
                 cache[key] = rows, imported
@@ -958,7 +467,7 @@ class CodeIntel:
     def _imports_of_name(self, name: str) -> dict[str, list[tuple[str, str]]]:
         """Per file, the (crate, resolved path) of its imports whose last segment is ``name``."""
         out: dict[str, list[tuple[str, str]]] = {}
-        for r in self._rows("SELECT path, crate, resolved FROM imports WHERE last = ?", (name,)):
+        for r in self._tables.imports_named(name):
             out.setdefault(r[0], []).append((r[1], r[2]))
         return out
 
@@ -1083,21 +592,12 @@ class CodeIntel:
                         )
                     )
                     if ref.resolved and ref.in_id:
-                        caller = self._symbol_by_chunk(ref.in_id)
+                        caller = self._tables.symbol_of_chunk(ref.in_id)
                         if caller is not None and caller["sid"] not in seen:
                             seen.add(caller["sid"])
                             nxt.append(caller)
             frontier = nxt
         return edges, False
-
-    def _symbol_by_chunk(self, chunk_id: str) -> sqlite3.Row | None:
-        """The symbols row of a chunk id."""
-        rows = self._rows(
-            f"SELECT {_SYMBOL_COLS} FROM symbols WHERE sid = "
-            "(SELECT sid FROM symbols WHERE chunk_id = ? LIMIT 1)",
-            (chunk_id,),
-        )
-        return rows[0] if rows else None
 
     def _callees(
         self, roots: list[sqlite3.Row], depth: int, limit: int
@@ -1109,12 +609,7 @@ class CodeIntel:
         for level in range(1, depth + 1):
             nxt: list[sqlite3.Row] = []
             for node in frontier:
-                calls = self._rows(
-                    "SELECT target, kind, via, line FROM refs WHERE sid = ? "
-                    "AND kind IN ('call', 'macro') ORDER BY line",
-                    (node["sid"],),
-                )
-                for call in calls:
+                for call in self._tables.calls_from(node["sid"]):
                     if len(edges) >= limit:
                         return edges, True
                     confidence, callee = self._resolve_call(node, call)
@@ -1143,29 +638,22 @@ class CodeIntel:
     ) -> tuple[str, sqlite3.Row | None]:
         """The definition one call of ``caller`` resolves to (see the module notes)."""
         name, via = call["target"], call["via"]
-        base = f"SELECT {_SYMBOL_COLS} FROM symbols WHERE name = ? AND "
+        tables = self._tables
         if call["kind"] == "macro":
-            rows = self._rows(base + "kind = 'macro'", (name,))
+            rows = tables.symbols_named(name, "macro")
             mine = [r for r in rows if crate_of(r["path"]) == crate_of(caller["path"])]
             return ("scope", mine[0]) if len(mine) == 1 else ("name", None)
         if via in ("Self", ".self"):
             if caller["parent"]:
-                rows = self._rows(
-                    base + "parent = ? ORDER BY path = ? DESC",
-                    (name, caller["parent"], caller["path"]),
-                )
+                rows = tables.members_named(name, caller["parent"], caller["path"])
                 if rows:
                     return "exact", rows[0]
             return "name", None
         if via not in _OPAQUE_VIA:
-            rows = self._rows(
-                base + "parent = ? ORDER BY path = ? DESC", (name, via, caller["path"])
-            )
+            rows = tables.members_named(name, via, caller["path"])
             if rows:
                 return "exact", rows[0]
-            rows = self._rows(
-                base + "parent = '' AND kind IN ('function', 'const', 'static')", (name,)
-            )
+            rows = tables.free_items_named(name)
             crates = self._crate_name_map().get(via, frozenset())
             rows = [
                 r
@@ -1175,18 +663,11 @@ class CodeIntel:
             ]
             return ("exact", rows[0]) if rows else ("name", None)
         if via == "":
-            rows = self._rows(
-                base + "parent = '' AND module = ? AND kind = 'function'", (name, caller["module"])
-            )
+            rows = tables.module_functions_named(name, caller["module"])
             if rows:
                 return "scope", rows[0]
-            for crate, resolved in self._rows(
-                "SELECT crate, resolved FROM imports WHERE path = ? AND last = ?",
-                (caller["path"], name),
-            ):
-                rows = self._rows(
-                    f"SELECT {_SYMBOL_COLS} FROM symbols WHERE qualname = ?", (resolved,)
-                )
+            for crate, resolved in tables.file_imports_named(caller["path"], name):
+                rows = tables.symbols_by_qualname(resolved)
                 rows = [r for r in rows if crate_of(r["path"]) == crate]
                 if rows:
                     return "scope", rows[0]
@@ -1207,18 +688,10 @@ class CodeIntel:
         if root and path.startswith(root + "/"):
             path = path[len(root) + 1 :]
         path = path.removeprefix("./")
-        rows = self._rows("SELECT path, module, crate FROM modules WHERE path = ?", (path,))
-        if rows:
-            return rows[0]
-        base = path.rsplit("/", 1)[-1]
-        near = [
-            r[0]
-            for r in self._rows(
-                "SELECT path FROM modules WHERE path = ? OR path LIKE ? ESCAPE '\\' "
-                "ORDER BY length(path) LIMIT 3",
-                (base, "%/" + re.sub(r"([%_\\])", r"\\\1", base)),
-            )
-        ]
+        row = self._tables.module_of_file(path)
+        if row is not None:
+            return row
+        near = self._tables.paths_named(path.rsplit("/", 1)[-1], limit=3)
         hint = f"; did you mean {', '.join(near)}?" if near else ""
         raise SourceError(
             f"{file} is not in the index at {self.index_dir} (paths are relative to "
@@ -1250,126 +723,13 @@ class CodeIntel:
         """
         info = self._file(file)
         path, module, crate = info["path"], info["module"], info["crate"]
-        crates = {r[0] for r in self._rows("SELECT DISTINCT crate FROM modules")}
-        imports: list[ImportEdge] = []
-        for r in self._rows(
-            "SELECT use_path, crate, resolved, last FROM imports WHERE path = ? ORDER BY rowid",
-            (path,),
-        ):
-            use_crate, resolved = r["crate"], r["resolved"]
-            if use_crate not in crates and use_crate != crate:
-                # ``use foo::x`` in 2018 code may name a module ``foo`` in scope: a child
-                # of this module, or one at the crate root
-                target_path, how = "", ""
-                for base in (f"{module}::{use_crate}".strip(":"), use_crate):
-                    local = "::".join(s for s in (base, resolved) if s)
-                    target_path, how = self._locate(crate, local, base.count("::") + 1)
-                    if target_path:
-                        use_crate, resolved = crate, local
-                        break
-            else:
-                target_path, how = self._locate(use_crate, resolved)
-            shown = "::".join(s for s in (use_crate or "crate", resolved) if s)
-            if r["last"] == "*":
-                shown += "::*"
-            imports.append(ImportEdge(path, r["use_path"], shown, target_path, how or "external"))
         return FileDependencies(
             path=path,
             module=module,
             crate=crate,
-            imports=tuple(imports),
-            imported_by=tuple(self._importers(path, module, crate)),
+            imports=tuple(file_imports(self._tables, path, module, crate)),
+            imported_by=tuple(file_importers(self._tables, path, module, crate)),
         )
-
-    def _locate(self, crate: str, resolved: str, min_depth: int = 1) -> tuple[str, str]:
-        """(file, how) that defines a crate path: an item, else the deepest module of at
-        least ``min_depth`` segments."""
-        if not resolved:
-            return "", ""
-        for r in self._rows(
-            "SELECT s.path FROM symbols s JOIN modules m ON m.path = s.path "
-            "WHERE s.qualname = ? AND m.crate = ? AND s.kind != 'impl' LIMIT 1",
-            (resolved, crate),
-        ):
-            return r[0], "item"
-        segs = resolved.split("::")
-        for k in range(len(segs), max(1, min_depth) - 1, -1):
-            prefix = "::".join(segs[:k])
-            rows = self._rows(
-                "SELECT path FROM modules WHERE crate = ? AND module = ? ORDER BY path LIMIT 1",
-                (crate, prefix),
-            )
-            if rows:
-                return rows[0][0], "module"
-        return "", ""
-
-    def _importers(self, path: str, module: str, crate: str) -> list[ImportEdge]:
-        """Imports of other files that lead into ``path``."""
-        found: dict[tuple[str, str], ImportEdge] = {}
-        if module:
-            for r in self._rows(
-                "SELECT path, use_path, resolved FROM imports WHERE crate = ? AND "
-                "(resolved = ? OR (resolved >= ? AND resolved < ?)) AND path != ?",
-                (crate, module, module + "::", module + ":;", path),
-            ):
-                target = "::".join(s for s in (crate or "crate", r["resolved"]) if s)
-                found[(r["path"], r["use_path"])] = ImportEdge(
-                    r["path"], r["use_path"], target, path, "module"
-                )
-        # 2018 paths through a module in scope (written ``binary_heap::X`` in the parent
-        # module, or ``collections::binary_heap::X`` from anywhere): stored under the
-        # first segment as if it were a crate, since a use path does not say which.
-        segs = module.split("::") if module else []
-        relative: list[tuple[str, str, str | None]] = []
-        if segs:
-            relative.append((segs[-1], "", "::".join(segs[:-1])))
-        if len(segs) > 1:
-            relative.append((segs[0], "::".join(segs[1:]), None))
-        for head, rest, parent in relative:
-            sql = (
-                "SELECT i.path, i.use_path, i.resolved FROM imports i "
-                "JOIN modules m ON m.path = i.path WHERE i.crate = ? AND m.crate = ? "
-                "AND i.path != ?"
-            )
-            params: list[Any] = [head, crate, path]
-            if rest:
-                sql += " AND (i.resolved = ? OR (i.resolved >= ? AND i.resolved < ?))"
-                params += [rest, rest + "::", rest + ":;"]
-            if parent is not None:
-                sql += " AND m.module = ?"
-                params.append(parent)
-            for r in self._rows(sql, params):
-                key = (r["path"], r["use_path"])
-                if key not in found:
-                    target = "::".join(s for s in (crate or "crate", module) if s)
-                    tail = r["resolved"][len(rest) :].strip(":") if rest else r["resolved"]
-                    target = "::".join(s for s in (target, tail) if s)
-                    found[key] = ImportEdge(r["path"], r["use_path"], target, path, "module")
-        # Items defined at the top of the file, imported through an ancestor module
-        # (``use crate::collections::BinaryHeap`` for collections/binary_heap.rs).
-        names = [
-            r[0]
-            for r in self._rows(
-                "SELECT DISTINCT name FROM symbols WHERE path = ? AND parent = '' "
-                "AND kind NOT IN ('impl', 'mod') AND qualname = ? || name",
-                (path, module + "::" if module else ""),
-            )
-        ]
-        for i in range(0, len(names), _PARAMS):
-            chunk = names[i : i + _PARAMS]
-            for r in self._rows(
-                "SELECT path, use_path, resolved FROM imports WHERE crate = ? AND path != ? "
-                f"AND last IN ({','.join('?' * len(chunk))})",
-                (crate, path, *chunk),
-            ):
-                prefix = r["resolved"].rpartition("::")[0]
-                ancestor = prefix == "" or module.startswith(prefix + "::") or prefix == module
-                key = (r["path"], r["use_path"])
-                if ancestor and key not in found:
-                    how = "module" if prefix == module else "re-export"
-                    target = "::".join(s for s in (crate or "crate", r["resolved"]) if s)
-                    found[key] = ImportEdge(r["path"], r["use_path"], target, path, how)
-        return sorted(found.values(), key=lambda e: (e.path, e.use_path))
 
     def complexity(self, file: str) -> FileComplexity:
         """Line counts, items by kind and cyclomatic complexity of each function of a file.
@@ -1406,28 +766,12 @@ class CodeIntel:
         info = self._file(file)
         path = info["path"]
         data = self._read(path)
-        known = self._rows("SELECT sha256 FROM files WHERE path = ?", (path,))
-        stale = bool(known) and known[0][0] != hashlib.sha256(data).hexdigest()
-        if data.startswith(b"\xef\xbb\xbf"):
-            data = data[3:]
-        tree = _rust_parser().parse(data)
-        text = data.decode("utf-8", "replace")
-        lines = text.split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        marks = bytearray(len(lines) + 1)  # 0 nothing, 1 comment, 2 code
-        functions = _walk_complexity(tree.root_node, marks)
-        code = sum(1 for m in marks[: len(lines)] if m == 2)
-        comment = sum(1 for m in marks[: len(lines)] if m == 1)
-        blank = sum(1 for i, ln in enumerate(lines) if marks[i] == 0 and not ln.strip())
-        code += len(lines) - code - comment - blank  # stray text tree-sitter skipped
-        symbols = self._rows(
-            "SELECT name, qualname, kind, start_line, end_line FROM symbols "
-            "WHERE path = ? AND kind IN ('function', 'method')",
-            (path,),
-        )
+        known = self._tables.indexed_sha256(path)
+        stale = known is not None and known != hashlib.sha256(data).hexdigest()
+        measure = measure_source(data)
+        symbols = self._tables.functions_in_file(path)
         out: list[FunctionComplexity] = []
-        for name, start, end, score in functions:
+        for name, start, end, score in measure.functions:
             match = [s for s in symbols if s["end_line"] == end and s["start_line"] <= start]
             best = max(match, key=lambda s: s["start_line"]) if match else None
             out.append(
@@ -1441,17 +785,14 @@ class CodeIntel:
                     complexity=score,
                 )
             )
-        items = self._rows(
-            "SELECT kind, count(*) FROM symbols WHERE path = ? GROUP BY kind ORDER BY kind",
-            (path,),
-        )
+        items = self._tables.item_counts(path)
         return FileComplexity(
             path=path,
-            lines_total=len(lines),
-            lines_code=code,
-            lines_comment=comment,
-            lines_blank=blank,
-            items=tuple((r[0], int(r[1])) for r in items),
+            lines_total=measure.lines_total,
+            lines_code=measure.lines_code,
+            lines_comment=measure.lines_comment,
+            lines_blank=measure.lines_blank,
+            items=tuple(items),
             functions=tuple(out),
             stale=stale,
         )
@@ -1474,56 +815,3 @@ class CodeIntel:
                 "was moved or deleted"
             ) from e
         return data
-
-
-_LOOPS = frozenset({"while_expression", "for_expression", "loop_expression", "if_expression"})
-_ATOMIC = frozenset({"string_literal", "raw_string_literal", "char_literal"})
-
-
-def _walk_complexity(root: Any, marks: bytearray) -> list[tuple[str, int, int, int]]:
-    """Mark code/comment lines; return (name, start, end, complexity) per function body.
-
-    One iterative walk (no recursion limit for deep nesting); each node is charged to the
-    innermost function that encloses it (see :meth:`CodeIntel.complexity`).
-    """
-    functions: list[list[Any]] = []
-    stack: list[tuple[Any, int]] = [(root, -1)]
-    last = len(marks) - 1
-    while stack:
-        node, fn = stack.pop()
-        t = node.type
-        comment = t in ("line_comment", "block_comment")
-        if comment or node.child_count == 0 or t in _ATOMIC:
-            end = node.end_point[0]
-            if node.end_point[1] == 0 and end > node.start_point[0]:
-                end -= 1  # a line comment ends after its newline: not on the next line
-            for row in range(node.start_point[0], min(end, last) + 1):
-                if not comment:
-                    marks[row] = 2
-                elif marks[row] == 0:
-                    marks[row] = 1
-            continue
-        if t == "function_item" and node.child_by_field_name("body") is not None:
-            name_node = node.child_by_field_name("name")
-            name = name_node.text.decode("utf-8", "replace") if name_node is not None else ""
-            fn = len(functions)
-            functions.append([name, node.start_point[0] + 1, node.end_point[0] + 1, 1])
-        elif fn >= 0:
-            add = 0
-            if t in _LOOPS or t == "try_expression":
-                add = 1
-            elif t == "match_expression":
-                body = node.child_by_field_name("body")
-                if body is not None:
-                    arms = sum(1 for c in body.named_children if c.type == "match_arm")
-                    add = max(0, arms - 1)
-            elif t == "match_pattern":
-                add = 1 if node.child_by_field_name("condition") is not None else 0
-            elif t == "binary_expression":
-                op = node.child_by_field_name("operator")
-                add = 1 if op is not None and op.type in ("&&", "||") else 0
-            elif t == "let_declaration":
-                add = 1 if node.child_by_field_name("alternative") is not None else 0
-            functions[fn][3] += add
-        stack.extend((child, fn) for child in reversed(node.children))
-    return [(f[0], f[1], f[2], f[3]) for f in functions]

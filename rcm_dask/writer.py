@@ -3,7 +3,7 @@
 The index folder's layout is in :mod:`rcm_dask.identity`. Order of a commit: Tantivy,
 then Qdrant, then the manifest (one SQLite transaction). A file enters the manifest
 only once all of its chunks are in both stores, so the manifest never claims what the
-stores lack; its symbols, references and imports (:mod:`rcm_dask.intel`) go in the
+stores lack; its symbols, references and imports (:mod:`rcm_dask.symbols`) go in the
 same transaction as the file's row. A keyword-only index (identity ``vectors: none``)
 has one store, Tantivy, and the same protocol otherwise. Before a file's chunks change
 in either store, its path is committed to the manifest's ``pending`` table; the next
@@ -34,17 +34,18 @@ from .identity import (
     keeps_vectors,
     open_vectors_for,
 )
-from .intel import SymbolCollector
 from .records import EmbeddedBatch, IndexedFile
 from .stores.bm25 import Bm25Store
-from .stores.manifest import MANIFEST_FILE, FileSymbols, Manifest, write_identity
+from .stores.manifest import MANIFEST_FILE, Manifest, write_identity
 from .stores.space import (
     RESERVE_BYTES,
     estimate_index_bytes,
     on_disk_full,
     require_space,
 )
+from .stores.symbol_tables import FileSymbols
 from .stores.vectors import EdgeVectorStore, VectorStore
+from .symbols import SymbolCollector
 
 
 def writer_options(config: IndexConfig, force: bool) -> dict[str, Any]:

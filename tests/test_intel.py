@@ -15,8 +15,9 @@ import pytest
 from rcm_dask import IndexConfig, index
 from rcm_dask.chunking import chunk_source
 from rcm_dask.errors import IndexIdentityError, IndexNotFoundError, SourceError
-from rcm_dask.intel import CodeIntel, cargo_crate_name, expand_use, resolve_use
+from rcm_dask.intel import CodeIntel, cargo_crate_name
 from rcm_dask.records import EmbeddedBatch, IndexedFile, SourceFile
+from rcm_dask.symbols import expand_use, resolve_use
 from rcm_dask.writer import IndexWriter
 
 from .conftest import DATA, HashEmbedder

@@ -17,13 +17,13 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..errors import IndexDamagedError
 from ..records import IndexedFile
 from .space import disk_full_error, free_bytes, is_disk_full
+from .symbol_tables import SCHEMA as SYMBOL_SCHEMA
+from .symbol_tables import FileSymbols, clear_symbol_tables, replace_file_symbols
 
 READ_SPACE = 64 * 1024
 """Bytes a read-only open of the manifest may need (SQLite's shared-memory file); with
@@ -31,6 +31,8 @@ less free, a failed open is the full disk, not damage."""
 
 MANIFEST_FILE = "manifest.sqlite"
 
+# One script creates the manifest's own tables and the symbol tables (their schema
+# lives with their queries in symbol_tables.py).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,
@@ -42,77 +44,7 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pending (path TEXT PRIMARY KEY, since REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS symbols (
-    sid INTEGER PRIMARY KEY,
-    chunk_id TEXT NOT NULL,
-    path TEXT NOT NULL,
-    name TEXT NOT NULL,
-    qualname TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    parent TEXT NOT NULL,
-    module TEXT NOT NULL,
-    signature TEXT NOT NULL,
-    visibility TEXT NOT NULL,
-    doc TEXT NOT NULL,
-    start_line INTEGER NOT NULL,
-    end_line INTEGER NOT NULL,
-    parts INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS symbols_name ON symbols (name);
-CREATE INDEX IF NOT EXISTS symbols_qualname ON symbols (qualname);
-CREATE INDEX IF NOT EXISTS symbols_path ON symbols (path);
-CREATE TABLE IF NOT EXISTS refs (
-    sid INTEGER NOT NULL,
-    target TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    via TEXT NOT NULL,
-    line INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS refs_target ON refs (target);
-CREATE INDEX IF NOT EXISTS refs_sid ON refs (sid);
-CREATE TABLE IF NOT EXISTS imports (
-    path TEXT NOT NULL,
-    use_path TEXT NOT NULL,
-    crate TEXT NOT NULL,
-    resolved TEXT NOT NULL,
-    last TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS imports_path ON imports (path);
-CREATE INDEX IF NOT EXISTS imports_resolved ON imports (crate, resolved);
-CREATE INDEX IF NOT EXISTS imports_last ON imports (last);
-CREATE TABLE IF NOT EXISTS modules (
-    path TEXT PRIMARY KEY,
-    module TEXT NOT NULL,
-    crate TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS modules_module ON modules (crate, module);
-"""
-# symbols: one row per item (all parts of a split item together: chunk_id is the id of
-# part 1, end_line that of the last part); refs: what an item calls (kind call/macro),
-# names as a type (type), implements (impl: self type, trait-impl: trait), with ``via``
-# the way it is written (see rcm_dask.intel) and the line of its first occurrence;
-# imports: a file's use paths, expanded and resolved to (crate, crate-relative path);
-# modules: each file's module path and crate. Rows of a file change in the transaction
-# that changes its ``files`` row (see :meth:`Manifest.apply`).
-
-
-@dataclass(frozen=True, slots=True)
-class FileSymbols:
-    """Rows of the symbol tables for one file (built by :class:`rcm_dask.intel.SymbolCollector`)."""
-
-    path: str
-    """File path relative to the root."""
-    module: str
-    """Module path of the file (:func:`rcm_dask.chunking.module_path_for`)."""
-    crate: str
-    """Crate the file belongs to (:func:`rcm_dask.intel.crate_of`)."""
-    symbols: tuple[tuple[Any, ...], ...]
-    """Per item: chunk_id, name, qualname, kind, parent, module, signature, visibility,
-    first doc line, start_line, end_line, parts."""
-    refs: tuple[tuple[int, str, str, str, int], ...]
-    """(index into :attr:`symbols`, target name, kind, via, line)."""
-    imports: tuple[tuple[str, str, str, str], ...]
-    """(use path, crate, crate-relative resolved path, last segment or ``*``)."""
+""" + SYMBOL_SCHEMA
 
 
 class Manifest:
@@ -214,7 +146,7 @@ class Manifest:
         symbols = symbols or {}
         with self._db:
             self._db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in removals])
-            self._replace_symbols([*removals, *symbols], symbols.values())
+            replace_file_symbols(self._db, [*removals, *symbols], symbols.values())
             self._db.executemany(
                 "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
                 [
@@ -223,36 +155,6 @@ class Manifest:
                 ],
             )
             self._db.executemany("DELETE FROM pending WHERE path = ?", done)
-
-    def _replace_symbols(self, paths: Sequence[str], files: Iterable[FileSymbols]) -> None:
-        """Delete the symbol rows of ``paths``, insert ``files``' (inside the caller's
-        transaction)."""
-        db = self._db
-        gone = [(p,) for p in paths]
-        db.executemany(
-            "DELETE FROM refs WHERE sid IN (SELECT sid FROM symbols WHERE path = ?)", gone
-        )
-        for table in ("symbols", "imports", "modules"):
-            db.executemany(f"DELETE FROM {table} WHERE path = ?", gone)
-        # sids are assigned here rather than by SQLite so that refs can be inserted with
-        # executemany: only one writer ever holds the manifest
-        sid = int(db.execute("SELECT coalesce(max(sid), 0) FROM symbols").fetchone()[0])
-        for f in files:
-            first = sid + 1
-            db.executemany(
-                "INSERT INTO symbols VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(first + i, row[0], f.path, *row[1:]) for i, row in enumerate(f.symbols)],
-            )
-            db.executemany(
-                "INSERT INTO refs VALUES (?, ?, ?, ?, ?)",
-                [(first + i, target, kind, via, line) for i, target, kind, via, line in f.refs],
-            )
-            db.executemany(
-                "INSERT INTO imports VALUES (?, ?, ?, ?, ?)",
-                [(f.path, *row) for row in f.imports],
-            )
-            db.execute("INSERT INTO modules VALUES (?, ?, ?)", (f.path, f.module, f.crate))
-            sid += len(f.symbols)
 
     def set_meta(self, key: str, value: object) -> None:
         """Store one JSON value under ``key``."""
@@ -270,8 +172,7 @@ class Manifest:
             self._db.execute("DELETE FROM files")
             self._db.execute("DELETE FROM meta")
             self._db.execute("DELETE FROM pending")
-            for table in ("symbols", "refs", "imports", "modules"):
-                self._db.execute(f"DELETE FROM {table}")
+            clear_symbol_tables(self._db)
 
 
 def read_manifest(index_dir: str | Path) -> tuple[dict[str, IndexedFile], list[str]]:
@@ -325,8 +226,8 @@ def _row(row: tuple[str, int, float | None, str, str, float]) -> IndexedFile:
 IDENTITY_FILE = "identity.json"
 INDEX_FORMAT = 2
 """Version of the on-disk layout (folders, schema); part of the identity. 2: the manifest
-holds the symbol tables of :mod:`rcm_dask.intel` (an index of format 1 has none: a run on
-it refuses with the identity check's "re-run with --force" message)."""
+holds the symbol tables of :mod:`rcm_dask.stores.symbol_tables` (an index of format 1 has
+none: a run on it refuses with the identity check's "re-run with --force" message)."""
 
 def read_identity(index_dir: str | Path) -> dict[str, object] | None:
     """The identity recorded in an index folder, or None when there is none."""
