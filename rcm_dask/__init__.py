@@ -33,11 +33,11 @@ _LAZY = {
     "FileDependencies": "records",
     "FileHit": "records",
     "Hit": "records",
-    "Index": "search",
+    "Index": "reader",
     "IndexConfig": "config",
     "IndexDamagedError": "errors",
     "IndexIdentityError": "errors",
-    "IndexInfo": "search",
+    "IndexInfo": "status",
     "IndexInterrupted": "errors",
     "IndexLockedError": "errors",
     "IndexNotFoundError": "errors",
@@ -53,7 +53,7 @@ _LAZY = {
     "SourceFile": "records",
     "StoreBusyError": "errors",
     "index": "modes",
-    "open_index": "search",
+    "open_index": "reader",
     "plan_dry_run": "dryrun",
 }
 
@@ -99,9 +99,8 @@ __all__ = [
 # The submodule ``rcm_dask.search`` shares its name with the function: importing the
 # module here, once, before binding the function means no later import can rebind
 # ``rcm_dask.search`` to the module.
-from . import search as _search_module
-
-search = _search_module.search
+from . import search as _search_module  # noqa: F401
+from .reader import search
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import IndexConfig
@@ -124,6 +123,7 @@ if TYPE_CHECKING:  # pragma: no cover
         StoreBusyError,
     )
     from .modes import index
+    from .reader import Index, open_index
     from .records import (
         CallGraph,
         Chunk,
@@ -136,7 +136,8 @@ if TYPE_CHECKING:  # pragma: no cover
         Skipped,
         SourceFile,
     )
-    from .search import Index, IndexInfo, SearchIndex, open_index
+    from .search import SearchIndex
+    from .status import IndexInfo
 
 
 def __getattr__(name: str) -> Any:

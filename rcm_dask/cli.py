@@ -81,23 +81,14 @@ def _config(**options: Any) -> IndexConfig:
 
 def _stored_vectors(path: str, config: IndexConfig) -> str | None:
     """The ``vectors`` setting of the index a run on ``path`` would add to, if it exists."""
-    from pathlib import Path
-
-    from .config import default_index_dir
-    from .identity import vectors_setting
+    from .planning import index_folder, kept_vectors
     from .sources import open_root
-    from .stores.manifest import read_identity
 
     try:
-        folder = (
-            Path(config.index_dir).expanduser()
-            if config.index_dir
-            else default_index_dir(open_root(path).url)
-        )
+        folder = index_folder(config, open_root(path))
     except RcmError:
         return None  # the run itself reports a bad path
-    stored = read_identity(folder.absolute())
-    return vectors_setting(stored) if stored is not None else None
+    return kept_vectors(folder, default=None)
 
 
 def _run(action: Callable[[], None]) -> None:
@@ -409,7 +400,7 @@ def search_cmd(
     mode = "bm25" if lexical else "vector" if semantic else "hybrid"
 
     def body() -> None:
-        from .search import open_index
+        from .reader import open_index
 
         config = _config(
             index_dir=index_dir, model=model, device=device, qdrant_url=qdrant_url, ranking=ranking
@@ -538,7 +529,9 @@ def status_cmd(codebase: str | None, index_dir: str | None, as_json: bool) -> No
     """Show what an index holds (or list every index under the default location)."""
 
     def body() -> None:
-        from .search import _ago, list_indexes, open_index
+        from .planning import list_indexes
+        from .reader import open_index
+        from .status import ago
 
         config = _config(index_dir=index_dir)
         if not codebase and not config.index_dir:
@@ -550,11 +543,11 @@ def status_cmd(codebase: str | None, index_dir: str | None, as_json: bool) -> No
                 err.print("No indexes yet: run `rcm-dask index PATH`.")
                 return
             for entry in known:
-                ago = _ago(time.time() - float(entry["mtime"]))
+                when = ago(time.time() - float(entry["mtime"]))
                 kind = ", keyword-only" if entry.get("vectors") == "none" else ""
                 out.print(
                     f"{display_path(str(entry['root']))}  ->  "
-                    f"{display_path(str(entry['index_dir']))}  (updated {ago}{kind})",
+                    f"{display_path(str(entry['index_dir']))}  (updated {when}{kind})",
                     markup=False,
                 )
             return

@@ -110,9 +110,12 @@ def index_folder(config: IndexConfig, root: SourceRoot) -> Path:
     return folder.absolute()
 
 
-def kept_vectors(index_dir: Path, default: str) -> str:
+def kept_vectors(index_dir: Path, default: str | None) -> str | None:
     """The ``vectors`` setting of a plain re-run on ``index_dir``: what the index was
-    built with (a keyword-only index stays keyword-only), else ``default`` for a new one."""
+    built with (a keyword-only index stays keyword-only), else ``default`` for a new one.
+
+    The CLI and the MCP server both use it, so that a re-run from either keeps what the
+    index was built with unless told otherwise."""
     stored = read_identity(index_dir)
     return vectors_setting(stored) if stored is not None else default
 

@@ -9,27 +9,23 @@ is loaded.
 A damaged index (a store missing or cut short, an unreadable manifest or identity) is
 refused with :class:`~rcm_dask.errors.IndexDamagedError`, naming the ``rcm-dask index``
 run that repairs it: no search silently answers with one method less.
-:class:`Index`, what :func:`open_index` returns, adds the code-intelligence questions
-(definitions, references, call graphs, dependencies, complexity), answered by
-:class:`rcm_dask.intel.CodeIntel` from the chunk metadata, and :meth:`Index.stats`.
+:class:`~rcm_dask.reader.Index`, what :func:`~rcm_dask.reader.open_index` returns, adds
+the code-intelligence questions to it.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import textwrap
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self, overload
 
 import pathspec
 
-from .config import SEARCH_GROUPS, SEARCH_MODES, IndexConfig, configure
+from .config import SEARCH_GROUPS, SEARCH_MODES, IndexConfig
 from .embedding import Embedder
 from .errors import (
     ConfigError,
@@ -42,7 +38,6 @@ from .errors import (
 )
 from .identity import BM25_DIR, VECTORS_DIR, identity_problem, open_vectors_for, vectors_setting
 from .integrity import count_problem, damaged_error, settled_chunks
-from .planning import list_indexes, resolve_index_dir
 from .ranking import (
     Candidate,
     FileGroup,
@@ -54,6 +49,7 @@ from .ranking import (
     symbol_of,
 )
 from .records import FileHit, Hit
+from .status import IndexInfo
 from .stores import StoreHit
 from .stores.bm25 import Bm25Store
 from .stores.lock import describe_holder, is_locked, read_holder
@@ -62,7 +58,6 @@ from .stores.vectors import VectorStore, edge_shard_exists
 
 if TYPE_CHECKING:
     from .intel import CodeIntel
-    from .records import CallGraph, Definition, FileComplexity, FileDependencies, Reference
 
 SNIPPET_LINES = 8
 SNIPPET_WIDTH = 160
@@ -215,124 +210,6 @@ def _file_hit(group: FileGroup) -> FileHit:
         score=group.score,
         hits=tuple(_hit(c) for c in group.items),
     )
-
-
-@dataclass(slots=True)
-class IndexInfo:
-    """What an index holds, read from its committed state (:meth:`SearchIndex.stats`)."""
-
-    index_dir: str
-    """The index folder."""
-    root: str
-    """The codebase it indexes."""
-    files: int
-    """Files the manifest records."""
-    chunks: int
-    """Chunks of those files (parts counted separately)."""
-    bm25_documents: int
-    """Documents in the Tantivy index (equal to :attr:`chunks` when consistent)."""
-    updated: float | None
-    """Epoch seconds of the last commit, None before the first."""
-    identity: dict[str, Any] = field(default_factory=dict)
-    """Model, fingerprint, dimensions, token budget, chunker version, vector backend."""
-    vectors: str = "qdrant"
-    """What the index keeps besides BM25: ``qdrant`` (vectors: hybrid and vector search)
-    or ``none`` (keyword-only: BM25 search and code intelligence)."""
-    last_run: dict[str, Any] | None = None
-    """The last index run's stats (:meth:`~rcm_dask.records.IndexStats.to_dict`)."""
-    pending: int = 0
-    """Files a run began to change and has not committed: left half-written by an
-    interrupted run (the next run redoes them), or being rewritten by the run in
-    progress (:attr:`writer`)."""
-    writer: str = ""
-    """Who is writing the index now (``pid 42 on host h since ...``), or ``""``."""
-
-    @property
-    def updated_ago_s(self) -> float | None:
-        """Seconds since the last commit."""
-        return round(time.time() - self.updated, 1) if self.updated else None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON output (what :meth:`SearchIndex.status` returns)."""
-        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        out["updated_ago_s"] = self.updated_ago_s
-        return out
-
-    def to_json(self, **kwargs: Any) -> str:
-        """The :meth:`to_dict` form as a JSON string (``kwargs`` go to :func:`json.dumps`)."""
-        return json.dumps(self.to_dict(), default=str, **kwargs)
-
-    def summary_lines(self) -> list[str]:
-        """The record as plain ``key: value`` lines: what ``rcm-dask status`` prints."""
-        ident = self.identity
-        lines = [
-            f"index:    {self.index_dir}",
-            f"root:     {self.root}",
-            f"files:    {self.files:,}    chunks: {self.chunks:,}",
-        ]
-        if self.vectors == "none":
-            lines += [
-                (
-                    f"model:    {ident.get('model')} (its tokenizer only: max "
-                    f"{ident.get('max_tokens')} tokens per chunk), "
-                    f"chunker v{ident.get('chunker_version')}"
-                ),
-                "vectors:  none (keyword-only: BM25 search and code intelligence, "
-                "no search by meaning)",
-            ]
-        else:
-            lines += [
-                (
-                    f"model:    {ident.get('model')} ({ident.get('dimensions')} dims, max "
-                    f"{ident.get('max_tokens')} tokens, {ident.get('precision') or 'fp32'}), "
-                    f"chunker v{ident.get('chunker_version')}"
-                ),
-                f"vectors:  {ident.get('qdrant_url') or 'embedded Qdrant (qdrant-edge)'}",
-            ]
-        if self.updated:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.updated))
-            lines.append(f"updated:  {when} ({_ago(self.updated_ago_s or 0.0)})")
-        run = self.last_run
-        if run:
-            lines.append(
-                f"last run: {run.get('mode')} mode, {run.get('files_indexed', 0)} files indexed, "
-                f"{run.get('files_unchanged', 0)} unchanged, {run.get('files_removed', 0)} removed, "
-                f"{run.get('chunks', 0):,} chunks in {float(run.get('seconds') or 0):.1f} s"
-            )
-            skipped = run.get("skipped") or {}
-            if skipped:
-                lines.append(
-                    "          skipped " + ", ".join(f"{r} {n}" for r, n in sorted(skipped.items()))
-                )
-        if self.writer:
-            lines.append(f"writing:  an index run is writing it now ({self.writer})")
-        if self.pending and self.writer:
-            lines.append(f"pending:  {self.pending} files being rewritten by the run in progress")
-        elif self.pending:
-            lines.append(
-                f"pending:  {self.pending} files half-written by an interrupted run "
-                "(the next index run redoes them)"
-            )
-        return lines
-
-    def __str__(self) -> str:
-        """The multi-line status (``repr`` keeps every field)."""
-        return "\n".join(self.summary_lines())
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        """IPython and Jupyter show the status lines."""
-        printer.text(str(self))
-
-
-def _ago(seconds: float) -> str:
-    """``42 s ago``, ``5 min ago``, ``3 h ago``, ``2 days ago``."""
-    if seconds < 90:
-        return f"{seconds:.0f} s ago"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min ago"
-    if seconds < 172800:
-        return f"{seconds / 3600:.0f} h ago"
-    return f"{seconds / 86400:.0f} days ago"
 
 
 class SearchIndex:
@@ -910,201 +787,9 @@ class SearchIndex:
         self.close()
 
 
-class Index(SearchIndex):
-    """An open index: search, code intelligence and stats (what :func:`open_index` returns).
-
-    Search is :meth:`SearchIndex.search`. The code-intelligence questions are answered
-    from the chunk metadata (qualified names, calls, type references, ``use`` imports)
-    by :class:`rcm_dask.intel.CodeIntel`, opened on the first such question. Use it as a
-    context manager, or call :meth:`close`.
-
-    Parameters
-    ----------
-    index_dir
-        The index folder.
-    config
-        Search settings (candidates, RRF ``k`` and weights, model, device...).
-    embedder
-        The embedder to use for queries; default: the model the index names.
-
-    Examples
-    --------
-    >>> import rcm_dask
-    >>> with rcm_dask.open_index("path/to/crate") as idx:              # doctest: +SKIP
-    ...     for hit in idx.search("push onto a binary heap", limit=3):
-    ...         print(hit)
-    ...     idx.find_definition("BinaryHeap::push")
-    ...     idx.call_graph("BinaryHeap::push", depth=2)
-    """
-
-    def __init__(
-        self,
-        index_dir: str | Path,
-        config: IndexConfig | None = None,
-        *,
-        embedder: Embedder | None = None,
-    ) -> None:
-        super().__init__(index_dir, config, embedder=embedder)
-
-    @property
-    def intel(self) -> CodeIntel:
-        """The code-intelligence reader of this index (opened on first use)."""
-        return self._symbol_table()
-
-    def find_definition(
-        self, symbol: str, *, kind: str | None = None, limit: int = 20
-    ) -> list[Definition]:
-        """Where a symbol is defined.
-
-        Parameters
-        ----------
-        symbol
-            A name (``push``), a path tail (``BinaryHeap::push``) or a qualified name.
-        kind
-            Keep only this item kind (``struct``, ``method``...).
-        limit
-            Definitions to return.
-
-        Returns
-        -------
-        list of Definition
-            With file, lines, kind and signature; best match first.
-        """
-        return self.intel.find_definition(symbol, kind=kind, limit=limit)
-
-    def find_references(self, symbol: str, *, limit: int = 100) -> list[Reference]:
-        """Items that call or name a symbol (calls, type references, imports).
-
-        Returns
-        -------
-        list of Reference
-            With the referring item's file and lines.
-        """
-        return self.intel.find_references(symbol, limit=limit)
-
-    def call_graph(self, symbol: str, *, depth: int = 1, limit: int = 50) -> CallGraph:
-        """Callers and callees of a symbol, ``depth`` levels out.
-
-        Returns
-        -------
-        CallGraph
-            The symbol, its callers and its callees.
-        """
-        return self.intel.call_graph(symbol, depth=depth, limit=limit)
-
-    def dependencies(self, file: str) -> FileDependencies:
-        """A file's ``use`` imports and the indexed files that import it.
-
-        Parameters
-        ----------
-        file
-            Path relative to the indexed root (``src/collections/binary_heap.rs``).
-        """
-        return self.intel.dependencies(file)
-
-    def complexity(self, file: str) -> FileComplexity:
-        """A file's lines, items by kind and cyclomatic complexity per function.
-
-        Parameters
-        ----------
-        file
-            Path relative to the indexed root.
-        """
-        return self.intel.complexity(file)
-
-
-def open_index(
-    path: str | Path | None = None,
-    *,
-    index_dir: str | Path | None = None,
-    config: IndexConfig | None = None,
-    embedder: Embedder | None = None,
-    **overrides: Any,
-) -> Index:
-    """Open an index for searching and code-intelligence questions.
-
-    Parameters
-    ----------
-    path
-        The codebase whose index to open (its default index folder, or
-        ``config.index_dir``); a folder that itself holds an index (``identity.json``)
-        is opened as the index folder.
-    index_dir
-        The index folder; None: ``config.index_dir``, else the default folder of
-        ``path``, else the most recently updated index under the default location.
-    config
-        Search settings; default from ``RCM_*`` variables.
-    embedder
-        The embedder for queries; default: the model the index was built with.
-    **overrides
-        Any :class:`~rcm_dask.config.IndexConfig` field (``model=``, ``device=``,
-        ``candidates=``...); None values are ignored.
-
-    Returns
-    -------
-    Index
-        Close it (or use ``with``) to release the stores.
-
-    Raises
-    ------
-    IndexNotFoundError
-        No index where one was looked for.
-    ConfigError
-        An unknown setting.
-
-    Examples
-    --------
-    >>> import rcm_dask
-    >>> with rcm_dask.open_index("path/to/crate") as idx:              # doctest: +SKIP
-    ...     print(idx.stats())
-    ...     hits = idx.search("BinaryHeap::push", mode="bm25", kinds=["method"])
-    """
-    config = configure(config, **overrides)
-    codebase = str(path) if path is not None else None
-    if codebase and not index_dir and read_identity(Path(codebase).expanduser()) is not None:
-        index_dir, codebase = codebase, None
-    return Index(
-        resolve_index_dir(index_dir or config.index_dir, codebase), config, embedder=embedder
-    )
-
-
-def search(
-    query: str,
-    index_dir: str | Path | None = None,
-    *,
-    path: str | None = None,
-    limit: int = 10,
-    mode: str = "hybrid",
-    kinds: Sequence[str] | None = None,
-    path_glob: str | None = None,
-    group: str = "item",
-    config: IndexConfig | None = None,
-) -> list[Hit] | list[FileHit]:
-    """One-shot search: open the index, answer, close. See :meth:`SearchIndex.search`
-    (``group="file"``: one :class:`~rcm_dask.records.FileHit` per file).
-
-    Examples
-    --------
-    >>> import rcm_dask
-    >>> rcm_dask.search("binary heap push", path="library/alloc")   # doctest: +SKIP
-    """
-    with open_index(path, index_dir=index_dir, config=config) as idx:
-        if group == "file":
-            return idx.search_files(query, limit=limit, mode=mode, kinds=kinds, path_glob=path_glob)
-        if group != "item":
-            raise ConfigError(f"unknown grouping {group!r}; choose one of {SEARCH_GROUPS}")
-        return idx.search(query, limit=limit, mode=mode, kinds=kinds, path_glob=path_glob)
-
-
 __all__ = [
     "KEYWORD_ONLY_NOTICE",
-    "Index",
-    "IndexInfo",
     "SearchIndex",
     "fuse_rrf",
-    "list_indexes",
-    "open_index",
-    "resolve_index_dir",
-    "search",
     "snippet_of",
 ]

@@ -12,7 +12,8 @@ import pytest
 
 from rcm_dask import IndexConfig, index
 from rcm_dask.errors import IndexIdentityError, IndexNotFoundError, SourceError
-from rcm_dask.search import SearchIndex, open_index
+from rcm_dask.reader import open_index
+from rcm_dask.search import SearchIndex
 from rcm_dask.stores.manifest import Manifest
 
 from .conftest import DATA, HashEmbedder
