@@ -41,9 +41,9 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .closing import Closing
 from .complexity import measure_source
 from .dependencies import file_importers, file_imports
 from .errors import IndexIdentityError, IndexNotFoundError, RcmError, SourceError
@@ -185,7 +185,7 @@ class _Targets:
                 self.by_owner.setdefault(d["module"].rsplit("::", 1)[-1], d)
 
 
-class CodeIntel:
+class CodeIntel(Closing):
     """Definitions, references, call graphs, imports and complexity of an indexed codebase.
 
     Opens the index read-only (an index run may be writing it: queries see its last
@@ -237,16 +237,6 @@ class CodeIntel:
         """Close the database."""
         self._tables.close()
 
-    def __enter__(self) -> CodeIntel:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ----------------------------------------------------------------- definitions
 

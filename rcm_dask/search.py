@@ -20,11 +20,11 @@ import sqlite3
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import pathspec
 
+from .closing import Closing
 from .config import SEARCH_GROUPS, SEARCH_MODES, IndexConfig
 from .embedding import Embedder
 from .errors import (
@@ -212,7 +212,7 @@ def _file_hit(group: FileGroup) -> FileHit:
     )
 
 
-class SearchIndex:
+class SearchIndex(Closing):
     """The read side of an index folder.
 
     Parameters
@@ -775,16 +775,6 @@ class SearchIndex:
             self._symbols = None
         self.bm25.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 __all__ = [

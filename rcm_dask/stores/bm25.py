@@ -32,17 +32,17 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import tantivy
 
+from ..closing import Closing
 from ..errors import IndexIdentityError, IndexNotFoundError, IndexWriteError
 from ..records import Chunk
 from . import PAYLOAD_FIELDS, StoreHit, chunk_payload
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    pass
 
 FIELD_BOOSTS: dict[str, float] = {
     "symbol": 3.0,
@@ -249,7 +249,7 @@ def _is_index_dir(path: Path) -> bool:
     return path.is_dir() and tantivy.Index.exists(str(path))
 
 
-class Bm25Store:
+class Bm25Store(Closing):
     """A Tantivy index of chunks, opened read-only or as the index's single writer.
 
     Build one with :meth:`create` (writable; makes the index if missing) or
@@ -758,16 +758,6 @@ class Bm25Store:
             # not whenever the object happens to be collected.
             writer.wait_merging_threads()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         mode = "closed" if self._closed else "writable" if self.writable else "read-only"

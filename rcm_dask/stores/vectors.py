@@ -23,13 +23,13 @@ import json
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 import qdrant_edge as qe
 
+from ..closing import Closing
 from ..errors import (
     IndexIdentityError,
     IndexNotFoundError,
@@ -44,7 +44,6 @@ from .space import disk_full_error, is_disk_full, require_space, shard_open_byte
 if TYPE_CHECKING:  # qdrant_client takes half a second to import: only when used.
     from qdrant_client import QdrantClient
     from qdrant_client.http import models as qm
-    from typing_extensions import Self
 
 INDEXED_PAYLOAD_FIELDS: tuple[str, ...] = ("path", "kind")
 """Payload fields with a keyword index: the filters and per-file deletes use them."""
@@ -162,7 +161,7 @@ def _point_id(point_id: object, payload: dict[str, Any]) -> str:
     return str(payload.get("id", point_id))
 
 
-class EdgeVectorStore:
+class EdgeVectorStore(Closing):
     """Qdrant embedded in-process (``qdrant_edge``), one shard in a folder.
 
     Opening creates the shard (cosine distance, keyword indexes on ``path`` and
@@ -467,16 +466,6 @@ class EdgeVectorStore:
         finally:
             self._shard.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"EdgeVectorStore({str(self.path)!r}, dim={self.dim})"
@@ -498,7 +487,7 @@ def _edge_filter(field: str, values: Sequence[str]) -> qe.Filter:
     return qe.Filter(must=[_edge_condition(field, values)])
 
 
-class QdrantClientVectorStore:
+class QdrantClientVectorStore(Closing):
     """A collection on a Qdrant server, through ``qdrant_client``.
 
     Also works with the client's in-process local mode (``QdrantClient(":memory:")``
@@ -835,16 +824,6 @@ class QdrantClientVectorStore:
         if self._owns_client:
             self.client.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"QdrantClientVectorStore(collection={self.collection!r}, dim={self.dim})"
