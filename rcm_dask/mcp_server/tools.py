@@ -33,6 +33,7 @@ from .models import (
     FileOut,
     HealthOut,
     HitOut,
+    IndexHealth,
     IndexRunOut,
     IndexState,
     IndexStatusOut,
@@ -418,7 +419,7 @@ class CodeTools:
         """Model, cluster, stores of every index inside the allowed roots, versions."""
         model, cluster = self._health.model_and_cluster()
         indexes = [
-            check_index(root, index_dir, self.config, self._state_name(root, index_dir))
+            self._check_index(root, index_dir)
             for root, index_dir in self._indexed(roots, committed=False)
         ]
         broken = any(not (ix.bm25.ok and ix.vectors.ok) for ix in indexes)
@@ -430,12 +431,15 @@ class CodeTools:
             versions=versions(),
         )
 
-    def _state_name(self, root: str, index_dir: Path) -> IndexState:
-        """The index's state for ``health_check``: ``failed`` when it cannot be derived."""
+    def _check_index(self, root: str, index_dir: Path) -> IndexHealth:
+        """One index's stores (:func:`.health.check_index`), with its state (``failed`` when
+        it cannot be derived)."""
+        state: IndexState
         try:
-            return self._state(root, index_dir).state
+            state = self._state(root, index_dir).state
         except RcmError:
-            return "failed"
+            state = "failed"
+        return check_index(root, index_dir, self.config, state)
 
     # ----------------------------------------------------------------- lifecycle
 
