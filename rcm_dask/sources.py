@@ -31,7 +31,7 @@ import posixpath
 import re
 import stat
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 import pathspec
@@ -70,6 +70,8 @@ SENSITIVE_CONTENT_PATTERNS: tuple[tuple[str, re.Pattern[bytes]], ...] = (
     ("Google API key", re.compile(rb"\bAIza[0-9A-Za-z_-]{35}\b")),
 )
 """(label, pattern) pairs: a file whose bytes match one is skipped as ``sensitive``."""
+
+_SENSITIVE_NAMES = pathspec.GitIgnoreSpec.from_lines(SENSITIVE_NAME_PATTERNS)
 
 RUST_SUFFIX = ".rs"
 
@@ -180,7 +182,6 @@ def discover_sources(
     fs = root.fs
     local = isinstance(fs, LocalFileSystem)
     real_root = os.path.realpath(root.path) if local else root.path
-    sensitive = pathspec.GitIgnoreSpec.from_lines(SENSITIVE_NAME_PATTERNS)
     extra = pathspec.GitIgnoreSpec.from_lines(exclude) if exclude else None
     # (folder relative to root, spec) for every .gitignore seen on the way down
     ignores: list[tuple[str, pathspec.GitIgnoreSpec]] = []
@@ -215,7 +216,7 @@ def discover_sources(
                 include_hidden,
                 ignores,
                 extra,
-                None if include_sensitive else sensitive,
+                not include_sensitive,
             )
             if reason is None and not _is_utf8(name):
                 reason = "not-utf8-name", "the name is not valid UTF-8"
@@ -304,13 +305,13 @@ def _skip_reason(
     include_hidden: bool,
     ignores: list[tuple[str, pathspec.GitIgnoreSpec]],
     extra: pathspec.GitIgnoreSpec | None,
-    sensitive: pathspec.GitIgnoreSpec | None,
+    sensitive: bool,
 ) -> tuple[Any, str] | None:
     """Why a listed entry is skipped, as (reason, detail), or None to keep it."""
     if is_dir and name == "target":
         return "target-dir", "Cargo build output"
     if name.startswith(".") and not include_hidden:
-        if sensitive is not None and not is_dir and sensitive.match_file(name):
+        if sensitive and not is_dir and is_sensitive_name(name):
             return "sensitive", "name looks like a secret"
         return "hidden", "hidden " + ("folder" if is_dir else "file")
     probe = rel + "/" if is_dir else rel
@@ -328,7 +329,7 @@ def _skip_reason(
             source = posixpath.join(folder, ".gitignore") if folder else ".gitignore"
     if decision:
         return "ignored", f"matches {source}"
-    if not is_dir and sensitive is not None and sensitive.match_file(name):
+    if not is_dir and sensitive and is_sensitive_name(name):
         return "sensitive", "name looks like a secret"
     return None
 
@@ -397,6 +398,70 @@ def _read_local(path: str, limit: int) -> bytes:
         os.close(fd)
 
 
+def is_sensitive_name(path: str) -> bool:
+    """Whether a file name (or a root-relative path) matches :data:`SENSITIVE_NAME_PATTERNS`.
+
+    Examples
+    --------
+    >>> [is_sensitive_name(p) for p in (".env", "config/id_rsa.pub", "lib.rs")]
+    [True, True, False]
+    """
+    return _SENSITIVE_NAMES.match_file(path)
+
+
+def sensitive_content(data: bytes) -> str:
+    """The label of the first :data:`SENSITIVE_CONTENT_PATTERNS` entry the bytes match
+    ('' when none does).
+
+    Examples
+    --------
+    >>> sensitive_content(b"-----BEGIN RSA PRIVATE KEY-----"), sensitive_content(b"fn main() {}")
+    ('private key block', '')
+    """
+    for label, pattern in SENSITIVE_CONTENT_PATTERNS:
+        if pattern.search(data):
+            return label
+    return ""
+
+
+class NotTextError(ValueError):
+    """Bytes that :func:`decode_text` refuses: a NUL byte, or not UTF-8."""
+
+    def __init__(self, reason: Literal["binary", "not-utf8"], offset: int, detail: str) -> None:
+        super().__init__(detail)
+        self.reason: Literal["binary", "not-utf8"] = reason
+        """The skip reason: ``binary`` or ``not-utf8``."""
+        self.offset = offset
+        """Where: the first NUL byte, or the first byte that is not UTF-8."""
+        self.detail = detail
+        """The skip detail (``NUL byte at offset 12``, ``invalid UTF-8 at byte 7``)."""
+
+
+def decode_text(data: bytes) -> str:
+    """A source file's bytes as text: UTF-8, a leading BOM dropped, no NUL byte.
+
+    Raises
+    ------
+    NotTextError
+        ``binary`` (a NUL byte) or ``not-utf8``, with where.
+
+    Examples
+    --------
+    >>> decode_text(b"\\xef\\xbb\\xbffn main() {}")
+    'fn main() {}'
+    >>> decode_text(b"\\x00")
+    Traceback (most recent call last):
+    rcm_dask.sources.NotTextError: NUL byte at offset 0
+    """
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise NotTextError("binary", nul, f"NUL byte at offset {nul}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise NotTextError("not-utf8", e.start, f"invalid UTF-8 at byte {e.start}") from e
+
+
 def read_source(
     fs: Any,
     ref: FileRef,
@@ -444,17 +509,13 @@ def read_source(
         return Skipped(ref.path, "unreadable", f"{type(e).__name__}: {e}")
     if len(data) > max_file_size:
         return Skipped(ref.path, "too-large", f"more than {max_file_size} bytes")
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        return Skipped(ref.path, "binary", f"NUL byte at offset {nul}")
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        return Skipped(ref.path, "not-utf8", f"invalid UTF-8 at byte {e.start}")
-    if not include_sensitive:
-        for label, pattern in SENSITIVE_CONTENT_PATTERNS:
-            if pattern.search(data):
-                return Skipped(ref.path, "sensitive", f"content holds a {label}")
+        text = decode_text(data)
+    except NotTextError as e:
+        return Skipped(ref.path, e.reason, e.detail)
+    label = "" if include_sensitive else sensitive_content(data)
+    if label:
+        return Skipped(ref.path, "sensitive", f"content holds a {label}")
     return SourceFile(
         path=ref.path,
         size=len(data),

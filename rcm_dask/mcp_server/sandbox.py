@@ -1,0 +1,263 @@
+"""The file sandbox: where the tools may go, and what ``read_file_content`` may read.
+
+The user, not the agent, decides where the tools may go (:mod:`rcm_dask.roots`): every
+``directory`` and absolute ``file`` argument must lie inside the allowed roots, symlinks
+resolved (:func:`resolve_directory`, :func:`locate_file`). A folder becomes readable
+only once it has a committed index inside them (:func:`indexed_roots`: a failed or
+unfinished first run makes nothing readable), and :func:`read_file` returns only what
+that index covers: its ``.rs`` files, ``Cargo.toml`` files and the README files of the
+root and of crate folders, never a file whose name or content looks like a secret (the
+checks of :mod:`rcm_dask.sources`, which reads files for indexing).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import IndexNotFoundError, RootNotAllowedError, SourceError
+from ..roots import AllowedRoots
+from ..search import list_indexes, resolve_index_dir
+from ..sources import NotTextError, decode_text, is_sensitive_name, open_root, sensitive_content
+from .models import READ_MAX_CHARS, READ_MAX_LINES, FileContentOut
+from .state import in_manifest, manifest_updated
+
+
+@dataclass(frozen=True)
+class Located:
+    """A file resolved inside an indexed root."""
+
+    root: str
+    """The indexed root (real path)."""
+    index_dir: Path
+    """Its index folder."""
+    rel: str
+    """Root-relative posix path."""
+    real: Path
+    """The file's real path (symlinks resolved), inside the root."""
+
+
+def _inside(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or below it (both absolute, normalised)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def inside_hint(root: str, indexed: list[tuple[str, Path]]) -> str:
+    """`` (it lies inside the indexed codebase X: pass that folder)``, or ''."""
+    outer = [r for r, _ in indexed if _inside(root, r) and r != root]
+    return f" (it lies inside the indexed codebase {outer[0]}: pass that folder)" if outer else ""
+
+
+def _is_crate_file(root: str, rel: str) -> bool:
+    """Whether a root-relative path is a ``Cargo.toml``, or a ``README*`` of the root or of a
+    crate folder (one holding a ``Cargo.toml``)."""
+    folder, name = posixpath.split(rel)
+    if name == "Cargo.toml":
+        return True
+    if not name.lower().startswith("readme"):
+        return False
+    return not folder or os.path.isfile(os.path.join(root, folder, "Cargo.toml"))
+
+
+def _why_sensitive_name(rel: str) -> str:
+    """Why a root-relative path must not be read ('' when it may be)."""
+    parts = rel.split("/")
+    if ".git" in parts[:-1]:
+        return "it is inside a .git folder (which can hold credentials)"
+    if is_sensitive_name(parts[-1]) or is_sensitive_name(rel):
+        return "its name looks like a secret"
+    return ""
+
+
+def resolve_directory(directory: str, allowed: AllowedRoots) -> tuple[str, Path]:
+    """(root, index folder) of a codebase folder inside the allowed roots.
+
+    Refuses a folder outside them (RootNotAllowedError, before looking whether it
+    exists: no probing outside) and a folder that does not exist (SourceError)."""
+    text = (directory or "").strip()
+    if not text:
+        raise SourceError("directory is empty: give the folder of the codebase")
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    elif "://" in text:
+        raise SourceError(
+            f"{directory} is not a local folder: this server indexes and reads local "
+            f"folders only, inside {allowed.describe()}"
+        )
+    real = allowed.check(text, what=directory.strip())
+    root = open_root(real)
+    return root.url, resolve_index_dir(path=root.url)
+
+
+def indexed_roots(allowed: AllowedRoots, *, committed: bool = True) -> list[tuple[str, Path]]:
+    """Indexed local roots inside the allowed roots and their index folders, most
+    recently updated first; only those with a commit unless ``committed`` is False.
+
+    Only a commit makes a folder readable: a run that is starting, still writing its
+    first batch, or failed registers nothing."""
+    seen: dict[str, Path] = {}
+    for entry in list_indexes():
+        root = str(entry.get("root") or "")
+        if not root.startswith("/") or root in seen or not allowed.contains(root):
+            continue
+        index_dir = Path(str(entry["index_dir"]))
+        if committed and manifest_updated(index_dir) is None:
+            continue
+        seen[root] = index_dir
+    return list(seen.items())
+
+
+def locate_file(file: str, directory: str | None, allowed: AllowedRoots) -> Located:
+    """Resolve a file argument to a path inside an indexed root, refusing escapes.
+
+    Accepts a path relative to the root, or an absolute path inside it. Refuses
+    ``..`` components, absolute paths outside the allowed roots or outside every
+    indexed root, and paths whose real location (symlinks resolved) leaves the root.
+    """
+    text = file.strip()
+    if not text:
+        raise SourceError("file is empty: give a path relative to the indexed root")
+    if "\x00" in text:
+        raise SourceError("file contains a NUL byte")
+    parts = text.replace("\\", "/").split("/")
+    if ".." in parts:
+        raise SourceError(
+            f"refused {file!r}: '..' is not allowed; give a path inside the indexed root"
+        )
+    if os.path.isabs(text):
+        allowed.check(text, what=repr(file))
+    indexed = indexed_roots(allowed)
+    if directory is not None and directory.strip():
+        root_url, index_dir = resolve_directory(directory, allowed)
+        if root_url not in dict(indexed):
+            raise IndexNotFoundError(
+                f"{root_url} is not an indexed codebase: files are read only from a "
+                f"folder with a committed index; call index_codebase({root_url!r}) first"
+                + inside_hint(root_url, indexed)
+            )
+        candidates = [(root_url, index_dir)]
+    else:
+        candidates = indexed
+        if not allowed.paths:
+            raise RootNotAllowedError(f"refused {file!r}: {allowed.note}")
+        if not candidates:
+            raise IndexNotFoundError(
+                "no codebase is indexed yet inside the allowed roots "
+                f"({allowed.describe()}): call index_codebase(directory) first"
+            )
+    if os.path.isabs(text):
+        path = os.path.normpath(text)
+        inside = [(r, d) for r, d in candidates if _inside(path, r)]
+        if not inside:
+            # the same place spelled through a symlinked ancestor of the root
+            # (/tmp -> /private/tmp): judged by where it really is
+            path = os.path.realpath(path)
+            inside = [(r, d) for r, d in candidates if _inside(path, os.path.realpath(r))]
+        if not inside:
+            listed = ", ".join(r for r, _ in candidates)
+            raise SourceError(
+                f"refused {file!r}: it is outside the indexed root(s) ({listed}); only "
+                "files inside an indexed codebase can be read"
+            )
+        root, index_dir = max(inside, key=lambda c: len(c[0]))
+        rel = os.path.relpath(path, root if _inside(path, root) else os.path.realpath(root))
+    else:
+        rel = posixpath.normpath(text.replace("\\", "/"))
+        found = [(r, d) for r, d in candidates if os.path.lexists(os.path.join(r, rel))]
+        if not found:
+            listed = ", ".join(r for r, _ in candidates)
+            raise SourceError(
+                f"{file!r} is not in any indexed root ({listed}): give a path relative to "
+                "the root, or pass directory"
+            )
+        if len(found) > 1:
+            listed = ", ".join(r for r, _ in found)
+            raise SourceError(
+                f"{file!r} exists in several indexed roots ({listed}): pass directory, or "
+                "give an absolute path"
+            )
+        root, index_dir = found[0]
+    rel = rel.replace(os.sep, "/")
+    real = os.path.realpath(os.path.join(root, rel))
+    real_root = os.path.realpath(root)
+    if not _inside(real, real_root) or not allowed.contains(real):
+        raise SourceError(
+            f"refused {file!r}: it is a symlink (or under one) that resolves to {real}, "
+            f"outside the indexed root {root}"
+        )
+    return Located(root=root, index_dir=index_dir, rel=rel, real=Path(real))
+
+
+def read_file(
+    where: Located,
+    file: str,
+    start_line: int | None,
+    end_line: int | None,
+    max_file_size: int,
+) -> FileContentOut:
+    """Lines ``start_line`` to ``end_line`` of a located file (``file``: the argument, for
+    messages), cut at :data:`READ_MAX_LINES` / :data:`READ_MAX_CHARS`; refuses what the
+    index does not cover, secrets, files over ``max_file_size`` bytes and non-text."""
+    why = _why_sensitive_name(where.rel)
+    if why:
+        raise SourceError(f"refused {file!r}: {why}; such files are never read")
+    if not (_is_crate_file(where.root, where.rel) or in_manifest(where.index_dir, where.rel)):
+        raise SourceError(
+            f"refused {file!r}: read_file_content returns only files the index of "
+            f"{where.root} covers (its .rs files), Cargo.toml files and the README "
+            f"files of the root and of crate folders, and {where.rel} is none of these "
+            "(a .rs file added since the last run becomes readable once index_codebase "
+            "has indexed it)"
+        )
+    if not where.real.is_file():
+        raise SourceError(f"{where.rel} is not a file under {where.root}")
+    size = where.real.stat().st_size
+    if size > max_file_size:
+        raise SourceError(
+            f"{where.rel} is {size:,} bytes, over the {max_file_size:,}-byte limit for "
+            "reading files"
+        )
+    data = where.real.read_bytes()
+    # secrets first: a secret in a binary or non-UTF-8 file is refused as a secret
+    label = sensitive_content(data)
+    if label:
+        raise SourceError(f"refused {file!r}: its content holds a {label}")
+    try:
+        text = decode_text(data)
+    except NotTextError as e:
+        if e.reason == "binary":
+            raise SourceError(f"{where.rel} is a binary file") from e
+        raise SourceError(f"{where.rel} is not UTF-8 text (byte {e.offset})") from e
+    lines = text.splitlines(keepends=True)
+    total = len(lines)
+    first = 1 if start_line is None else start_line
+    last = total if end_line is None else min(end_line, total)
+    if first < 1:
+        raise SourceError(f"start_line must be at least 1, got {first}")
+    if end_line is not None and end_line < first:
+        raise SourceError(f"end_line ({end_line}) is before start_line ({first})")
+    if first > max(total, 1):
+        raise SourceError(f"{where.rel} has {total} lines; start_line {first} is past the end")
+    picked: list[str] = []
+    chars = 0
+    truncated = False
+    for n in range(first, last + 1):
+        row = lines[n - 1]
+        if len(picked) >= READ_MAX_LINES or (picked and chars + len(row) > READ_MAX_CHARS):
+            truncated = True
+            break
+        picked.append(row)
+        chars += len(row)
+    shown_last = first + len(picked) - 1 if picked else (0 if total == 0 else first - 1)
+    return FileContentOut(
+        path=where.rel,
+        directory=where.root,
+        start_line=first,
+        end_line=shown_last,
+        total_lines=total,
+        truncated=truncated,
+        next_start_line=shown_last + 1 if truncated else None,
+        content="".join(picked),
+    )
