@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import IndexNotFoundError, RootNotAllowedError, SourceError
+from ..planning import list_indexes, resolve_index_dir
 from ..roots import AllowedRoots
-from ..search import list_indexes, resolve_index_dir
 from ..sources import NotTextError, decode_text, is_sensitive_name, open_root, sensitive_content
 from .models import READ_MAX_CHARS, READ_MAX_LINES, FileContentOut
 from .state import in_manifest, manifest_updated

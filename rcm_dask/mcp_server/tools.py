@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..config import IndexConfig
 from ..errors import RcmError
+from ..planning import kept_vectors
 from ..records import CHUNK_KINDS, Hit
 from ..roots import AllowedRoots
 from ..search import SearchIndex, snippet_of
 from ..stores.lock import describe_holder, is_locked, read_holder
-from ..stores.manifest import read_identity
-from ..writer import vectors_setting
 from .health import HealthChecks, check_index, versions
 from .models import (
     CallGraphOut,
@@ -162,8 +161,8 @@ class CodeTools:
         root, index_dir = self._resolve(directory, roots)
         index_dir = index_dir.absolute()
         if vectors is None:
-            stored = None if force else read_identity(index_dir)
-            vectors = vectors_setting(stored) if stored is not None else self.config.vectors
+            kept = None if force else kept_vectors(index_dir, None)
+            vectors = kept or self.config.vectors
         with self._lock:
             run = self._runs.get(index_dir)
             if run is not None and run.state == "indexing":
