@@ -2,10 +2,9 @@
 
 The stage is :func:`chunk_source` (``SourceFile -> list[Chunk]``): one chunk per Rust
 item, found at any depth, with its context (module path, enclosing type, docs,
-attributes, the file's imports, the names it calls and the types it names). Two helpers
-prepare chunks for an embedding model: :func:`format_for_embedding` puts a short context
-header above the code, and :func:`split_chunks` cuts items that are too long for the
-model into parts, at line boundaries, without losing a character.
+attributes, the file's imports, the names it calls and the types it names). What the
+model reads of a chunk is decided in :mod:`rcm_dask.embed_text`; items too long for the
+model are cut into parts by :mod:`rcm_dask.splitting`.
 
 Design notes
 ------------
@@ -37,29 +36,26 @@ import re
 import textwrap
 import threading
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from typing import TypeAlias
 
 import tree_sitter
 import tree_sitter_rust
 
-from rcm_dask.embedding import CHARS_PER_TOKEN_BOUND
 from rcm_dask.records import Chunk, ChunkKind, SourceFile
 
 CHUNKER_VERSION: str = "4"
-"""Version of the chunk output; bump whenever :func:`chunk_source`, :func:`split_chunks` or
-the embedded text would produce different chunks or vectors for the same input (3: doc
+"""Version of the chunk output; bump whenever :func:`chunk_source`,
+:func:`~rcm_dask.splitting.split_chunks` or the embedded text
+(:func:`~rcm_dask.embed_text.format_for_embedding`) would produce different chunks or vectors for the same input (3: doc
 comments cut to their first paragraph in the embedded text)."""
 
 __all__ = [
     "CHUNKER_VERSION",
     "chunk_source",
-    "format_for_embedding",
     "make_chunk_id",
     "module_path_for",
     "rust_parser",
-    "split_chunks",
 ]
 
 Node = tree_sitter.Node
@@ -113,12 +109,10 @@ _SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", '"': 
 _SUMMARY_KINDS = frozenset({"impl", "trait", "mod"})
 """Kinds whose chunk is a summary of their members rather than their full text."""
 
-_USES_LINE_MAX = 120
 # Each item's code holds the code of the items nested in it, so output grows with the
 # square of item nesting. Real code nests a few levels; past this depth, items stay part
 # of the enclosing item's code instead of becoming chunks of their own.
 _MAX_ITEM_DEPTH = 64
-_DOC_LINE_MAX = 160
 _OUTLINE_MAX = 40
 _OUTLINE_WIDTH = 160
 
@@ -986,380 +980,3 @@ def _file_outline(walker: _Walker, root: Node) -> list[str]:
         more = len(reexports) - _OUTLINE_MAX
         reexports = reexports[:_OUTLINE_MAX] + [f"// and {more} more re-exports"]
     return lines + reexports
-
-
-# --------------------------------------------------------------------------- embedding text
-
-
-def _first_sentence(docs: str) -> str:
-    """First sentence of the first non-empty doc line, at most 200 characters."""
-    line = next((ln.strip() for ln in docs.split("\n") if ln.strip()), "")
-    end = line.find(". ")
-    if end >= 0:
-        line = line[: end + 1]
-    if len(line) > _DOC_LINE_MAX:
-        line = line[: _DOC_LINE_MAX - 3].rstrip() + "..."
-    return line
-
-
-def _uses_line(imports: Sequence[str]) -> str:
-    """First three imports, capped so one long ``use`` list cannot eat the token budget."""
-    line = ", ".join(imports[:3])
-    if len(line) > _USES_LINE_MAX:
-        cut = line.rfind(", ", 0, _USES_LINE_MAX - 5)
-        line = line[: cut if cut > 0 else _USES_LINE_MAX - 5] + ", ..."
-    return line
-
-
-_DOC_COMMENT = re.compile(r"[ \t]*//[/!](?!/)")
-"""A ``///`` or ``//!`` doc-comment line (``////`` is a plain comment)."""
-
-EMBED_DOCS = "summary"
-"""How much of each doc comment the model sees: ``"summary"`` (its first paragraph,
-rustdoc's summary line) or ``"full"`` (chunker 2's text). A switch for trials in one
-process (``benchmarks/search_quality`` measured both), not a setting: an index records
-only :data:`CHUNKER_VERSION`, which means ``"summary"``."""
-
-
-def _embedded_lines(lines: Sequence[str]) -> list[bool]:
-    """For each line of code: does the model see it? (BM25 sees every line.)
-
-    With :data:`EMBED_DOCS` ``"summary"``, a run of doc-comment lines is cut to its first
-    paragraph: the lines up to its first blank doc line. The rest (details, ``# Examples``
-    with their code, ``# Safety`` notes...) is prose and test code that a long doc comment
-    would spread over several parts of the item, each embedded under the same header.
-    """
-    if EMBED_DOCS == "full":
-        return [True] * len(lines)
-    keep: list[bool] = []
-    state = 0  # 0: not in a doc run, 1: in its first paragraph, 2: past it
-    for line in lines:
-        match = _DOC_COMMENT.match(line)
-        if match is None:
-            state = 0
-            keep.append(True)
-            continue
-        if state == 0:
-            state = 1
-        if state == 1 and not line[match.end() :].strip():
-            state = 2  # the blank line ending the first paragraph goes too
-        keep.append(state == 1)
-    return keep
-
-
-def embedding_code(code: str) -> str:
-    """The code as the model sees it: doc comments cut to their first paragraph.
-
-    Examples
-    --------
-    >>> code = "/// Adds.\\n///\\n/// # Examples\\n/// ```\\n/// add(1);\\n/// ```\\nfn add() {}"
-    >>> print(embedding_code(code))
-    /// Adds.
-    fn add() {}
-    """
-    lines = _lines(code)
-    return "".join(line for line, kept in zip(lines, _embedded_lines(lines)) if kept)
-
-
-def format_for_embedding(chunk: Chunk) -> str:
-    """Return the text an embedding model sees for a chunk: a short header, then the code.
-
-    Parameters
-    ----------
-    chunk : Chunk
-        A whole chunk or one part of a split one.
-
-    Returns
-    -------
-    str
-        Header lines (a line is left out when its value is empty)::
-
-            // path: {path}
-            // module: {module}
-            // {kind} {name}[ in {parent}]
-            // doc: {first sentence of docs, <= 160 chars}
-            // uses: {first 3 imports, <= 120 chars}
-            // calls: {first 6 calls}
-            // part {part}/{parts}        (only when split)
-
-        then the code as :func:`embedding_code` gives it (doc comments cut to their
-        first paragraph). For an impl chunk, whose name already reads ``impl ...``, the
-        kind is not repeated.
-
-    Examples
-    --------
-    >>> c = Chunk(id="x", path="src/a.rs", module="a", name="f", qualname="a::f",
-    ...           kind="function", parent="", visibility="", signature="fn f()",
-    ...           docs="", attributes=(), imports=(), calls=("g",), type_refs=(),
-    ...           start_line=1, end_line=1, start_byte=0, end_byte=11,
-    ...           has_error=False, code="fn f() { g() }")
-    >>> print(format_for_embedding(c))
-    // path: src/a.rs
-    // module: a
-    // function f
-    // calls: g
-    fn f() { g() }
-    """
-    lines = [f"// path: {chunk.path}"]
-    if chunk.module:
-        lines.append(f"// module: {chunk.module}")
-    title = chunk.name if chunk.name.startswith(chunk.kind + " ") else f"{chunk.kind} {chunk.name}"
-    lines.append(f"// {title}" + (f" in {chunk.parent}" if chunk.parent else ""))
-    doc = _first_sentence(chunk.docs)
-    if doc:
-        lines.append(f"// doc: {doc}")
-    if chunk.imports:
-        lines.append(f"// uses: {_uses_line(chunk.imports)}")
-    if chunk.calls:
-        lines.append(f"// calls: {', '.join(chunk.calls[:6])}")
-    if chunk.parts > 1:
-        lines.append(f"// part {chunk.part}/{chunk.parts}")
-    return "\n".join(lines) + "\n" + embedding_code(chunk.code)
-
-
-# --------------------------------------------------------------------------- splitting
-
-TokenCounter = Callable[[Sequence[str]], list[int]]
-
-
-def _count(count_tokens: TokenCounter, texts: Sequence[str]) -> list[int]:
-    """Call the counter once and check that it answered once per text."""
-    if not texts:
-        return []
-    counts = [int(n) for n in count_tokens(texts)]
-    if len(counts) != len(texts):
-        raise ValueError(f"count_tokens returned {len(counts)} counts for {len(texts)} texts")
-    return counts
-
-
-def _lines(code: str) -> list[str]:
-    """Lines of code, each keeping its ``\\n`` (line numbers count ``\\n`` only, as tree-sitter does)."""
-    pieces = code.split("\n")
-    lines = [p + "\n" for p in pieces[:-1]]
-    if pieces[-1]:
-        lines.append(pieces[-1])
-    return lines
-
-
-def _cut_point(text: str, target: int) -> int:
-    """Index near ``target`` to cut ``text`` at, after whitespace when some is close."""
-    target = min(max(target, 1), len(text) - 1)
-    space = max(
-        text.rfind(" ", target - target // 4, target),
-        text.rfind("\t", target - target // 4, target),
-    )
-    return space + 1 if space > 0 else target
-
-
-def _halve(text: str) -> list[str]:
-    """Split a text in two: at the line end nearest the middle, else inside the line."""
-    middle = len(text) // 2
-    before = text.rfind("\n", 0, middle)
-    after = text.find("\n", middle, len(text) - 1)
-    ends = [i + 1 for i in (before, after) if 0 <= i < len(text) - 1]
-    cut = min(ends, key=lambda i: abs(i - middle)) if ends else _cut_point(text, middle)
-    return [text[:cut], text[cut:]]
-
-
-def _measure(
-    lines: list[str],
-    costs: list[int],
-    budget: int,
-    count_tokens: TokenCounter,
-    overhead: int,
-) -> list[tuple[str, int]]:
-    """Lines with their token costs, over-long lines cut into fragments that fit ``budget``."""
-    pieces: list[tuple[str, int | None]] = []
-    for line, cost in zip(lines, costs):
-        if cost <= budget:
-            pieces.append((line, cost))
-            continue
-        # First cut by the line's own characters-per-token, a little under budget...
-        size = max(1, int(budget * len(line) / max(cost, 1) * 0.9))
-        rest = line
-        while len(rest) > size:
-            cut = _cut_point(rest, size)
-            pieces.append((rest[:cut], None))
-            rest = rest[cut:]
-        pieces.append((rest, None))
-    # ...then count every new fragment of every line in one call, halving those still over.
-    while True:
-        todo = [piece for piece, n in pieces if n is None]
-        if not todo:
-            break
-        counts = iter(_count(count_tokens, todo))
-        measured: list[tuple[str, int | None]] = []
-        for piece, n in pieces:
-            if n is None:
-                n = max(0, next(counts) - overhead)
-                if n > budget and len(piece) > 1:
-                    measured.extend((half, None) for half in _halve(piece))
-                    continue
-            measured.append((piece, n))
-        pieces = measured
-    return [(piece, n or 0) for piece, n in pieces]
-
-
-def _part_ids(chunk: Chunk) -> Callable[[int], str]:
-    """Id maker for the parts of a chunk."""
-    return lambda part: make_chunk_id(
-        chunk.path, chunk.kind, chunk.qualname, chunk.occurrence, part
-    )
-
-
-def _build_parts(chunk: Chunk, texts: list[str], part_id: Callable[[int], str]) -> list[Chunk]:
-    """Part chunks of ``chunk`` holding ``texts``, with their own ranges when they map to source."""
-    code = chunk.code
-    maps_to_source = chunk.kind != "impl" and len(code.encode("utf-8", "surrogatepass")) == (
-        chunk.end_byte - chunk.start_byte
-    )
-    parts: list[Chunk] = []
-    line = chunk.start_line
-    byte = chunk.start_byte
-    n = len(texts)
-    symbol_id = chunk.symbol_id or chunk.id
-    for i, text in enumerate(texts, start=1):
-        if maps_to_source:
-            newlines = text.count("\n")
-            size = len(text.encode("utf-8", "surrogatepass"))
-            start_line, start_byte = line, byte
-            end_line = line + newlines - (1 if text.endswith("\n") else 0)
-            line += newlines
-            byte += size
-            end_byte = byte
-        else:
-            start_line, end_line = chunk.start_line, chunk.end_line
-            start_byte, end_byte = chunk.start_byte, chunk.end_byte
-        parts.append(
-            replace(
-                chunk,
-                id=part_id(i),
-                code=text,
-                part=i,
-                parts=n,
-                symbol_id=symbol_id,
-                start_line=start_line,
-                end_line=end_line,
-                start_byte=start_byte,
-                end_byte=end_byte,
-            )
-        )
-    return parts
-
-
-MAX_SPLIT_CHARS = 128 * 1024
-"""An item's code past this many characters is not cut into further parts: it rides
-whole in the last part (BM25 indexes all of it; the model embeds that part's start).
-A 5 MB generated table then makes about 60 parts instead of about 9,000, in well
-under a second instead of 20 s of token counting and minutes of embedding."""
-
-
-def _split_chunk(chunk: Chunk, count_tokens: TokenCounter, max_tokens: int) -> list[Chunk]:
-    """Split one over-budget chunk into parts that each fit ``max_tokens`` (but see
-    :data:`MAX_SPLIT_CHARS`)."""
-    # Header cost is measured on a part with wide numbers, so real parts are not larger.
-    probe = replace(chunk, code="", part=999, parts=999)
-    code, tail = chunk.code, ""
-    if len(code) > MAX_SPLIT_CHARS:
-        code, tail = code[:MAX_SPLIT_CHARS], code[MAX_SPLIT_CHARS:]
-    lines = _lines(code)
-    kept = _embedded_lines(lines)
-    counted = [line if k else "" for line, k in zip(lines, kept)]
-    counts = _count(count_tokens, [format_for_embedding(probe), ""] + counted)
-    header, overhead = counts[0], counts[1]
-    room = max_tokens - header
-    if room > 0:
-        # Token counts of lines are nearly additive; the margin absorbs the difference.
-        budget = max(1, room - max(2, room // 20))
-    else:
-        # The header alone is over: no part can fit, so keep the number of parts sane.
-        budget = max(8, max_tokens // 4)
-    # Lines the model does not see cost nothing: they ride along in the part before them.
-    costs = [max(0, n - overhead) if k else 0 for n, k in zip(counts[2:], kept)]
-    pieces = _measure(lines, costs, budget, count_tokens, overhead)
-
-    texts: list[str] = []
-    current: list[str] = []
-    used = 0
-    for piece, cost in pieces:
-        if current and used + cost > budget:
-            texts.append("".join(current))
-            current, used = [], 0
-        current.append(piece)
-        used += cost
-    if current:
-        texts.append("".join(current))
-
-    part_id = _part_ids(chunk)
-    while True:
-        parts = _build_parts(chunk, texts, part_id)
-        if header >= max_tokens:
-            break  # even an empty part is over: smaller parts would not help
-        sizes = _count(count_tokens, [format_for_embedding(p) for p in parts])
-        over = {i for i, n in enumerate(sizes) if n > max_tokens and len(texts[i]) > 1}
-        if not over:
-            break
-        texts = [half for i, t in enumerate(texts) for half in (_halve(t) if i in over else [t])]
-    if tail:
-        texts[-1] += tail
-        parts = _build_parts(chunk, texts, part_id)
-    return parts
-
-
-def split_chunks(
-    chunks: Sequence[Chunk],
-    count_tokens: Callable[[Sequence[str]], list[int]],
-    max_tokens: int,
-) -> list[Chunk]:
-    """Split chunks whose embedding text is longer than the model takes.
-
-    Parameters
-    ----------
-    chunks : sequence of Chunk
-        Chunks as :func:`chunk_source` returns them (whole items).
-    count_tokens : callable
-        ``count_tokens(texts) -> list[int]``: the number of tokens the model sees for
-        each text, special tokens included. It is called in batches: once for all
-        chunks, then a few times per chunk that must be split.
-    max_tokens : int
-        Most tokens one :func:`format_for_embedding` text may take.
-
-    Returns
-    -------
-    list of Chunk
-        The chunks in order; one within budget is returned unchanged, a longer one is
-        replaced by parts cut at line boundaries (inside a line only when the line
-        alone is over budget). The parts' code concatenates to the original code;
-        each part has its own lines and bytes (an impl summary's parts keep the whole
-        impl's range, as a summary maps to no single span), ``part``/``parts``, its
-        own id and the whole item's id as ``symbol_id``. A part can only exceed
-        ``max_tokens`` when the header alone leaves no room for code, or when it is
-        the last part of an item longer than :data:`MAX_SPLIT_CHARS`. Chunks that are
-        already parts are passed through.
-
-    Raises
-    ------
-    ValueError
-        If ``count_tokens`` returns a different number of counts than texts.
-
-    Examples
-    --------
-    >>> def words(texts):
-    ...     return [len(t.split()) + 2 for t in texts]
-    >>> # parts = split_chunks(chunk_source(src), words, max_tokens=40)
-    """
-    if not chunks:
-        return []
-    # Texts too long to possibly fit are over budget without counting (megabytes of a
-    # generated table would take seconds to tokenize).
-    limit = max_tokens * CHARS_PER_TOKEN_BOUND
-    texts = [format_for_embedding(c) for c in chunks]
-    sizes = _count(count_tokens, [t if len(t) <= limit else "" for t in texts])
-    sizes = [max_tokens + 1 if len(t) > limit else n for t, n in zip(texts, sizes)]
-    out: list[Chunk] = []
-    for chunk, size in zip(chunks, sizes):
-        if size <= max_tokens or chunk.parts > 1 or not chunk.code:
-            out.append(chunk)
-        else:
-            out.extend(_split_chunk(chunk, count_tokens, max_tokens))
-    return out

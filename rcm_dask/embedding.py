@@ -369,7 +369,7 @@ class Embedder:
         ``batch_size`` rows on a GPU, ``cpu_batch_size`` on a CPU, so that each
         pass pads little. A text longer than ``max_tokens``
         is truncated here: callers split long chunks first (see
-        :func:`rcm_dask.chunking.split_chunks`) so that nothing is lost.
+        :func:`rcm_dask.splitting.split_chunks`) so that nothing is lost.
 
         Parameters
         ----------

@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .chunking import chunk_source, format_for_embedding, split_chunks
+from .chunking import chunk_source
+from .embed_text import format_for_embedding
 from .embedding import Embedder
 from .records import (
     Chunk,
@@ -29,6 +30,7 @@ from .records import (
     SourceFile,
 )
 from .sources import read_source
+from .splitting import split_chunks
 
 IN_PROCESS = "in-process"
 """Where work runs outside a Dask worker (the sequential mode): a worker address stand-in."""

@@ -91,7 +91,7 @@ def measure(cmd: list[str]) -> tuple[dict[str, Any], float, float]:
 
 def embed_only(root: str) -> None:
     """Child process: chunk everything (untimed), then time the plain embedding loop."""
-    from rcm_dask.chunking import format_for_embedding
+    from rcm_dask.embed_text import format_for_embedding
     from rcm_dask.config import IndexConfig
     from rcm_dask.embedding import Embedder
     from rcm_dask.stages import read_chunk_partition

@@ -1,0 +1,158 @@
+"""What the embedding model reads for a chunk: a short context header, then the code.
+
+:func:`format_for_embedding` is the one place that decides the embedded text (BM25
+documents, symbol records and code intelligence use the chunk's own fields).
+:func:`embedding_code` keeps each doc comment's first paragraph (rustdoc's summary line)
+and the code whole. A change here changes the vectors: bump
+:data:`rcm_dask.chunking.CHUNKER_VERSION`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .records import Chunk
+
+_USES_LINE_MAX = 120
+"""Longest ``// uses:`` header line; longer lists end in ``, ...``."""
+_DOC_LINE_MAX = 160
+"""Longest doc-summary header line; longer ones end in ``...``."""
+
+
+def _first_sentence(docs: str) -> str:
+    """First sentence of the first non-empty doc line, at most 200 characters."""
+    line = next((ln.strip() for ln in docs.split("\n") if ln.strip()), "")
+    end = line.find(". ")
+    if end >= 0:
+        line = line[: end + 1]
+    if len(line) > _DOC_LINE_MAX:
+        line = line[: _DOC_LINE_MAX - 3].rstrip() + "..."
+    return line
+
+
+def _uses_line(imports: Sequence[str]) -> str:
+    """First three imports, capped so one long ``use`` list cannot eat the token budget."""
+    line = ", ".join(imports[:3])
+    if len(line) > _USES_LINE_MAX:
+        cut = line.rfind(", ", 0, _USES_LINE_MAX - 5)
+        line = line[: cut if cut > 0 else _USES_LINE_MAX - 5] + ", ..."
+    return line
+
+
+_DOC_COMMENT = re.compile(r"[ \t]*//[/!](?!/)")
+"""A ``///`` or ``//!`` doc-comment line (``////`` is a plain comment)."""
+
+EMBED_DOCS = "summary"
+"""How much of each doc comment the model sees: ``"summary"`` (its first paragraph,
+rustdoc's summary line) or ``"full"`` (chunker 2's text). A switch for trials in one
+process (``benchmarks/search_quality`` measured both), not a setting: an index records
+only :data:`~rcm_dask.chunking.CHUNKER_VERSION`, which means ``"summary"``."""
+
+
+def code_lines(code: str) -> list[str]:
+    """Lines of code, each keeping its ``\\n`` (line numbers count ``\\n`` only, as tree-sitter does)."""
+    pieces = code.split("\n")
+    lines = [p + "\n" for p in pieces[:-1]]
+    if pieces[-1]:
+        lines.append(pieces[-1])
+    return lines
+
+
+def embedded_lines(lines: Sequence[str]) -> list[bool]:
+    """For each line of code: does the model see it? (BM25 sees every line.)
+
+    With :data:`EMBED_DOCS` ``"summary"``, a run of doc-comment lines is cut to its first
+    paragraph: the lines up to its first blank doc line. The rest (details, ``# Examples``
+    with their code, ``# Safety`` notes...) is prose and test code that a long doc comment
+    would spread over several parts of the item, each embedded under the same header.
+    """
+    if EMBED_DOCS == "full":
+        return [True] * len(lines)
+    keep: list[bool] = []
+    state = 0  # 0: not in a doc run, 1: in its first paragraph, 2: past it
+    for line in lines:
+        match = _DOC_COMMENT.match(line)
+        if match is None:
+            state = 0
+            keep.append(True)
+            continue
+        if state == 0:
+            state = 1
+        if state == 1 and not line[match.end() :].strip():
+            state = 2  # the blank line ending the first paragraph goes too
+        keep.append(state == 1)
+    return keep
+
+
+def embedding_code(code: str) -> str:
+    """The code as the model sees it: doc comments cut to their first paragraph.
+
+    Examples
+    --------
+    >>> code = "/// Adds.\\n///\\n/// # Examples\\n/// ```\\n/// add(1);\\n/// ```\\nfn add() {}"
+    >>> print(embedding_code(code))
+    /// Adds.
+    fn add() {}
+    """
+    lines = code_lines(code)
+    return "".join(line for line, kept in zip(lines, embedded_lines(lines)) if kept)
+
+
+def format_for_embedding(chunk: Chunk) -> str:
+    """Return the text an embedding model sees for a chunk: a short header, then the code.
+
+    Parameters
+    ----------
+    chunk : Chunk
+        A whole chunk or one part of a split one.
+
+    Returns
+    -------
+    str
+        Header lines (a line is left out when its value is empty)::
+
+            // path: {path}
+            // module: {module}
+            // {kind} {name}[ in {parent}]
+            // doc: {first sentence of docs, <= 160 chars}
+            // uses: {first 3 imports, <= 120 chars}
+            // calls: {first 6 calls}
+            // part {part}/{parts}        (only when split)
+
+        then the code as :func:`embedding_code` gives it (doc comments cut to their
+        first paragraph). For an impl chunk, whose name already reads ``impl ...``, the
+        kind is not repeated.
+
+    Examples
+    --------
+    >>> c = Chunk(id="x", path="src/a.rs", module="a", name="f", qualname="a::f",
+    ...           kind="function", parent="", visibility="", signature="fn f()",
+    ...           docs="", attributes=(), imports=(), calls=("g",), type_refs=(),
+    ...           start_line=1, end_line=1, start_byte=0, end_byte=11,
+    ...           has_error=False, code="fn f() { g() }")
+    >>> print(format_for_embedding(c))
+    // path: src/a.rs
+    // module: a
+    // function f
+    // calls: g
+    fn f() { g() }
+    """
+    lines = [f"// path: {chunk.path}"]
+    if chunk.module:
+        lines.append(f"// module: {chunk.module}")
+    title = chunk.name if chunk.name.startswith(chunk.kind + " ") else f"{chunk.kind} {chunk.name}"
+    lines.append(f"// {title}" + (f" in {chunk.parent}" if chunk.parent else ""))
+    doc = _first_sentence(chunk.docs)
+    if doc:
+        lines.append(f"// doc: {doc}")
+    if chunk.imports:
+        lines.append(f"// uses: {_uses_line(chunk.imports)}")
+    if chunk.calls:
+        lines.append(f"// calls: {', '.join(chunk.calls[:6])}")
+    if chunk.parts > 1:
+        lines.append(f"// part {chunk.part}/{chunk.parts}")
+    return "\n".join(lines) + "\n" + embedding_code(chunk.code)
+
+
+__all__ = ["EMBED_DOCS", "code_lines", "embedded_lines", "embedding_code", "format_for_embedding"]
