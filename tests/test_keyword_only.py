@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rcm_dask import IndexConfig, index, open_index
+from rcm_dask import index, open_index
 from rcm_dask.embedding import Embedder, bundled_model_dir
 from rcm_dask.errors import ConfigError, IndexIdentityError
 from rcm_dask.modes import _DaskRun, gather_segments, keyword_batch, read_chunk_partition
@@ -23,8 +24,9 @@ from rcm_dask.modes import run_identity as _run_identity
 from rcm_dask.search import KEYWORD_ONLY_NOTICE, SearchIndex
 from rcm_dask.sources import discover_sources, open_root
 from rcm_dask.stores.manifest import IDENTITY_KEYS, Manifest, identity_mismatch, read_identity
+from rcm_dask.testing import HashEmbedder, config_for, index_snapshot
 
-from .conftest import DATA, HashEmbedder
+from . import DATA
 
 MODES = ("sequential", "parallel", "pipeline")
 
@@ -73,23 +75,15 @@ def small(tmp_path: Path) -> Path:
     return _write_crate(tmp_path / "small", None)
 
 
-def _config(index_dir: Path, **kw: Any) -> IndexConfig:
-    # small partitions and an odd batch size: several partitions, batches across files
-    base: dict[str, Any] = {"index_dir": str(index_dir), "partition_bytes": 8_000, "batch_size": 7}
-    base.update(kw)
-    return IndexConfig(**base)
+# small partitions and an odd batch size: several partitions, batches across files
+_config = partial(config_for, partition_bytes=8_000, batch_size=7)
 
 
 def _snapshot(index_dir: Path) -> dict[str, Any]:
-    """Manifest rows (chunk ids in order) and BM25 documents of an index."""
-    with SearchIndex(index_dir, embedder=HashEmbedder()) as idx:
-        docs = {p["id"]: p for p in idx.bm25.iter_payloads()}
-    m = Manifest(index_dir, readonly=True)
-    try:
-        files = {f.path: (f.sha256, f.chunk_ids) for f in m.files()}
-    finally:
-        m.close()
-    return {"files": files, "docs": docs}
+    """Manifest rows (hash and chunk ids in order) and BM25 documents of an index."""
+    snap = index_snapshot(index_dir)
+    snap["files"] = {path: (f.sha256, f.chunk_ids) for path, f in snap["files"].items()}
+    return snap
 
 
 def _no_weights(monkeypatch: pytest.MonkeyPatch) -> list[str]:
