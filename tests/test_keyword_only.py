@@ -197,6 +197,18 @@ def test_keyword_batches_are_the_chunks_without_vectors(small: Path) -> None:
 # --------------------------------------------------------------------------- every mode
 
 
+def _index_keyword_only(corpus: Path, idx: Path, mode: str, dask_client: Any) -> Any:
+    """Index ``corpus`` keyword-only into ``idx`` in ``mode`` (on the cluster unless sequential)."""
+    client = None if mode == "sequential" else dask_client
+    return index(
+        str(corpus),
+        _config(idx, vectors="none"),
+        mode=mode,
+        client=client,
+        embedder=HashEmbedder(),
+    )
+
+
 @pytest.fixture(scope="module")
 def built(corpus: Path, dask_client: Any, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The corpus indexed with vectors once (sequential), and keyword-only in every mode."""
@@ -206,14 +218,7 @@ def built(corpus: Path, dask_client: Any, tmp_path_factory: pytest.TempPathFacto
     out["qdrant"] = (stats, _snapshot(base), base)
     for mode in MODES:
         idx = tmp_path_factory.mktemp(f"kw-{mode}")
-        client = None if mode == "sequential" else dask_client
-        stats = index(
-            str(corpus),
-            _config(idx, vectors="none"),
-            mode=mode,
-            client=client,
-            embedder=HashEmbedder(),
-        )
+        stats = _index_keyword_only(corpus, idx, mode, dask_client)
         out[mode] = (stats, _snapshot(idx), idx)
     return out
 
@@ -264,14 +269,7 @@ class TestKeywordOnlyModes:
         self, built: dict, mode: str, corpus: Path, dask_client: Any
     ) -> None:
         idx = built[mode][2]
-        client = None if mode == "sequential" else dask_client
-        again = index(
-            str(corpus),
-            _config(idx, vectors="none"),
-            mode=mode,
-            client=client,
-            embedder=HashEmbedder(),
-        )
+        again = _index_keyword_only(corpus, idx, mode, dask_client)
         assert again.files_indexed == 0 and again.files_unchanged == again.files_seen
         assert _snapshot(idx) == built[mode][1]
 

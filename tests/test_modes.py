@@ -70,6 +70,14 @@ def _assert_converged(root: Path, idx: Path, fresh: Path) -> None:
     assert set(a["vectors"]) == set(b["vectors"])
 
 
+@pytest.fixture
+def code(corpus: Path, tmp_path: Path) -> Path:
+    """A copy of the corpus that a test may change."""
+    root = tmp_path / "code"
+    shutil.copytree(corpus, root)
+    return root
+
+
 @pytest.fixture(scope="module")
 def indexes(
     corpus: Path, dask_client: Any, tmp_path_factory: pytest.TempPathFactory
@@ -171,10 +179,9 @@ def test_pipeline_overlaps_stages(corpus: Path, dask_client: Any, tmp_path: Path
 
 
 def test_incremental_rerun_in_pipeline_matches_fresh_index(
-    corpus: Path, dask_client: Any, tmp_path: Path
+    code: Path, dask_client: Any, tmp_path: Path
 ) -> None:
-    root = tmp_path / "code"
-    shutil.copytree(corpus, root)
+    root = code
     idx = tmp_path / "idx"
     index(str(root), _config(idx), mode="pipeline", client=dask_client, embedder=HashEmbedder())
     (root / "binary_heap" / "mod.rs").write_text("/// A heap.\npub fn heapify_all() {}\n")
@@ -191,10 +198,9 @@ def test_incremental_rerun_in_pipeline_matches_fresh_index(
 
 
 def test_error_in_a_stage_stops_the_run_and_keeps_the_last_commit(
-    corpus: Path, dask_client: Any, tmp_path: Path
+    code: Path, dask_client: Any, tmp_path: Path
 ) -> None:
-    root = tmp_path / "code"
-    shutil.copytree(corpus, root)
+    root = code
     idx = tmp_path / "idx"
     index(str(root), _config(idx), mode="sequential", embedder=HashEmbedder())
     before = _snapshot(idx)
