@@ -1,63 +1,26 @@
-"""Shared fixtures: a tiny deterministic embedder, the rust-src corpus, isolated data homes."""
+"""Shared fixtures: a tiny deterministic embedder, the rust-src corpus, isolated data homes,
+a small crate, a Qdrant server stand-in. Fakes and plain helpers live in rcm_dask.testing."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import shutil
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).resolve().parent / "data"
+# before rcm_dask.testing is imported: its asserts get pytest's detailed messages
+pytest.register_assert_rewrite("rcm_dask.testing")
 
+from rcm_dask.testing import HashEmbedder, LocalQdrantServer  # noqa: E402
 
-class HashEmbedder:
-    """A fast, deterministic stand-in for :class:`rcm_dask.embedding.Embedder` in unit tests.
-
-    Words are hashed into a 64-d bag-of-words vector, L2-normalised: texts sharing
-    words are close, so search behaves sensibly, with no model to load.
-    """
-
-    dimension = 64
-    max_tokens = 128
-    batch_size = 128
-    name = "hash-embedder"
-    fingerprint = "hash-v1"
-    model_dir = Path("/nonexistent/hash-embedder")
-
-    @property
-    def identity(self) -> dict[str, object]:
-        return {
-            "model": self.name,
-            "model_fingerprint": self.fingerprint,
-            "dimensions": self.dimension,
-            "max_tokens": self.max_tokens,
-        }
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(re.findall(r"\w+|[^\w\s]", t)) + 2 for t in texts]
-
-    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in re.findall(r"[a-z]+", text.lower()):
-                h = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "little")
-                out[i, h % self.dimension] += 1.0
-            norm = np.linalg.norm(out[i])
-            out[i] = out[i] / norm if norm else out[i]
-            if not norm:
-                out[i, 0] = 1.0
-        return out
+from . import DATA, REPO  # noqa: E402
 
 
 @pytest.fixture
 def hash_embedder() -> HashEmbedder:
+    """A fresh :class:`rcm_dask.testing.HashEmbedder`."""
     return HashEmbedder()
 
 
@@ -96,47 +59,10 @@ def rust_src() -> Path:
 
 @pytest.fixture(scope="session")
 def real_embedder():  # type: ignore[no-untyped-def]
-    """The bundled all-MiniLM-L6-v2 in fp32 (exactly reproducible whatever the batch),
-    loaded once per test session."""
+    """The bundled all-MiniLM-L6-v2 in fp32 (reproducible whatever the batch), loaded once."""
     from rcm_dask.embedding import Embedder
 
     return Embedder(torch_threads=2, precision="fp32").load()
-
-
-class FailingEmbedder(HashEmbedder):
-    """Fails on any batch holding a chunk whose text contains ``marker``."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
-        if any(self.marker in t for t in texts):
-            raise RuntimeError(f"embedding failed on purpose at {self.marker!r}")
-        return super().embed_batch(texts)
-
-
-class CountingEmbedder(HashEmbedder):
-    """Counts the texts it embeds."""
-
-    def __init__(self) -> None:
-        self.embedded = 0
-
-    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
-        self.embedded += len(texts)
-        return super().embed_batch(texts)
-
-
-class SlowEmbedder(HashEmbedder):
-    """Takes ``delay`` seconds per batch, so that a run lasts long enough to interfere with."""
-
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-
-    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
-        import time
-
-        time.sleep(self.delay)
-        return super().embed_batch(texts)
 
 
 @pytest.fixture(scope="session")
@@ -163,9 +89,9 @@ def dask_client():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real but tiny local Hugging Face model folder (1 layer, 32 dims, random weights)
-    with the bundled tokenizer: the real embedding path at a fraction of the cost, for
-    tests that run whole index processes many times."""
+    """A real, tiny local model folder: 1 layer, 32 dims, random weights, bundled tokenizer."""
+    # the real embedding path at a fraction of the cost, for tests that run whole index
+    # processes many times
     import torch
     from transformers import BertConfig, BertModel
 
@@ -190,30 +116,19 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def index_state(index_dir: Path) -> dict[str, object]:
-    """What an index folder holds, store by store: chunk ids (duplicates kept) of BM25
-    and of the vectors, the manifest's ids per path, and its pending paths."""
-    from rcm_dask.search import SearchIndex
-    from rcm_dask.stores.manifest import Manifest
-
-    with SearchIndex(index_dir, embedder=HashEmbedder()) as idx:
-        bm25 = sorted(p["id"] for p in idx.bm25.iter_payloads())
-        vectors = sorted(pid for pid, _, _ in idx.vectors.iter_points())
-    m = Manifest(index_dir, readonly=True)
-    try:
-        files = {f.path: sorted(f.chunk_ids) for f in m.files()}
-        pending = m.pending()
-    finally:
-        m.close()
-    return {"bm25": bm25, "vectors": vectors, "files": files, "pending": pending}
+@pytest.fixture
+def crate(tmp_path: Path) -> Path:
+    """A copy of tests/data/mini_crate (a small Rust crate) under tmp_path."""
+    root = tmp_path / "mini_crate"
+    shutil.copytree(DATA / "mini_crate", root)
+    return root
 
 
-def assert_converged(index_dir: Path, clean_dir: Path) -> None:
-    """The index holds exactly what a clean full run built: same ids in BM25, vectors and
-    manifest, no duplicates, no orphans, nothing pending."""
-    got, want = index_state(index_dir), index_state(clean_dir)
-    assert got["pending"] == []
-    assert got["files"] == want["files"]
-    ids = sorted(i for ids in want["files"].values() for i in ids)  # type: ignore[attr-defined]
-    assert got["bm25"] == ids, "BM25 holds duplicates or orphans"
-    assert got["vectors"] == ids, "the vector store holds duplicates or orphans"
+@pytest.fixture
+def qdrant_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalQdrantServer:
+    """qdrant_client.QdrantClient replaced by a stand-in serving any URL from tmp_path."""
+    import qdrant_client
+
+    server = LocalQdrantServer(tmp_path / "qdrant-local")
+    monkeypatch.setattr(qdrant_client, "QdrantClient", server)
+    return server

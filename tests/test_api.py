@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +14,7 @@ from rich.console import Console
 import rcm_dask
 from rcm_dask import ConfigError, Hit, Index, IndexInfo, IndexStats, SearchIndex
 from rcm_dask.progress import ProgressDisplay
-
-from .conftest import DATA, HashEmbedder
+from rcm_dask.testing import HashEmbedder, backdate
 
 STATUS_KEYS = {
     "index_dir",
@@ -37,13 +33,10 @@ STATUS_KEYS = {
 
 
 @pytest.fixture
-def crate(tmp_path: Path) -> Path:
-    root = tmp_path / "mini_crate"
-    shutil.copytree(DATA / "mini_crate", root)
-    old = time.time() - 3600  # files just written would be re-read by the next run
-    for path in root.rglob("*"):
-        os.utime(path, (old, old))
-    return root
+def crate(crate: Path) -> Path:
+    """The mini crate, its files an hour old (files just written would be re-read by the next run)."""
+    backdate(crate)
+    return crate
 
 
 @pytest.fixture

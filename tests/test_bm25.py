@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,48 +10,9 @@ import pytest
 import tantivy
 
 from rcm_dask.errors import IndexIdentityError, IndexNotFoundError, IndexWriteError
-from rcm_dask.records import Chunk
 from rcm_dask.stores import Bm25Store, StoreHit, chunk_payload, split_identifier_words
 from rcm_dask.stores.bm25 import MAX_QUERY_TERMS, query_terms
-
-
-def make_chunk(
-    name: str,
-    *,
-    path: str = "src/lib.rs",
-    kind: str = "function",
-    code: str | None = None,
-    docs: str = "",
-    parent: str = "",
-    module: str = "",
-    version: int = 0,
-) -> Chunk:
-    """A chunk with a deterministic id; ``version`` gives a new id for the same item."""
-    qualname = "::".join(p for p in (module, parent, name) if p)
-    code = code if code is not None else f"pub fn {name}() {{}}"
-    return Chunk(
-        id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{path}#{qualname}#{version}")),
-        path=path,
-        module=module,
-        name=name,
-        qualname=qualname,
-        kind=kind,  # type: ignore[arg-type]
-        parent=parent,
-        visibility="pub",
-        signature=code.split("{")[0].strip(),
-        docs=docs,
-        attributes=(),
-        imports=(),
-        calls=(),
-        type_refs=(),
-        start_line=1,
-        end_line=code.count("\n") + 1,
-        start_byte=0,
-        end_byte=len(code.encode()),
-        has_error=False,
-        code=code,
-    )
-
+from rcm_dask.testing import make_chunk
 
 PARSE_FN = make_chunk(
     "parse_toml_config",

@@ -19,16 +19,11 @@ from typing import Any
 
 import pytest
 
-from rcm_dask.chunking import (
-    CHUNKER_VERSION,
-    embedding_code,
-    format_for_embedding,
-    make_chunk_id,
-    module_path_for,
-    split_chunks,
-)
+from rcm_dask.chunking import CHUNKER_VERSION, make_chunk_id, module_path_for
 from rcm_dask.chunking import chunk_source as chunk_file
+from rcm_dask.embed_text import embedding_code, format_for_embedding
 from rcm_dask.records import CHUNK_KINDS, Chunk, SourceFile
+from rcm_dask.splitting import split_chunks
 
 
 def chunk_source(source: SourceFile) -> list[Chunk]:
@@ -968,7 +963,7 @@ def test_split_with_word_counter(max_tokens: int) -> None:
 def test_split_of_a_huge_item_stops_at_max_split_chars() -> None:
     """A 2 MB generated table: a bounded number of parts, the last one carrying the rest
     (whole for BM25)."""
-    from rcm_dask.chunking import MAX_SPLIT_CHARS
+    from rcm_dask.splitting import MAX_SPLIT_CHARS
 
     source = make_source('pub const TABLE: &str = "' + "ab " * 700_000 + '";\n')
     whole = chunk_source(source)
@@ -1057,9 +1052,9 @@ def test_embedding_code_keeps_each_doc_comments_first_paragraph() -> None:
 
 
 def test_embedding_code_full_docs_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rcm_dask import chunking
+    from rcm_dask import embed_text
 
-    monkeypatch.setattr(chunking, "EMBED_DOCS", "full")
+    monkeypatch.setattr(embed_text, "EMBED_DOCS", "full")
     assert embedding_code(DOCUMENTED) == DOCUMENTED
 
 

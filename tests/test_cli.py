@@ -33,8 +33,9 @@ from rcm_dask.dryrun import (
 )
 from rcm_dask.progress import ProgressDisplay, describe_progress
 from rcm_dask.records import FileRef, Hit, IndexStats
+from rcm_dask.testing import HashEmbedder
 
-from .conftest import DATA, HashEmbedder
+from . import DATA
 
 RCM_DASK = Path(sys.executable).parent / "rcm-dask"
 

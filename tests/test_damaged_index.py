@@ -31,30 +31,29 @@ from rcm_dask.search import SearchIndex
 from rcm_dask.stores.bm25 import Bm25Store
 from rcm_dask.stores.manifest import Manifest
 from rcm_dask.stores.vectors import EdgeVectorStore
+from rcm_dask.testing import (
+    CountingEmbedder,
+    HashEmbedder,
+    LocalQdrantServer,
+    add_generated_files,
+    assert_converged,
+    backdate,
+    index_state,
+)
 from rcm_dask.writer import IndexWriter
-
-from .conftest import DATA, CountingEmbedder, HashEmbedder, assert_converged, index_state
 
 RCM_DASK = Path(sys.executable).parent / "rcm-dask"
 QUERIES = ("parse config", "gen item", "connect socket", "x u32", "pub fn add", "Item 3.4")
 
 
 @pytest.fixture
-def crate(tmp_path: Path) -> Path:
-    root = tmp_path / "crate"
-    shutil.copytree(DATA / "mini_crate", root)
-    for i in range(8):
-        (root / "src" / f"gen_{i}.rs").write_text(
-            "".join(
-                f"/// Item {i}.{j}: parse the config of item {j}.\n"
-                f"pub fn gen_{i}_{j}(x: u32) -> u32 {{ x + {j} }}\n"
-                for j in range(1 + i % 4)
-            )
-        )
-    old = os.stat(root).st_mtime - 3600
-    for p in root.rglob("*.rs"):
-        os.utime(p, (old, old))  # an hour old: size and mtime decide, not the hash
-    return root
+def crate(crate: Path) -> Path:
+    """The mini crate and 8 more files of 1 to 4 items, an hour old: size and mtime decide."""
+    add_generated_files(
+        crate, [1 + i % 4 for i in range(8)], doc="Item {i}.{j}: parse the config of item {j}."
+    )
+    backdate(crate, pattern="*.rs")
+    return crate
 
 
 def _run(root: Path, idx: Path, emb: HashEmbedder | None = None, **kw: Any) -> Any:
@@ -244,23 +243,15 @@ def test_unreadable_vector_shard_is_kept_and_force_named(built: tuple[Path, Path
 
 
 def test_server_collection_deleted_is_said_never_recreated_and_reembedded(
-    crate: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    crate: Path, tmp_path: Path, qdrant_server: LocalQdrantServer
 ) -> None:
     """The same with the vectors on a Qdrant server (qdrant-client's on-disk local mode
     stands in for one): the collection is gone."""
-    import qdrant_client
-
-    real = qdrant_client.QdrantClient
-
-    def local_client(url: str | None = None, api_key: str | None = None, **_: object) -> Any:
-        return real(path=str(tmp_path / "qdrant-local"))
-
-    monkeypatch.setattr(qdrant_client, "QdrantClient", local_client)
-    url = "http://127.0.0.1:6333"
+    url = qdrant_server.url
     idx = tmp_path / "idx"
     _run(crate, idx, qdrant_url=url)
     collection = json.loads((idx / "identity.json").read_text())["collection"]
-    client = local_client(url)
+    client = qdrant_server(url)
     client.delete_collection(collection)
     client.close()
     with SearchIndex(idx, embedder=HashEmbedder()) as s:
@@ -269,7 +260,7 @@ def test_server_collection_deleted_is_said_never_recreated_and_reembedded(
             s.search("parse config", limit=3)
         with pytest.raises(IndexDamagedError, match="vector store is missing"):
             s.stats()
-    client = local_client(url)
+    client = qdrant_server(url)
     assert not client.collection_exists(collection), "a search must never create a store"
     client.close()
     emb = CountingEmbedder()

@@ -28,8 +28,9 @@ from rcm_dask import IndexConfig, index, open_index
 from rcm_dask.errors import DiskFullError, IndexWriteError
 from rcm_dask.stores import space
 from rcm_dask.stores.space import MIB, free_bytes, is_disk_full
+from rcm_dask.testing import HashEmbedder
 
-from .conftest import DATA, HashEmbedder
+from . import DATA
 
 RCM_DASK = Path(sys.executable).parent / "rcm-dask"
 TIMEOUT = 180

@@ -14,7 +14,7 @@ import pytest
 from rcm_dask import IndexConfig, index
 from rcm_dask.search import SearchIndex
 
-from .conftest import DATA
+from . import DATA
 
 pytestmark = pytest.mark.slow
 

@@ -25,8 +25,7 @@ from rcm_dask.errors import SourceError
 from rcm_dask.records import display_path
 from rcm_dask.search import SearchIndex
 from rcm_dask.stores.manifest import Manifest
-
-from .conftest import HashEmbedder, index_state
+from rcm_dask.testing import HashEmbedder, index_state
 
 GOOD = "/// Keeps the peace.\npub fn good_neighbour(x: u32) -> u32 {\n    x + 1\n}\n"
 

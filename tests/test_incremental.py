@@ -8,7 +8,6 @@ real processes.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,43 +19,32 @@ from rcm_dask.errors import IndexWriteError
 from rcm_dask.records import EmbeddedBatch
 from rcm_dask.stores.bm25 import Bm25Store
 from rcm_dask.stores.manifest import Manifest
+from rcm_dask.testing import (
+    CountingEmbedder,
+    HashEmbedder,
+    LocalQdrantServer,
+    add_generated_files,
+    assert_converged,
+    index_state,
+)
 from rcm_dask.writer import IndexWriter
-
-from .conftest import DATA, CountingEmbedder, HashEmbedder, assert_converged, index_state
 
 
 @pytest.fixture
-def crate(tmp_path: Path) -> Path:
-    root = tmp_path / "crate"
-    shutil.copytree(DATA / "mini_crate", root)
-    # more files, so that commits land between files
-    for i in range(12):
-        (root / "src" / f"gen_{i}.rs").write_text(
-            "".join(
-                f"/// Item {i}.{j}.\npub fn gen_{i}_{j}(x: u32) -> u32 {{ x + {j} }}\n"
-                for j in range(6)
-            )
-        )
-    return root
+def crate(crate: Path) -> Path:
+    """The mini crate and 12 more files of 6 items: commits land between files."""
+    add_generated_files(crate, [6] * 12)
+    return crate
 
 
 @pytest.fixture(params=["qdrant-edge", "qdrant-server"])
-def vector_backend(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> str | None:
+def vector_backend(request: pytest.FixtureRequest) -> str | None:
     """The embedded engine (None), or a Qdrant server URL served by qdrant-client's
     on-disk local mode (the same client code as a real server)."""
     if request.param == "qdrant-edge":
         return None
-    import qdrant_client
-
-    real = qdrant_client.QdrantClient
-
-    def local_client(url: str | None = None, api_key: str | None = None, **_: object) -> Any:
-        return real(path=str(tmp_path / "qdrant-local"))
-
-    monkeypatch.setattr(qdrant_client, "QdrantClient", local_client)
-    return "http://127.0.0.1:6333"
+    server: LocalQdrantServer = request.getfixturevalue("qdrant_server")
+    return server.url
 
 
 def _run(root: Path, index_dir: Path, emb: HashEmbedder | None = None, **kw: Any) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from pathlib import Path
 
@@ -15,15 +14,9 @@ from rcm_dask.errors import IndexIdentityError, IndexNotFoundError, SourceError
 from rcm_dask.reader import open_index
 from rcm_dask.search import SearchIndex
 from rcm_dask.stores.manifest import Manifest
+from rcm_dask.testing import HashEmbedder, LocalQdrantServer
 
-from .conftest import DATA, HashEmbedder
-
-
-@pytest.fixture
-def crate(tmp_path: Path) -> Path:
-    root = tmp_path / "mini_crate"
-    shutil.copytree(DATA / "mini_crate", root)
-    return root
+from . import DATA
 
 
 def _index(root: str | Path, index_dir: Path, **kw: object) -> object:
@@ -211,24 +204,14 @@ def test_search_without_index_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_qdrant_server_backend(
-    crate: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    crate: Path, tmp_path: Path, qdrant_server: LocalQdrantServer
 ) -> None:
     """--qdrant-url goes through qdrant-client; here its on-disk local mode stands in for a server."""
-    import qdrant_client
-
-    real = qdrant_client.QdrantClient
-    seen: list[str] = []
-
-    def local_client(url: str | None = None, api_key: str | None = None, **_: object):  # type: ignore[no-untyped-def]
-        seen.append(str(url))
-        return real(path=str(tmp_path / "qdrant-local"))
-
-    monkeypatch.setattr(qdrant_client, "QdrantClient", local_client)
     idx_dir = tmp_path / "idx"
-    url = "http://127.0.0.1:6333"
+    url = qdrant_server.url
     config = IndexConfig(index_dir=str(idx_dir), qdrant_url=url)
     stats = index(str(crate), config, embedder=HashEmbedder())
-    assert seen and set(seen) == {url}
+    assert qdrant_server.urls and set(qdrant_server.urls) == {url}
     assert not (idx_dir / "vectors").exists()
     with SearchIndex(idx_dir, config, embedder=HashEmbedder()) as idx:
         assert idx.identity["qdrant_url"] == url and idx.identity["collection"] == "rcm_idx"

@@ -18,9 +18,10 @@ from rcm_dask.errors import IndexIdentityError, IndexNotFoundError, SourceError
 from rcm_dask.intel import CodeIntel, cargo_crate_name
 from rcm_dask.records import EmbeddedBatch, IndexedFile, SourceFile
 from rcm_dask.symbols import expand_use, resolve_use
+from rcm_dask.testing import HashEmbedder
 from rcm_dask.writer import IndexWriter
 
-from .conftest import DATA, HashEmbedder
+from . import DATA
 
 HEAP = "alloc/src/collections/binary_heap.rs"
 COLLECTIONS = "alloc/src/collections/mod.rs"

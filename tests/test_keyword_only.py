@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rcm_dask import IndexConfig, index, open_index
+from rcm_dask import index, open_index
 from rcm_dask.dataflow import DaskRun
 from rcm_dask.embedding import Embedder, bundled_model_dir
 from rcm_dask.errors import ConfigError, IndexIdentityError
@@ -25,8 +26,9 @@ from rcm_dask.search import KEYWORD_ONLY_NOTICE, SearchIndex
 from rcm_dask.sources import discover_sources, open_root
 from rcm_dask.stages import gather_segments, keyword_batch, read_chunk_partition
 from rcm_dask.stores.manifest import Manifest, read_identity
+from rcm_dask.testing import HashEmbedder, config_for, index_snapshot
 
-from .conftest import DATA, HashEmbedder
+from . import DATA
 
 MODES = ("sequential", "parallel", "pipeline")
 
@@ -75,23 +77,15 @@ def small(tmp_path: Path) -> Path:
     return _write_crate(tmp_path / "small", None)
 
 
-def _config(index_dir: Path, **kw: Any) -> IndexConfig:
-    # small partitions and an odd batch size: several partitions, batches across files
-    base: dict[str, Any] = {"index_dir": str(index_dir), "partition_bytes": 8_000, "batch_size": 7}
-    base.update(kw)
-    return IndexConfig(**base)
+# small partitions and an odd batch size: several partitions, batches across files
+_config = partial(config_for, partition_bytes=8_000, batch_size=7)
 
 
 def _snapshot(index_dir: Path) -> dict[str, Any]:
-    """Manifest rows (chunk ids in order) and BM25 documents of an index."""
-    with SearchIndex(index_dir, embedder=HashEmbedder()) as idx:
-        docs = {p["id"]: p for p in idx.bm25.iter_payloads()}
-    m = Manifest(index_dir, readonly=True)
-    try:
-        files = {f.path: (f.sha256, f.chunk_ids) for f in m.files()}
-    finally:
-        m.close()
-    return {"files": files, "docs": docs}
+    """Manifest rows (hash and chunk ids in order) and BM25 documents of an index."""
+    snap = index_snapshot(index_dir)
+    snap["files"] = {path: (f.sha256, f.chunk_ids) for path, f in snap["files"].items()}
+    return snap
 
 
 def _no_weights(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -205,6 +199,18 @@ def test_keyword_batches_are_the_chunks_without_vectors(small: Path) -> None:
 # --------------------------------------------------------------------------- every mode
 
 
+def _index_keyword_only(corpus: Path, idx: Path, mode: str, dask_client: Any) -> Any:
+    """Index ``corpus`` keyword-only into ``idx`` in ``mode`` (on the cluster unless sequential)."""
+    client = None if mode == "sequential" else dask_client
+    return index(
+        str(corpus),
+        _config(idx, vectors="none"),
+        mode=mode,
+        client=client,
+        embedder=HashEmbedder(),
+    )
+
+
 @pytest.fixture(scope="module")
 def built(corpus: Path, dask_client: Any, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The corpus indexed with vectors once (sequential), and keyword-only in every mode."""
@@ -214,14 +220,7 @@ def built(corpus: Path, dask_client: Any, tmp_path_factory: pytest.TempPathFacto
     out["qdrant"] = (stats, _snapshot(base), base)
     for mode in MODES:
         idx = tmp_path_factory.mktemp(f"kw-{mode}")
-        client = None if mode == "sequential" else dask_client
-        stats = index(
-            str(corpus),
-            _config(idx, vectors="none"),
-            mode=mode,
-            client=client,
-            embedder=HashEmbedder(),
-        )
+        stats = _index_keyword_only(corpus, idx, mode, dask_client)
         out[mode] = (stats, _snapshot(idx), idx)
     return out
 
@@ -272,14 +271,7 @@ class TestKeywordOnlyModes:
         self, built: dict, mode: str, corpus: Path, dask_client: Any
     ) -> None:
         idx = built[mode][2]
-        client = None if mode == "sequential" else dask_client
-        again = index(
-            str(corpus),
-            _config(idx, vectors="none"),
-            mode=mode,
-            client=client,
-            embedder=HashEmbedder(),
-        )
+        again = _index_keyword_only(corpus, idx, mode, dask_client)
         assert again.files_indexed == 0 and again.files_unchanged == again.files_seen
         assert _snapshot(idx) == built[mode][1]
 

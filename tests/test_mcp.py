@@ -27,7 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from rcm_dask.config import default_index_dir
 from rcm_dask.stores.lock import IndexLock
 
-from .conftest import REPO
+from . import REPO
 
 COLLECTIONS = [
     "mod.rs",

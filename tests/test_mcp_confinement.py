@@ -244,6 +244,18 @@ def write_codebase(root: Path) -> None:
     (root / ".hidden" / "x.rs").write_text("// not for agents\n")
 
 
+async def start_keyword_index(session: Any, code: Path) -> tuple[dict[str, Any], str]:
+    """Start a sequential keyword-only index of ``code``, not waiting for it to finish."""
+    return await call(
+        session,
+        "index_codebase",
+        directory=str(code),
+        mode="sequential",
+        vectors="none",
+        wait_seconds=0,
+    )
+
+
 def test_failed_or_unfinished_index_runs_make_nothing_readable(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
@@ -269,14 +281,7 @@ def test_failed_or_unfinished_index_runs_make_nothing_readable(
                 assert "index" in message and "hunter2" not in message, message
 
             # while the first run of a folder is going, nothing of it is readable
-            started, _ = await call(
-                session,
-                "index_codebase",
-                directory=str(code),
-                mode="sequential",
-                vectors="none",
-                wait_seconds=0,
-            )
+            started, _ = await start_keyword_index(session, code)
             assert started["state"] == "indexing"  # the child is still importing
             for args in (
                 {"file": "src/lib.rs"},
@@ -307,14 +312,7 @@ def test_read_file_content_returns_only_what_the_index_covers(
 
     async def scenario() -> None:
         async with stdio_session(env, tmp_path / "server.log", [tmp_path]) as session:
-            done, text = await call(
-                session,
-                "index_codebase",
-                directory=str(code),
-                mode="sequential",
-                vectors="none",
-                wait_seconds=0,
-            )
+            done, text = await start_keyword_index(session, code)
             status = await wait_ready(session, str(code))
             assert status["files"] == 2 and status["vectors"] == "none", text
 

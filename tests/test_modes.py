@@ -7,6 +7,7 @@ import shutil
 import signal
 import time
 from collections import deque
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,17 @@ from rcm_dask.dataflow import DaskRun
 from rcm_dask.errors import ClusterError, ConfigError, IndexWriteError
 from rcm_dask.planning import choose_mode, plan_run
 from rcm_dask.records import FileRef, IndexStats, ParsedPartition
-from rcm_dask.search import SearchIndex
 from rcm_dask.sources import discover_sources, open_root
 from rcm_dask.stages import embed_segments, group_files, read_chunk_partition
-from rcm_dask.stores.manifest import Manifest
+from rcm_dask.testing import (
+    FailingEmbedder,
+    HashEmbedder,
+    SlowEmbedder,
+    config_for,
+    index_snapshot,
+)
 
-from .conftest import DATA, FailingEmbedder, HashEmbedder, SlowEmbedder
+from . import DATA
 
 MODES = ("sequential", "parallel", "pipeline")
 
@@ -40,32 +46,15 @@ def corpus(rust_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _config(index_dir: Path, **kw: Any) -> IndexConfig:
-    # small partitions and an odd batch size: many partitions, batches that cross files
-    base: dict[str, Any] = {
-        "index_dir": str(index_dir),
-        "partition_bytes": 24_000,
-        "batch_size": 50,
-    }
-    base.update(kw)
-    return IndexConfig(**base)
+# small partitions and an odd batch size: many partitions, batches that cross files
+_config = partial(config_for, partition_bytes=24_000, batch_size=50)
 
-
-def _snapshot(index_dir: Path) -> dict[str, Any]:
-    """Everything an index holds, in comparable form."""
-    with SearchIndex(index_dir, embedder=HashEmbedder()) as idx:
-        docs = {p["id"]: p for p in idx.bm25.iter_payloads()}
-        vectors = {
-            pid: np.asarray(vec, dtype=np.float32) for pid, vec, _ in idx.vectors.iter_points()
-        }
-        searches = {
-            q: [(h.id, h.bm25_rank, h.vector_rank) for h in idx.search(q, limit=8)]
-            for q in ("push onto the heap", "drain filter linked list", "VecDeque rotate")
-        }
-    m = Manifest(index_dir, readonly=True)
-    files = {f.path: f for f in m.files()}
-    m.close()
-    return {"docs": docs, "vectors": vectors, "files": files, "searches": searches}
+_snapshot = partial(
+    index_snapshot,
+    vectors=True,
+    queries=("push onto the heap", "drain filter linked list", "VecDeque rotate"),
+)
+"""Everything an index holds, in comparable form."""
 
 
 def _assert_converged(root: Path, idx: Path, fresh: Path) -> None:
@@ -74,6 +63,14 @@ def _assert_converged(root: Path, idx: Path, fresh: Path) -> None:
     a, b = _snapshot(idx), _snapshot(fresh)
     assert a["files"] == b["files"] and a["docs"] == b["docs"]
     assert set(a["vectors"]) == set(b["vectors"])
+
+
+@pytest.fixture
+def code(corpus: Path, tmp_path: Path) -> Path:
+    """A copy of the corpus that a test may change."""
+    root = tmp_path / "code"
+    shutil.copytree(corpus, root)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -177,10 +174,9 @@ def test_pipeline_overlaps_stages(corpus: Path, dask_client: Any, tmp_path: Path
 
 
 def test_incremental_rerun_in_pipeline_matches_fresh_index(
-    corpus: Path, dask_client: Any, tmp_path: Path
+    code: Path, dask_client: Any, tmp_path: Path
 ) -> None:
-    root = tmp_path / "code"
-    shutil.copytree(corpus, root)
+    root = code
     idx = tmp_path / "idx"
     index(str(root), _config(idx), mode="pipeline", client=dask_client, embedder=HashEmbedder())
     (root / "binary_heap" / "mod.rs").write_text("/// A heap.\npub fn heapify_all() {}\n")
@@ -197,10 +193,9 @@ def test_incremental_rerun_in_pipeline_matches_fresh_index(
 
 
 def test_error_in_a_stage_stops_the_run_and_keeps_the_last_commit(
-    corpus: Path, dask_client: Any, tmp_path: Path
+    code: Path, dask_client: Any, tmp_path: Path
 ) -> None:
-    root = tmp_path / "code"
-    shutil.copytree(corpus, root)
+    root = code
     idx = tmp_path / "idx"
     index(str(root), _config(idx), mode="sequential", embedder=HashEmbedder())
     before = _snapshot(idx)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 
 import rcm_dask
 from rcm_dask.cli import main
@@ -60,7 +61,7 @@ def test_the_readme_shows_every_command() -> None:
 
 
 @pytest.mark.parametrize("line", COMMANDS, ids=lambda line: line[:60])
-def test_every_readme_command_and_option_exists(line: str) -> None:
+def test_every_readme_command_and_option_exists_and_runs(line: str) -> None:
     argv = _argv(line)
     sub = argv[1]
     assert sub in main.commands, f"README shows `rcm-dask {sub}`, which does not exist"
@@ -70,6 +71,8 @@ def test_every_readme_command_and_option_exists(line: str) -> None:
     for word in argv[2:]:
         if word.startswith("-") and len(word) > 1 and not word[1:].replace(".", "").isdigit():
             assert word.split("=")[0] in options, f"README shows {word} for `rcm-dask {sub}`"
+    result = CliRunner().invoke(main, [sub, "--help"])
+    assert result.exit_code == 0, result.output
 
 
 def test_every_cli_option_is_in_the_readme_synopsis_or_text() -> None:

@@ -25,8 +25,7 @@ from rcm_dask.errors import IndexLockedError
 from rcm_dask.search import SearchIndex
 from rcm_dask.stores.bm25 import Bm25Store
 from rcm_dask.stores.lock import HOLDER_FILE, is_locked
-
-from .conftest import HashEmbedder, assert_converged, index_state
+from rcm_dask.testing import HashEmbedder, assert_converged, index_state
 
 pytestmark = pytest.mark.slow
 

@@ -178,23 +178,18 @@ def test_exclude_patterns_leave_only_the_scope(tmp_path: Path) -> None:
     assert [f.path for f in found] == ["a/src/lib.rs", "a/src/x/mod.rs"]
 
 
+def _runner_command(rust_src: Path, scope: str, out: Path, *options: str) -> list[str]:
+    """The documented run.py command on one scope of rust-src, writing into ``out``."""
+    library = ["--library", str(rust_src / "library"), "--scope", scope]
+    return [sys.executable, str(BENCH / "run.py"), *library, *options, "--out", str(out)]
+
+
 def test_runner_end_to_end_on_one_file(rust_src: Path, tmp_path: Path) -> None:
     """The documented command on a one-file scope, real Tantivy and Qdrant, fake vectors."""
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        str(BENCH / "run.py"),
-        "--library",
-        str(rust_src / "library"),
-        "--scope",
-        "alloc/src/collections/binary_heap.rs",
-        "--embedder",
-        "hash",
-        "--warmup",
-        "1",
-        "--out",
-        str(out),
-    ]
+    cmd = _runner_command(
+        rust_src, "alloc/src/collections/binary_heap.rs", out, "--embedder", "hash", "--warmup", "1"
+    )
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads((out / "last_run.json").read_text())
@@ -224,18 +219,7 @@ def test_runner_end_to_end_on_one_file(rust_src: Path, tmp_path: Path) -> None:
 def test_runner_with_a_real_model(rust_src: Path, tmp_path: Path, tiny_model: Path) -> None:
     """The same command through the real embedding path (a tiny local model)."""
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        str(BENCH / "run.py"),
-        "--library",
-        str(rust_src / "library"),
-        "--scope",
-        "core/src/cell.rs",
-        "--model",
-        str(tiny_model),
-        "--out",
-        str(out),
-    ]
+    cmd = _runner_command(rust_src, "core/src/cell.rs", out, "--model", str(tiny_model))
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     result = json.loads((out / "last_run.json").read_text())

@@ -11,8 +11,9 @@ import pytest
 
 from rcm_dask import IndexConfig, index
 from rcm_dask.dataflow import DaskRun
+from rcm_dask.testing import HashEmbedder
 
-from .conftest import DATA, HashEmbedder
+from . import DATA
 
 pytestmark = [pytest.mark.cluster]
 

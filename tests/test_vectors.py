@@ -21,40 +21,12 @@ from rcm_dask.stores import (
     chunk_payload,
     open_vector_store,
 )
+from rcm_dask.testing import LocalQdrantServer, make_chunk
 
 DIM = 4
 
 Opener = Callable[[int], VectorStore]
 """Opens the backend's store at its one test location, with the given dimension."""
-
-
-def make_chunk(
-    name: str, *, path: str = "src/lib.rs", kind: str = "function", code: str = ""
-) -> Chunk:
-    """A chunk with a deterministic UUID id from its path and name."""
-    code = code or f"fn {name}() {{}}"
-    return Chunk(
-        id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{path}#{name}")),
-        path=path,
-        module="",
-        name=name,
-        qualname=name,
-        kind=kind,  # type: ignore[arg-type]
-        parent="",
-        visibility="",
-        signature=f"fn {name}()",
-        docs=f"Docs of {name}.",
-        attributes=(),
-        imports=(),
-        calls=(),
-        type_refs=(),
-        start_line=1,
-        end_line=1,
-        start_byte=0,
-        end_byte=len(code),
-        has_error=False,
-        code=code,
-    )
 
 
 def unit(*xs: float) -> list[float]:
@@ -269,16 +241,11 @@ class TestQdrantClientVectorStore(VectorStoreConformance):
         # No server here: the URL is handed to a stand-in that opens local mode instead.
         import qdrant_client
 
-        seen: list[dict[str, object]] = []
-
-        def fake_client(**kwargs: object) -> QdrantClient:
-            seen.append(kwargs)
-            return QdrantClient(location=":memory:")
-
-        monkeypatch.setattr(qdrant_client, "QdrantClient", fake_client)
+        server = LocalQdrantServer(None)  # in memory
+        monkeypatch.setattr(qdrant_client, "QdrantClient", server)
         store = open_vector_store(Path("unused"), DIM, "http://qdrant:6333", "rust", api_key="k")
         assert isinstance(store, QdrantClientVectorStore)
-        assert seen == [{"url": "http://qdrant:6333", "api_key": "k"}]
+        assert server.calls == [{"url": "http://qdrant:6333", "api_key": "k"}]
         store.upsert_batch(CHUNKS, VECTORS)
         assert store.count() == len(CHUNKS)
         store.close()  # the store made this client, so it closes it

@@ -91,11 +91,11 @@ def measure(cmd: list[str]) -> tuple[dict[str, Any], float, float]:
 
 def embed_only(root: str) -> None:
     """Child process: chunk everything (untimed), then time the plain embedding loop."""
-    from rcm_dask.embed_text import format_for_embedding
     from rcm_dask.config import IndexConfig
+    from rcm_dask.embed_text import format_for_embedding
     from rcm_dask.embedding import Embedder
-    from rcm_dask.stages import read_chunk_partition
     from rcm_dask.sources import discover_sources, open_root
+    from rcm_dask.stages import read_chunk_partition
 
     config = IndexConfig.from_env()
     src = open_root(root)
@@ -209,10 +209,10 @@ def main() -> None:
                     file=sys.stderr,
                     flush=True,
                 )
+    import dask
     import torch
     import transformers
 
-    import dask
     import rcm_dask
 
     env = environment_summary()

@@ -27,7 +27,6 @@ import json
 import math
 import os
 import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from rcm_dask import testing
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -139,47 +138,16 @@ def exclude_patterns(library: Path, scope: Scope) -> list[str]:
     return patterns + list(scope.exclude_globs)
 
 
-class HashEmbedder:
-    """Fake embedder for quick checks of the runner: hashed bag of words, 64 dimensions.
+class HashEmbedder(testing.HashEmbedder):
+    """Fake embedder for quick checks of the runner: the tests' hashed bag of words
+    (:class:`rcm_dask.testing.HashEmbedder`, 64 dimensions) with this benchmark's token
+    budget and fingerprint.
 
     Its vectors carry no meaning beyond shared words; figures made with it say nothing
-    about the model. Picklable, but importable only from this script: use it with the
-    ``sequential`` mode (which this script forces for it)."""
+    about the model. Use it with the ``sequential`` mode (which this script forces for it)."""
 
-    dimension = 64
     max_tokens = 256
-    batch_size = 128
-    name = "hash-embedder"
     fingerprint = "search-quality-hash-v1"
-    model_dir = Path("/nonexistent/hash-embedder")
-
-    @property
-    def identity(self) -> dict[str, object]:
-        """What an index must agree on to mix vectors."""
-        return {
-            "model": self.name,
-            "model_fingerprint": self.fingerprint,
-            "dimensions": self.dimension,
-            "max_tokens": self.max_tokens,
-        }
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Word and punctuation tokens, plus two special tokens."""
-        return [len(re.findall(r"\w+|[^\w\s]", t)) + 2 for t in texts]
-
-    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
-        """L2-normalised hashed word counts."""
-        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in re.findall(r"[a-z]+", text.lower()):
-                digest = hashlib.blake2b(word.encode(), digest_size=4).digest()
-                out[i, int.from_bytes(digest, "little") % self.dimension] += 1.0
-            norm = float(np.linalg.norm(out[i]))
-            if norm:
-                out[i] /= norm
-            else:
-                out[i, 0] = 1.0
-        return out
 
 
 # --------------------------------------------------------------------------- file baseline
