@@ -195,7 +195,7 @@ class CodeIntel(Closing):
     Parameters
     ----------
     index_dir
-        The index folder (see :func:`rcm_dask.search.resolve_index_dir` to find one).
+        The index folder (see :func:`rcm_dask.planning.resolve_index_dir` to find one).
 
     Raises
     ------

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -172,21 +172,32 @@ def _candidate(
 
 def _hit(c: Candidate) -> Hit:
     """A ranked candidate as a search result."""
-    p = c.payload
+    return payload_hit(c.payload, c.score, c.key, c.bm25_rank, c.vector_rank)
+
+
+def payload_hit(
+    payload: Mapping[str, Any],
+    score: float,
+    key: str = "",
+    bm25_rank: int | None = None,
+    vector_rank: int | None = None,
+) -> Hit:
+    """A stored chunk payload (:func:`~rcm_dask.stores.chunk_payload`) as a search result."""
+    p = payload
     return Hit(
-        id=str(p.get("id", c.key)),
+        id=str(p.get("id", key)),
         path=str(p.get("path", "")),
         start_line=int(p.get("start_line", 0)),
         end_line=int(p.get("end_line", 0)),
         name=str(p.get("name", "")),
         qualname=str(p.get("qualname", "")),
         kind=str(p.get("kind", "")),
-        score=c.score,
+        score=score,
         snippet=snippet_of(str(p.get("code", "")), str(p.get("signature", ""))),
         signature=str(p.get("signature", "")),
         parent=str(p.get("parent", "")),
-        bm25_rank=c.bm25_rank,
-        vector_rank=c.vector_rank,
+        bm25_rank=bm25_rank,
+        vector_rank=vector_rank,
     )
 
 

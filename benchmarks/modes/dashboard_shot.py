@@ -3,7 +3,7 @@
 Starts a LocalCluster with its dashboard, indexes a slice of rust-src in ``pipeline`` mode on
 it with the real model, and when the run ends, while the cluster is still up,
 shoots the page with headless Chromium. The run's tasks are grouped in Dask spans
-(``rcm-dask`` / ``index`` / ``read-chunk``, ``embed``, ``write``: see ``rcm_dask.modes``), so
+(``rcm-dask`` / ``index`` / ``read-chunk``, ``embed``, ``write``: see ``rcm_dask.dataflow``), so
 the page splits its time by stage (task prefix) and by activity.
 
 Needs Chromium (``apt-get install -y chromium``). Usage:

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..config import IndexConfig
 from ..errors import RcmError
 from ..planning import kept_vectors
-from ..records import CHUNK_KINDS, Hit
+from ..records import CHUNK_KINDS
 from ..roots import AllowedRoots
-from ..search import SearchIndex, snippet_of
+from ..search import SearchIndex, payload_hit
 from ..stores.lock import describe_holder, is_locked, read_holder
 from .health import HealthChecks, check_index, versions
 from .models import (
@@ -286,7 +286,8 @@ class CodeTools:
             # nearest in meaning, as the vectors have it: no question-answering steps
             hits = idx.search(query, limit=limit + 5, mode="vector", ranking="none")
             notices += idx.notices
-        src = _payload_hit(source) if source is not None else None
+        # score 1: the stored chunk is the query itself
+        src = payload_hit(source, 1.0) if source is not None else None
         if src is not None:
             hits = [
                 h
@@ -478,23 +479,6 @@ def _find_symbol(idx: SearchIndex, symbol: str) -> tuple[dict[str, Any] | None, 
         return None, 0
     ordered = sorted(candidates.values(), key=lambda c: (c[0], c[1], str(c[2].get("path"))))
     return ordered[0][2], len(ordered) - 1
-
-
-def _payload_hit(payload: dict[str, Any]) -> Hit:
-    """A stored chunk payload as a hit (score 1: it is the query itself)."""
-    return Hit(
-        id=str(payload.get("id", "")),
-        path=str(payload.get("path", "")),
-        start_line=int(payload.get("start_line", 0)),
-        end_line=int(payload.get("end_line", 0)),
-        name=str(payload.get("name", "")),
-        qualname=str(payload.get("qualname", "")),
-        kind=str(payload.get("kind", "")),
-        score=1.0,
-        snippet=snippet_of(str(payload.get("code", "")), str(payload.get("signature", ""))),
-        signature=str(payload.get("signature", "")),
-        parent=str(payload.get("parent", "")),
-    )
 
 
 def _listing(found: Sequence[object], head: str, none: str) -> str:
