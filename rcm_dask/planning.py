@@ -102,12 +102,8 @@ def list_codebase(path: str, config: IndexConfig) -> tuple[SourceRoot, Discovery
 
 
 def index_folder(config: IndexConfig, root: SourceRoot) -> Path:
-    """The index folder of a run: ``config.index_dir``, else the codebase's default
-    (:func:`~rcm_dask.config.default_index_dir`), made absolute."""
-    folder = (
-        Path(config.index_dir).expanduser() if config.index_dir else default_index_dir(root.url)
-    )
-    return folder.absolute()
+    """The index folder of a run (:func:`resolve_index_dir`'s rule), made absolute."""
+    return resolve_index_dir(config.index_dir, root=root).absolute()
 
 
 def kept_vectors(index_dir: Path, default: str | None) -> str | None:
@@ -261,8 +257,15 @@ def protocols(fs: Any) -> tuple[str, ...]:
     return (proto,) if isinstance(proto, str) else tuple(proto)
 
 
-def resolve_index_dir(index_dir: str | Path | None = None, path: str | None = None) -> Path:
-    """Which index folder to use: explicit, else the codebase's default, else the latest built.
+def resolve_index_dir(
+    index_dir: str | Path | None = None,
+    path: str | None = None,
+    *,
+    root: SourceRoot | None = None,
+) -> Path:
+    """Which index folder to use: explicit, else the codebase's default
+    (:func:`~rcm_dask.config.default_index_dir` of ``root``, or of the codebase at
+    ``path``), else the latest built. Runs and readers find a folder the same way.
 
     Raises
     ------
@@ -271,10 +274,8 @@ def resolve_index_dir(index_dir: str | Path | None = None, path: str | None = No
     """
     if index_dir:
         return Path(index_dir).expanduser()
-    if path:
-        from .sources import open_root
-
-        return default_index_dir(open_root(path).url)
+    if root is not None or path:
+        return default_index_dir((root or open_root(str(path))).url)
     known = list_indexes()
     if not known:
         raise IndexNotFoundError(
