@@ -368,26 +368,10 @@ class EdgeVectorStore(Closing):
         kinds: Sequence[str] | None = None,
         paths: Sequence[str] | None = None,
     ) -> list[StoreHit]:
-        """The nearest chunks by cosine similarity.
-
-        Parameters
-        ----------
-        vector
-            Query embedding of length ``dim``.
-        limit
-            Most hits returned.
-        kinds, paths
-            Keep only these kinds / exact file paths; None or empty keeps all.
-
-        Returns
-        -------
-        list of StoreHit
-            Best first; the score is the cosine similarity.
-
-        Raises
-        ------
-        IndexIdentityError
-            The query vector's dimension is not the shard's.
+        """The nearest chunks by cosine similarity (:meth:`VectorStore.search`): at most
+        ``limit``, best first, of the given kinds and exact file paths (None or empty
+        keeps all). :class:`~rcm_dask.errors.IndexIdentityError` when the query vector's
+        dimension is not the shard's.
         """
         query = _query_vector(vector, self.dim, f"the vector shard at {self.path}")
         if limit <= 0:
@@ -729,26 +713,10 @@ class QdrantClientVectorStore(Closing):
         kinds: Sequence[str] | None = None,
         paths: Sequence[str] | None = None,
     ) -> list[StoreHit]:
-        """The nearest chunks by cosine similarity.
-
-        Parameters
-        ----------
-        vector
-            Query embedding of length ``dim``.
-        limit
-            Most hits returned.
-        kinds, paths
-            Keep only these kinds / exact file paths; None or empty keeps all.
-
-        Returns
-        -------
-        list of StoreHit
-            Best first; the score is the cosine similarity.
-
-        Raises
-        ------
-        IndexIdentityError
-            The query vector's dimension is not the collection's.
+        """The nearest chunks by cosine similarity (:meth:`VectorStore.search`): at most
+        ``limit``, best first, of the given kinds and exact file paths (None or empty
+        keeps all). :class:`~rcm_dask.errors.IndexIdentityError` when the query vector's
+        dimension is not the collection's.
         """
         from qdrant_client.http import models as qm
 
