@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -96,11 +97,42 @@ def dask_client(
     try:
         own = Client(cluster)
         try:
-            yield own, f"LocalCluster({n_workers} worker processes)"
+            plural = "es" if n_workers != 1 else ""
+            yield own, f"LocalCluster({n_workers} worker process{plural})"
         finally:
             own.close()
     finally:
         cluster.close()
+
+
+def probe_cluster(scheduler: str = "") -> dict[str, Any]:
+    """Start the cluster a run would use (one worker process, or ``scheduler``'s) through
+    :func:`dask_client`, run one task on it and stop it: what the MCP server's health
+    check reports.
+
+    Returns
+    -------
+    dict
+        ``ok``; the ``dask`` and ``distributed`` versions; on success the ``cluster``
+        label, its ``workers`` and the ``seconds`` it all took; otherwise the ``error``.
+    """
+    out: dict[str, Any] = {"ok": False}
+    try:
+        import dask
+        import distributed
+
+        out.update(dask=dask.__version__, distributed=distributed.__version__)
+        start = time.perf_counter()
+        with dask_client(IndexConfig(scheduler=scheduler or None, n_workers=1)) as (client, label):
+            if client.submit(sum, [1, 2], pure=False).result(timeout=60) != 3:
+                raise ClusterError("a one-task job came back wrong")
+            out["cluster"] = label
+            out["workers"] = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+        out["seconds"] = round(time.perf_counter() - start, 2)
+        out["ok"] = True
+    except Exception as e:  # the verdict is the answer: any failure is reported, not raised
+        out["error"] = f"{type(e).__name__}: {e}"
+    return out
 
 
 SCHEDULER_TIMEOUT = 10.0

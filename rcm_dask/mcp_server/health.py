@@ -203,38 +203,13 @@ def check_index(
 
 
 _PROBE_CODE = """
-import json, logging, sys, time
-out = {"ok": False}
-try:
-    import dask, distributed
-    from distributed import Client, LocalCluster
-    out.update(dask=dask.__version__, distributed=distributed.__version__)
-    t = time.perf_counter()
-    address = sys.argv[1] if len(sys.argv) > 1 else ""
-    if address:
-        client = Client(address, timeout=20)
-        out["cluster"] = "scheduler " + address
-        cluster = None
-    else:
-        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None,
-                               silence_logs=logging.ERROR)
-        client = Client(cluster)
-        out["cluster"] = "a LocalCluster (1 worker process)"
-    assert client.submit(sum, [1, 2]).result(timeout=60) == 3
-    out["workers"] = len(client.scheduler_info().get("workers", {}))
-    out["seconds"] = round(time.perf_counter() - t, 2)
-    client.close()
-    if cluster is not None:
-        cluster.close()
-    out["ok"] = True
-except Exception as e:
-    out["error"] = f"{type(e).__name__}: {e}"
-sys.stdout.write(json.dumps(out) + "\\n")
+import json, sys
+from rcm_dask.cluster import probe_cluster
+sys.stdout.write(json.dumps(probe_cluster(sys.argv[1] if len(sys.argv) > 1 else "")) + "\\n")
 """
-"""What the cluster probe runs: a one-task job on a one-worker LocalCluster (or on the
-scheduler given as its argument); it prints one JSON line (ok, versions, label, seconds
-or error)."""
+"""What the cluster probe runs: :func:`rcm_dask.cluster.probe_cluster`, a one-task job on
+the cluster a run would start (one worker process) or on the scheduler given as its
+argument; it prints one JSON line (ok, versions, label, seconds or error)."""
 
 
 def versions() -> dict[str, str]:
