@@ -156,3 +156,15 @@ def test_embedding_runs_only_on_the_gpu_worker_and_the_index_matches(
     cos = [float(vecs_p[k] @ vecs_s[k]) for k in vecs_s]
     assert min(cos) > 0.9999
     assert top_p == top_s
+
+
+def test_probe_cluster_reports_instead_of_raising() -> None:
+    """The health check's probe: the run's own recipe answers with a verdict, never an error."""
+    from rcm_dask.cluster import probe_cluster
+
+    bad = probe_cluster("not a scheduler")
+    assert bad["ok"] is False and "not a Dask scheduler address" in bad["error"]
+    assert bad["dask"] and bad["distributed"]
+    good = probe_cluster()
+    assert good["ok"] is True, good
+    assert good["cluster"] == "LocalCluster(1 worker process)" and good["workers"] == 1
