@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE.parent))
 # what every report records: the lock's hash, CPU, cores, GPU (shared by benchmarks/*)
 from _env import environment_lines, environment_summary  # noqa: E402
 
-MODES = ("sequential", "parallel", "pipeline", "embed-only")
+MODES = ("sequential", "parallel", "pipeline", "embed-only", "matmul-peak")
 SIZES = {
     "alloc": "library/alloc",
     "collections": "library/alloc/src/collections",
@@ -108,16 +108,63 @@ def embed_only(root: str) -> None:
     )
     part = read_chunk_partition(discover_sources(src).files, src.fs, emb)
     texts = [format_for_embedding(c) for c in part.chunks]
+    tokens = sum(emb.count_tokens(texts))
     emb.load()
     start = time.perf_counter()
     for i in range(0, len(texts), config.batch_size):
         emb.embed_batch(texts[i : i + config.batch_size])
     seconds = time.perf_counter() - start
-    json.dump({"chunks": len(texts), "embed_seconds": seconds}, sys.stdout)
+    flops = tokens * flops_per_token(emb.model_dir, tokens / max(len(texts), 1))
+    json.dump(
+        {
+            "chunks": len(texts),
+            "embed_seconds": seconds,
+            "tokens": tokens,
+            "precision": emb.precision,
+            "model_gflops": flops / seconds / 1e9,
+        },
+        sys.stdout,
+    )
+
+
+def flops_per_token(model_dir: Path, mean_tokens: float) -> float:
+    """Forward-pass FLOPs per real token of a BERT-style encoder (multiply-adds count 2):
+    the dense layers (4 h^2 for Q, K, V and the output, 2 h i for the feed-forward) and
+    the attention products (2 x 2 h s, s the sequence length), per layer. Padding is not
+    counted: it is work the model does, but not work a chunk needs."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    h, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    return layers * (2 * (4 * h * h + 2 * h * inter) + 4 * h * mean_tokens)
+
+
+def matmul_peak(seconds: float = 3.0, size: int = 2048) -> None:
+    """Child process: the machine's matrix-multiply rate in fp32 and bf16 (torch, as many
+    threads as usable cores), the ceiling the model's FLOP/s is judged against."""
+    import torch
+
+    from _env import usable_cores
+
+    torch.set_num_threads(usable_cores())
+    out: dict[str, float] = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a = torch.randn(size, size, dtype=dtype)
+        b = torch.randn(size, size, dtype=dtype)
+        torch.matmul(a, b)  # warm-up (oneDNN picks its kernels)
+        rates = []
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline or len(rates) < 3:
+            start = time.perf_counter()
+            torch.matmul(a, b)
+            rates.append(2 * size**3 / (time.perf_counter() - start) / 1e9)
+        out[name] = statistics.median(rates)
+    json.dump({"gflops": out, "threads": torch.get_num_threads()}, sys.stdout)
 
 
 def run_once(mode: str, root: Path, tmp: Path) -> dict[str, Any]:
     """One measured run of one mode."""
+    if mode == "matmul-peak":
+        data, wall, peak = measure([sys.executable, __file__, "--matmul-peak-child"])
+        return {"mode": mode, "wall_s": wall, "chunks": 0, "peak_mb": peak, **data}
     if mode == "embed-only":
         data, wall, peak = measure([sys.executable, __file__, "--embed-only-child", str(root)])
         return {
@@ -126,6 +173,9 @@ def run_once(mode: str, root: Path, tmp: Path) -> dict[str, Any]:
             "process_s": wall,
             "chunks": data["chunks"],
             "peak_mb": peak,
+            "tokens": data["tokens"],
+            "precision": data["precision"],
+            "model_gflops": data["model_gflops"],
         }
     cmd = [
         sys.executable,
@@ -158,6 +208,7 @@ def run_once(mode: str, root: Path, tmp: Path) -> dict[str, Any]:
 
 def table(results: dict[str, list[dict[str, Any]]]) -> str:
     """Medians per mode as Markdown, with the ratios the targets are about."""
+    peak_runs = results.pop("matmul-peak", [])
     med = {m: statistics.median(r["wall_s"] for r in runs) for m, runs in results.items()}
     lines = [
         "| mode | wall s (median) | runs | chunks | chunks/s | peak MB (median, all processes) |",
@@ -165,6 +216,8 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
     ]
     for mode, runs in results.items():
         chunks = runs[0]["chunks"]
+        if not chunks:
+            continue
         walls = ", ".join(f"{r['wall_s']:.0f}" for r in runs)
         peak = statistics.median(r["peak_mb"] for r in runs)
         lines.append(
@@ -178,6 +231,25 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
         lines.append(f"pipeline wall / embed-only: {med['pipeline'] / med['embed-only']:.3f}")
     if "embed-only" in med and "parallel" in med:
         lines.append(f"parallel wall / embed-only: {med['parallel'] / med['embed-only']:.3f}")
+    if peak_runs:
+        peak = {
+            k: statistics.median(r["gflops"][k] for r in peak_runs) for k in peak_runs[0]["gflops"]
+        }
+        lines.append(
+            "matmul peak (2048^2, median): "
+            + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in peak.items())
+        )
+        embed = results.get("embed-only", [])
+        if embed:
+            model = statistics.median(r["model_gflops"] for r in embed)
+            precision = embed[0]["precision"]
+            tokens = embed[0]["tokens"] / max(embed[0]["chunks"], 1)
+            ceiling = peak.get(precision, peak["fp32"])
+            lines.append(
+                f"model (embed-only, {precision}, {tokens:.0f} tokens a chunk): "
+                f"{model:,.0f} GFLOP/s = {model / ceiling:.0%} of the {precision} matmul peak"
+            )
+        results["matmul-peak"] = peak_runs
     return "\n".join(lines)
 
 
@@ -191,9 +263,13 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--out", default=str(HERE / "last_run.json"))
     parser.add_argument("--embed-only-child", help=argparse.SUPPRESS)
+    parser.add_argument("--matmul-peak-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.embed_only_child:
         embed_only(args.embed_only_child)
+        return
+    if args.matmul_peak_child:
+        matmul_peak()
         return
     root = Path(args.root) if args.root else rust_src() / SIZES[args.size]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
