@@ -29,6 +29,14 @@ LOCK = Path(__file__).resolve().parents[1] / "requirements.lock"
 """The lock of every pip-installed package but torch (see its header and README)."""
 
 
+def rust_src() -> Path:
+    """The rust-src root (``library/``, ``compiler/``...), installed by
+    ``benchmarks/rust_src.sh`` when missing: every benchmark's way to find the corpus."""
+    script = Path(__file__).resolve().parent / "rust_src.sh"
+    out = subprocess.run(["sh", str(script)], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
 def cpu_model() -> str:
     """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
     try:

@@ -39,16 +39,17 @@ def isolated_home(
 
 @pytest.fixture(scope="session")
 def rust_src() -> Path:
-    """Root of Debian's rust-src (installed by ../shared/corpus/fetch.sh when missing)."""
+    """Root of Debian's rust-src (``benchmarks/rust_src.sh`` installs it when missing)."""
     found = sorted(Path("/usr/src").glob("rustc-*/library"))
     if found:
         return found[0].parent
-    script = REPO.parent / "shared" / "corpus" / "fetch.sh"
-    if not script.exists():
-        pytest.skip("rust-src is not installed and ../shared/corpus/fetch.sh is not here")
     try:
         out = subprocess.run(
-            ["bash", str(script)], check=True, capture_output=True, text=True, timeout=900
+            ["sh", str(REPO / "benchmarks" / "rust_src.sh")],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
     except (subprocess.SubprocessError, OSError) as e:
         if os.environ.get("CI"):

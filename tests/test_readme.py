@@ -13,6 +13,7 @@ import ast
 import dataclasses
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import click
@@ -207,3 +208,20 @@ def test_public_api_is_sorted_and_resolves() -> None:
     for name in rcm_dask.__all__:
         assert getattr(rcm_dask, name) is not None
     assert sorted(dir(rcm_dask)) == sorted(rcm_dask.__all__)
+
+
+def test_readme_scripts_exist_and_the_corpus_script_finds_rust_src() -> None:
+    """The quick start runs a project script to get its corpus: it is in the clone, and
+    it prints a rust-src root (installing the package when missing)."""
+    repo = Path(__file__).resolve().parents[1]
+    scripts = set(re.findall(r"\bsh (\S+\.sh)\b", "\n".join(_blocks("bash"))))
+    assert "benchmarks/rust_src.sh" in scripts
+    assert all((repo / s).is_file() for s in scripts), scripts
+    out = subprocess.run(
+        ["sh", str(repo / "benchmarks" / "rust_src.sh")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert (Path(out.stdout.strip().splitlines()[-1]) / "library" / "alloc").is_dir()

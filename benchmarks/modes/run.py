@@ -32,7 +32,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 # what every report records: the lock's hash, CPU, cores, GPU (shared by benchmarks/*)
-from _env import environment_lines, environment_summary  # noqa: E402
+from _env import environment_lines, environment_summary, rust_src  # noqa: E402
 
 MODES = ("sequential", "parallel", "pipeline", "embed-only", "matmul-peak")
 SIZES = {
@@ -40,16 +40,6 @@ SIZES = {
     "collections": "library/alloc/src/collections",
     "library": "library",
 }
-
-
-def rust_src() -> Path:
-    """The rust-src root (installed by ../shared/corpus/fetch.sh)."""
-    found = sorted(Path("/usr/src").glob("rustc-*/library"))
-    if found:
-        return found[0].parent
-    fetch = HERE.parents[1].parent / "shared" / "corpus" / "fetch.sh"
-    out = subprocess.run(["bash", str(fetch)], check=True, capture_output=True, text=True)
-    return Path(out.stdout.strip().splitlines()[-1])
 
 
 def measure(cmd: list[str]) -> tuple[dict[str, Any], float, float]:
@@ -141,7 +131,6 @@ def matmul_peak(seconds: float = 3.0, size: int = 2048) -> None:
     """Child process: the machine's matrix-multiply rate in fp32 and bf16 (torch, as many
     threads as usable cores), the ceiling the model's FLOP/s is judged against."""
     import torch
-
     from _env import usable_cores
 
     torch.set_num_threads(usable_cores())

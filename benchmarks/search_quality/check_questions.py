@@ -19,7 +19,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _env import rust_src
 from evalset import QUESTIONS, Question, load_questions, validate
 
 from rcm_dask.chunking import chunk_source
@@ -27,15 +29,8 @@ from rcm_dask.records import SourceFile
 
 
 def find_library() -> Path:
-    """rust-src's ``library/`` folder (Debian's rust-src, or ../shared/corpus/fetch.sh)."""
-    found = sorted(Path("/usr/src").glob("rustc-*/library"))
-    if found:
-        return found[0]
-    import subprocess
-
-    fetch = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "fetch.sh"
-    out = subprocess.run(["bash", str(fetch)], check=True, capture_output=True, text=True)
-    return Path(out.stdout.strip().splitlines()[-1]) / "library"
+    """rust-src's ``library/`` folder (``benchmarks/rust_src.sh`` installs it when missing)."""
+    return rust_src() / "library"
 
 
 def chunk_names(library: Path, paths: Iterable[str]) -> dict[str, set[str]]:

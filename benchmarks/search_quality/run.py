@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 # what every report records: the lock's hash, CPU, cores, GPU (shared by benchmarks/*)
-from _env import cpu_model, environment_lines, environment_summary, usable_cores
+from _env import cpu_model, environment_lines, environment_summary, rust_src, usable_cores
 from evalset import (
     Key,
     Question,
@@ -202,13 +202,8 @@ class FileBm25:
 
 
 def find_library() -> Path:
-    """rust-src's ``library/`` folder (Debian's rust-src, or ../shared/corpus/fetch.sh)."""
-    found = sorted(Path("/usr/src").glob("rustc-*/library"))
-    if found:
-        return found[0]
-    fetch = HERE.parents[1].parent / "shared" / "corpus" / "fetch.sh"
-    out = subprocess.run(["bash", str(fetch)], check=True, capture_output=True, text=True)
-    return Path(out.stdout.strip().splitlines()[-1]) / "library"
+    """rust-src's ``library/`` folder (``benchmarks/rust_src.sh`` installs it when missing)."""
+    return rust_src() / "library"
 
 
 def covered_by_hits(hits: Sequence[Any]) -> list[set[Key]]:

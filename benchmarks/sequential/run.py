@@ -1,7 +1,7 @@
 """Sequential-mode baseline: index a rust-src tree from scratch, print figures, query it.
 
 Environment:
-  RCM_BENCH_ROOT     folder to index (default: $(../shared/corpus/fetch.sh)/library)
+  RCM_BENCH_ROOT     folder to index (default: $(sh benchmarks/rust_src.sh)/library)
   RCM_BENCH_QUERIES  queries separated by ";" (default: three general questions)
   RCM_BENCH_OUT      write the figures as JSON here (default: benchmarks/sequential/last_run.json)
   RCM_TORCH_THREADS  torch threads (default: one per core)
@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from rcm_dask.search import SearchIndex
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 # what every report records: the lock's hash, CPU, cores, GPU (shared by benchmarks/*)
-from _env import environment_lines, environment_summary  # noqa: E402
+from _env import environment_lines, environment_summary, rust_src  # noqa: E402
 
 DEFAULT_QUERIES = (
     "push an item onto a binary heap;"
@@ -39,9 +38,7 @@ DEFAULT_QUERIES = (
 def corpus_root() -> Path:
     if os.environ.get("RCM_BENCH_ROOT"):
         return Path(os.environ["RCM_BENCH_ROOT"])
-    fetch = HERE.parents[1].parent / "shared" / "corpus" / "fetch.sh"
-    out = subprocess.run(["bash", str(fetch)], check=True, capture_output=True, text=True)
-    return Path(out.stdout.strip().splitlines()[-1]) / "library"
+    return rust_src() / "library"
 
 
 def main() -> None:
