@@ -88,7 +88,7 @@ def _stored_vectors(path: str, config: IndexConfig) -> str | None:
         folder = index_folder(config, open_root(path))
     except RcmError:
         return None  # the run itself reports a bad path
-    return kept_vectors(folder, default=None)
+    return kept_vectors(folder)
 
 
 def _run(action: Callable[[], None]) -> None:

@@ -106,14 +106,15 @@ def index_folder(config: IndexConfig, root: SourceRoot) -> Path:
     return resolve_index_dir(config.index_dir, root=root).absolute()
 
 
-def kept_vectors(index_dir: Path, default: str | None) -> str | None:
+def kept_vectors(index_dir: Path) -> str | None:
     """The ``vectors`` setting of a plain re-run on ``index_dir``: what the index was
-    built with (a keyword-only index stays keyword-only), else ``default`` for a new one.
+    built with (a keyword-only index stays keyword-only); None for a new index, which
+    takes the run's own setting.
 
     The CLI and the MCP server both use it, so that a re-run from either keeps what the
     index was built with unless told otherwise."""
     stored = read_identity(index_dir)
-    return vectors_setting(stored) if stored is not None else default
+    return vectors_setting(stored) if stored is not None else None
 
 
 @dataclass

@@ -161,7 +161,7 @@ class CodeTools:
         root, index_dir = self._resolve(directory, roots)
         index_dir = index_dir.absolute()
         if vectors is None:
-            kept = None if force else kept_vectors(index_dir, None)
+            kept = None if force else kept_vectors(index_dir)
             vectors = kept or self.config.vectors
         with self._lock:
             run = self._runs.get(index_dir)
