@@ -44,11 +44,12 @@ import tree_sitter_rust
 
 from rcm_dask.records import Chunk, ChunkKind, SourceFile
 
-CHUNKER_VERSION: str = "4"
+CHUNKER_VERSION: str = "5"
 """Version of the chunk output; bump whenever :func:`chunk_source`,
 :func:`~rcm_dask.splitting.split_chunks` or the embedded text
-(:func:`~rcm_dask.embed_text.format_for_embedding`) would produce different chunks or vectors for the same input (3: doc
-comments cut to their first paragraph in the embedded text)."""
+(:func:`~rcm_dask.embed_text.format_for_embedding`) would produce different chunks or
+vectors for the same input (3: doc comments cut to their first paragraph in the embedded
+text; 5: a shorter header, one location line and only the imports the item names)."""
 
 __all__ = [
     "CHUNKER_VERSION",

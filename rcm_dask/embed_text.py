@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 
 from .records import Chunk
+from .symbols import crate_of, expand_use
 
 _USES_LINE_MAX = 120
 """Longest ``// uses:`` header line; longer lists end in ``, ...``."""
@@ -99,6 +100,56 @@ def embedding_code(code: str) -> str:
     return "".join(line for line, kept in zip(lines, embedded_lines(lines)) if kept)
 
 
+def location(chunk: Chunk) -> str:
+    """Where a chunk lives, as few tokens as say it: ``crate::module`` (the crate is the
+    folder above the path's last ``src``), else the file's path.
+
+    Examples
+    --------
+    >>> from rcm_dask.testing import make_chunk
+    >>> location(make_chunk("f", path="library/alloc/src/btree/map.rs", module="btree::map"))
+    'alloc::btree::map'
+    >>> location(make_chunk("f", path="src/lib.rs", module=""))
+    'src/lib.rs'
+    """
+    if not chunk.module:
+        return chunk.path
+    crate = crate_of(chunk.path)
+    return f"{crate}::{chunk.module}" if crate else chunk.module
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def used_imports(chunk: Chunk, code: str, limit: int = 3) -> list[str]:
+    """The file's imports that the item names in its (embedded) code, at most ``limit``.
+
+    A file's ``use`` list is the same for every item in it; what places one item is the
+    few paths it uses. Globs (``super::*``) name nothing and are left out.
+
+    Examples
+    --------
+    >>> from dataclasses import replace
+    >>> from rcm_dask.testing import make_chunk
+    >>> c = replace(make_chunk("f"), imports=("std::collections::{HashMap, BTreeMap}",
+    ...                                       "super::*", "core::fmt"))
+    >>> used_imports(c, "fn f(m: HashMap<u8, u8>) -> fmt::Result")
+    ['std::collections::HashMap', 'core::fmt']
+    """
+    if not chunk.imports:
+        return []
+    words = set(_WORD.findall(code))
+    out: list[str] = []
+    for text in chunk.imports:
+        for path in expand_use(text):
+            leaf = path.rsplit("::", 1)[-1]
+            if leaf in words and path not in out:
+                out.append(path)
+                if len(out) >= limit:
+                    return out
+    return out
+
+
 def format_for_embedding(chunk: Chunk) -> str:
     """Return the text an embedding model sees for a chunk: a short header, then the code.
 
@@ -112,47 +163,64 @@ def format_for_embedding(chunk: Chunk) -> str:
     str
         Header lines (a line is left out when its value is empty)::
 
-            // path: {path}
-            // module: {module}
+            // {crate::module, else the path}
             // {kind} {name}[ in {parent}]
-            // doc: {first sentence of docs, <= 160 chars}
-            // uses: {first 3 imports, <= 120 chars}
-            // calls: {first 6 calls}
-            // part {part}/{parts}        (only when split)
+            // doc: {first sentence of docs}   (only when the code below lacks it)
+            // uses: {the file's imports the item names, <= 3}
+            // part {part}/{parts}              (only when split)
 
         then the code as :func:`embedding_code` gives it (doc comments cut to their
         first paragraph). For an impl chunk, whose name already reads ``impl ...``, the
-        kind is not repeated.
+        kind is not repeated. The header says what places the item and is not in its
+        code: chunker 4's header (path and module both, the file's first three imports
+        whatever the item used, the calls and the doc summary again) was 48 % of the
+        tokens embedded on rust-src ``library/``.
 
     Examples
     --------
-    >>> c = Chunk(id="x", path="src/a.rs", module="a", name="f", qualname="a::f",
-    ...           kind="function", parent="", visibility="", signature="fn f()",
-    ...           docs="", attributes=(), imports=(), calls=("g",), type_refs=(),
-    ...           start_line=1, end_line=1, start_byte=0, end_byte=11,
-    ...           has_error=False, code="fn f() { g() }")
+    >>> from dataclasses import replace
+    >>> from rcm_dask.testing import make_chunk
+    >>> c = make_chunk("f", path="src/a.rs", module="a", docs="Does f.",
+    ...                code="/// Does f.\\nfn f() -> fmt::Result { g() }")
+    >>> c = replace(c, imports=("std::fmt", "std::mem"), calls=("g",))
     >>> print(format_for_embedding(c))
-    // path: src/a.rs
-    // module: a
+    // a
     // function f
-    // calls: g
-    fn f() { g() }
+    // uses: std::fmt
+    /// Does f.
+    fn f() -> fmt::Result { g() }
     """
-    lines = [f"// path: {chunk.path}"]
-    if chunk.module:
-        lines.append(f"// module: {chunk.module}")
+    code = embedding_code(chunk.code)
+    lines = [f"// {location(chunk)}"]
     title = chunk.name if chunk.name.startswith(chunk.kind + " ") else f"{chunk.kind} {chunk.name}"
     lines.append(f"// {title}" + (f" in {chunk.parent}" if chunk.parent else ""))
     doc = _first_sentence(chunk.docs)
-    if doc:
+    if doc and _squeeze(doc[:_DOC_PROBE]) not in _squeeze(code):
         lines.append(f"// doc: {doc}")
-    if chunk.imports:
-        lines.append(f"// uses: {_uses_line(chunk.imports)}")
-    if chunk.calls:
-        lines.append(f"// calls: {', '.join(chunk.calls[:6])}")
+    uses = used_imports(chunk, code)
+    if uses:
+        lines.append(f"// uses: {_uses_line(uses)}")
     if chunk.parts > 1:
         lines.append(f"// part {chunk.part}/{chunk.parts}")
-    return "\n".join(lines) + "\n" + embedding_code(chunk.code)
+    return "\n".join(lines) + "\n" + code
 
 
-__all__ = ["EMBED_DOCS", "code_lines", "embedded_lines", "embedding_code", "format_for_embedding"]
+_DOC_PROBE = 40
+"""Characters of the doc summary looked for in the code (a summary cut at
+:data:`_DOC_LINE_MAX` ends in ``...``, so the whole line is never looked for)."""
+
+
+def _squeeze(text: str) -> str:
+    """``text`` with every run of whitespace and comment slashes as one space."""
+    return " ".join(re.sub(r"//[/!]?", " ", text).split())
+
+
+__all__ = [
+    "EMBED_DOCS",
+    "code_lines",
+    "embedded_lines",
+    "embedding_code",
+    "format_for_embedding",
+    "location",
+    "used_imports",
+]

@@ -864,37 +864,51 @@ def test_occurrence_disambiguates_duplicates() -> None:
 
 def test_format_for_embedding_header() -> None:
     text = (
-        "use std::io;\nuse a::{b, c};\nuse d;\nuse e;\nuse f;\nuse g;\n"
+        "use std::io;\nuse a::{b, c};\nuse d;\nuse e;\nuse f;\nuse g;\nuse super::*;\n"
         "impl Reader {\n"
         "    /// Reads one line. Then more.\n"
         "    /// Second line.\n"
-        "    pub fn read_line(&self) { self.fill(); check(); }\n"
+        "    pub fn read_line(&self) -> io::Result<c::Line> { self.fill(); check(g) }\n"
         "}\n"
     )
     chunks = chunk_source(make_source(text, "src/io/mod.rs"))
     method = chunks[1]
+    # one location line; the doc summary and the calls are in the code already; of the
+    # file's imports, those the item names (globs name nothing)
     assert format_for_embedding(method) == (
-        "// path: src/io/mod.rs\n"
-        "// module: io\n"
+        "// io\n"
         "// method read_line in Reader\n"
-        "// doc: Reads one line.\n"
-        "// uses: std::io, a::{b, c}, d\n"
-        "// calls: fill, check\n" + method.code
+        "// uses: std::io, a::c, g\n" + method.code
     )
     impl = chunks[0]
-    assert format_for_embedding(impl).split("\n")[2] == "// impl Reader"
+    assert format_for_embedding(impl).split("\n")[1] == "// impl Reader"
+
+
+def test_format_for_embedding_location_names_the_crate() -> None:
+    source = make_source("fn f() {}\n", "library/alloc/src/vec/mod.rs")
+    (chunk,) = chunk_source(source)
+    assert format_for_embedding(chunk).split("\n")[0] == "// alloc::vec"
 
 
 def test_format_for_embedding_omits_empty_lines_and_marks_parts() -> None:
     (chunk,) = chunk_source(make_source("fn f() {}\n"))
-    assert format_for_embedding(chunk) == "// path: src/lib.rs\n// function f\nfn f() {}"
+    assert format_for_embedding(chunk) == "// src/lib.rs\n// function f\nfn f() {}"
     part = replace(chunk, part=2, parts=3)
     assert format_for_embedding(part).split("\n")[2] == "// part 2/3"
 
 
+def test_format_for_embedding_repeats_the_doc_summary_only_where_the_code_lacks_it() -> None:
+    (chunk,) = chunk_source(make_source("/// Frobs the widget. More.\nfn f() {}\n"))
+    assert "// doc:" not in format_for_embedding(chunk)
+    # a later part of a split item has lost its doc comment: the header carries it
+    later = replace(chunk, part=2, parts=2, code="fn f() {}")
+    assert format_for_embedding(later).split("\n")[2] == "// doc: Frobs the widget."
+
+
 def test_format_for_embedding_caps_long_doc_lines() -> None:
     (chunk,) = chunk_source(make_source("/// " + "word " * 100 + "\nfn f() {}\n"))
-    doc_line = format_for_embedding(chunk).split("\n")[2]
+    later = replace(chunk, part=2, parts=2, code="fn f() {}")
+    doc_line = format_for_embedding(later).split("\n")[2]
     assert doc_line.startswith("// doc: word") and len(doc_line) <= len("// doc: ") + 160
 
 
