@@ -171,9 +171,6 @@ def _with_identifier_words(*texts: str) -> str:
             if run in seen:
                 continue
             seen.add(run)
-            # most words of code are plain lowercase ASCII: one part, no split to look up
-            if run.islower() and run.isalpha() and run.isascii():
-                continue
             parts = _split_run(run)
             if len(parts) > 1:
                 extra.extend(parts)
