@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import IndexIdentityError
-from .stores.manifest import IDENTITY_FILE, INDEX_FORMAT, read_identity
+from .stores.manifest import IDENTITY_FILE, INDEX_FORMAT, READABLE_FORMATS, read_identity
 from .stores.vectors import VectorStore, open_vector_store
 
 if TYPE_CHECKING:
@@ -118,7 +118,9 @@ def identity_mismatch(stored: dict[str, object], wanted: dict[str, object]) -> l
     """
 
     def value(identity: dict[str, object], key: str) -> object:
-        return identity.get(key, IDENTITY_DEFAULTS.get(key))
+        found = identity.get(key, IDENTITY_DEFAULTS.get(key))
+        # every format this version reads is one it can add to
+        return INDEX_FORMAT if key == "format" and found in READABLE_FORMATS else found
 
     vectors_differ = value(stored, "vectors") != value(wanted, "vectors")
     keys = [k for k in IDENTITY_KEYS if not (vectors_differ and k in ONE_KIND_KEYS)]

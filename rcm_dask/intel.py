@@ -57,7 +57,7 @@ from .records import (
     Reference,
 )
 from .sources import read_bytes
-from .stores.manifest import INDEX_FORMAT, MANIFEST_FILE, read_identity
+from .stores.manifest import MANIFEST_FILE, READABLE_FORMATS, read_identity
 from .stores.symbol_tables import SymbolTables
 from .symbols import crate_dir, crate_of
 
@@ -223,10 +223,11 @@ class CodeIntel(Closing):
             )
         self.identity: dict[str, Any] = dict(identity)
         self.root = str(identity.get("root", ""))
-        if identity.get("format") != INDEX_FORMAT:
+        if identity.get("format") not in READABLE_FORMATS:
             raise IndexIdentityError(
                 f"the index at {self.index_dir} was built by an older rcm_dask (format "
-                f"{identity.get('format')!r}, this one reads {INDEX_FORMAT}) and has no symbol "
+                f"{identity.get('format')!r}, this one reads "
+                f"{' and '.join(map(str, READABLE_FORMATS))}) and has no symbol "
                 f"tables: re-run `rcm-dask index {self.root or 'PATH'} --index-dir "
                 f"{self.index_dir} --force` to rebuild it"
             )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +36,7 @@ from .identity import (
     open_vectors_for,
 )
 from .records import EmbeddedBatch, IndexedFile
+from .stores import encode_payloads
 from .stores.bm25 import Bm25Store
 from .stores.manifest import MANIFEST_FILE, Manifest, write_identity
 from .stores.space import (
@@ -218,27 +220,36 @@ class IndexWriter:
             )
         self._require_space(batch)
         start = time.perf_counter()
-        fresh = sorted({c.path for c in batch.chunks} - self._replaced)
+        chunks = batch.chunks
+        counts = Counter(c.path for c in chunks)
+        fresh = sorted(counts.keys() - self._replaced)
         try:
             if fresh:
                 self._replace(fresh)
-            self.bm25.add_batch(batch.chunks)
+            # each payload is encoded once, for both stores
+            encoded = encode_payloads(chunks)
+            self.bm25.add_batch(chunks, encoded)
             # vectors sent to a keyword-only index are dropped: it keeps none by design
             if self.vectors is not None and batch.vectors is not None:
-                self.vectors.upsert_batch(batch.chunks, batch.vectors)
+                self.vectors.upsert_batch(chunks, batch.vectors, encoded)
         except IndexWriteError:
             raise
         except Exception as e:
             raise IndexWriteError(f"writing to the index at {self.index_dir} failed: {e}") from e
-        for c in batch.chunks:
-            self._collector.add(c)
-        for c in batch.chunks:
-            left = self._remaining.get(c.path)
+        add = self._collector.add
+        for c in chunks:
+            add(c)
+        remaining = self._remaining
+        # files finish in the order of their last chunk in the batch, as chunk by chunk
+        last = {c.path: i for i, c in enumerate(chunks)}
+        for path in sorted(last, key=last.__getitem__):
+            k = counts[path]
+            left = remaining.get(path)
             if left is not None:
-                self._remaining[c.path] = left - 1
-                if left == 1:
-                    self._finish(c.path)
-        n = len(batch.chunks)
+                remaining[path] = left - k
+                if left <= k:
+                    self._finish(path)
+        n = len(chunks)
         self.chunks_written += n
         self._since_commit += n
         if self._since_commit >= self.commit_every or (

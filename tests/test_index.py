@@ -273,3 +273,69 @@ def test_paths_with_spaces_and_non_ascii(tmp_path: Path) -> None:
         (hit,) = idx.search("correr", limit=1, mode="bm25")
         assert hit.path == "src/módulo con espacios/ñandú.rs"
         assert hit.qualname == "módulo_con_espacios::ñandú::correr"
+
+
+QUERIES = ("parse toml config", "connection pool reconnect backoff", "config", "acquire")
+
+
+def _searches(index_dir: Path) -> dict[tuple[str, str], list[object]]:
+    with SearchIndex(index_dir, embedder=HashEmbedder()) as idx:
+        return {
+            (q, m): idx.search(q, limit=10, mode=m) for q in QUERIES for m in ("hybrid", "vector")
+        }
+
+
+def _as_format_2(index_dir: Path) -> None:
+    """Rewrite an index as format 2 wrote it: every vector point's payload spelled out."""
+    import json
+
+    import qdrant_edge as qe
+
+    from rcm_dask.stores import EdgeVectorStore
+
+    with EdgeVectorStore(index_dir / "vectors", HashEmbedder.dimension) as store:
+        points = [qe.Point(pid, vec, payload) for pid, vec, payload in store.iter_points()]
+        store._shard.update(qe.UpdateOperation.upsert_points(points))
+    identity = json.loads((index_dir / "identity.json").read_text())
+    (index_dir / "identity.json").write_text(json.dumps({**identity, "format": 2}))
+
+
+def test_a_format_2_index_reads_and_updates(crate: Path, tmp_path: Path) -> None:
+    import json
+
+    from rcm_dask.intel import CodeIntel
+    from rcm_dask.stores import PACKED_FIELD, EdgeVectorStore
+
+    idx_dir = tmp_path / "idx"
+    _index(crate, idx_dir)
+    packed = _searches(idx_dir)
+    assert packed[("acquire", "hybrid")][0].snippet  # code comes back with a vector hit
+    _as_format_2(idx_dir)
+    with EdgeVectorStore(idx_dir / "vectors", HashEmbedder.dimension) as store:
+        records, _ = store._shard.scroll(qe_scroll())
+        assert records and all(PACKED_FIELD not in (r.payload or {}) for r in records)
+    # the same hits, code and snippets included, from the spelled-out payloads
+    assert _searches(idx_dir) == packed
+    CodeIntel(idx_dir).close()
+
+    # a run adds to it, packing what it writes, and records format 3
+    cfg = crate / "src" / "config.rs"
+    cfg.write_text(cfg.read_text() + "\n/// Added later.\npub fn reload() {}\n")
+    assert _index(crate, idx_dir).files_indexed == 1  # type: ignore[attr-defined]
+    assert json.loads((idx_dir / "identity.json").read_text())["format"] == 3
+    with EdgeVectorStore(idx_dir / "vectors", HashEmbedder.dimension) as store:
+        records, _ = store._shard.scroll(qe_scroll())
+        by_path = {str((r.payload or {}).get("path")): r.payload or {} for r in records}
+        assert PACKED_FIELD in by_path["src/config.rs"]
+        assert PACKED_FIELD not in by_path["src/lib.rs"]
+    with SearchIndex(idx_dir, embedder=HashEmbedder()) as idx:
+        hit = idx.search("reload", limit=1, mode="vector", path_glob="src/config.rs")[0]
+        assert hit.path == "src/config.rs" and hit.snippet
+    bm25, vectors, manifest = _contents(idx_dir)
+    assert bm25 == vectors == manifest
+
+
+def qe_scroll() -> object:
+    import qdrant_edge as qe
+
+    return qe.ScrollRequest(limit=1000, with_payload=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -9,16 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import qdrant_edge as qe
 from qdrant_client import QdrantClient
 
 from rcm_dask.errors import IndexIdentityError, IndexWriteError, StoreBusyError
 from rcm_dask.records import Chunk
 from rcm_dask.stores import (
+    PACKED_FIELD,
     EdgeVectorStore,
     QdrantClientVectorStore,
     StoreHit,
     VectorStore,
     chunk_payload,
+    encode_payloads,
     open_vector_store,
 )
 from rcm_dask.testing import LocalQdrantServer, make_chunk
@@ -190,6 +194,68 @@ class VectorStoreConformance:
     def test_query_of_wrong_dimension(self, filled: VectorStore) -> None:
         with pytest.raises(IndexIdentityError):
             filled.search([1.0, 0.0])
+
+    def test_points_keep_the_payload_packed(self, filled: VectorStore) -> None:
+        # what a point holds: the indexed fields, and the whole payload as one JSON text
+        stored = stored_payloads(filled)
+        assert set(stored) == {c.id for c in CHUNKS}
+        for chunk in CHUNKS:
+            raw = stored[chunk.id]
+            assert set(raw) == {"path", "kind", PACKED_FIELD}
+            assert (raw["path"], raw["kind"]) == (chunk.path, chunk.kind)
+            assert json.loads(raw[PACKED_FIELD]) == chunk_payload(chunk)
+        assert {pid: pl for pid, _, pl in filled.iter_points()} == {
+            c.id: chunk_payload(c) for c in CHUNKS
+        }
+
+    def test_numpy_vectors_and_encoded_payloads(self, store: VectorStore) -> None:
+        store.upsert_batch(CHUNKS, np.asarray(VECTORS, dtype=np.float32), encode_payloads(CHUNKS))
+        hits = store.search(QUERY, limit=10)
+        assert ids(hits) == [A.id, B.id, C.id, D.id]
+        assert [h.payload for h in hits] == [chunk_payload(c) for c in CHUNKS]
+
+    def test_format_2_points_read_as_before(self, store: VectorStore) -> None:
+        # points written by format 2 carry every payload field spelled out; a store that
+        # holds them, and new packed ones beside them, answers alike for both
+        upsert_spelled_out(store, CHUNKS[:2], VECTORS[:2])
+        store.upsert_batch(CHUNKS[2:], VECTORS[2:])
+        assert set(stored_payloads(store)[A.id]) == set(chunk_payload(A))
+        hits = store.search(QUERY, limit=10)
+        assert ids(hits) == [A.id, B.id, C.id, D.id]
+        assert [h.payload for h in hits] == [chunk_payload(c) for c in CHUNKS]
+        assert ids(store.search(QUERY, kinds=["struct"])) == [B.id, D.id]
+        assert ids(store.search(QUERY, paths=["src/a.rs"])) == [A.id, B.id]
+        assert {pid: pl for pid, _, pl in store.iter_points()} == {
+            c.id: chunk_payload(c) for c in CHUNKS
+        }
+        store.delete_paths(["src/a.rs"])
+        assert store.count() == 2
+
+
+def stored_payloads(store: VectorStore) -> dict[str, dict[str, object]]:
+    """Each point's payload as the backend holds it, by point id."""
+    if isinstance(store, EdgeVectorStore):
+        records, _ = store._shard.scroll(qe.ScrollRequest(limit=100, with_payload=True))
+    else:
+        assert isinstance(store, QdrantClientVectorStore)
+        records, _ = store.client.scroll(store.collection, limit=100, with_payload=True)
+    return {str(uuid.UUID(str(r.id))): dict(r.payload or {}) for r in records}
+
+
+def upsert_spelled_out(store: VectorStore, chunks: list[Chunk], vectors: list[list[float]]) -> None:
+    """Write points as format 2 did: the payload's fields spelled out."""
+    if isinstance(store, EdgeVectorStore):
+        points = [qe.Point(c.id, v, chunk_payload(c)) for c, v in zip(chunks, vectors)]
+        store._shard.update(qe.UpdateOperation.upsert_points(points))
+    else:
+        from qdrant_client.http import models as qm
+
+        assert isinstance(store, QdrantClientVectorStore)
+        structs = [
+            qm.PointStruct(id=c.id, vector=v, payload=chunk_payload(c))
+            for c, v in zip(chunks, vectors)
+        ]
+        store.client.upsert(store.collection, points=structs, wait=True)
 
 
 class TestEdgeVectorStore(VectorStoreConformance):

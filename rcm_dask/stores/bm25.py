@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +39,7 @@ import tantivy
 from ..closing import Closing
 from ..errors import IndexIdentityError, IndexNotFoundError, IndexWriteError
 from ..records import Chunk
-from . import PAYLOAD_FIELDS, StoreHit, chunk_payload
+from . import PAYLOAD_FIELDS, StoreHit, encode_payloads
 
 if TYPE_CHECKING:
     pass
@@ -210,11 +210,6 @@ def query_terms(query: str) -> list[str]:
     return list(terms)
 
 
-def _chunk_document(chunk: Chunk) -> tantivy.Document:
-    """The Tantivy document of one chunk."""
-    return _payload_document(chunk_payload(chunk))
-
-
 def _payload_document(payload: dict[str, Any], raw: bytes | None = None) -> tantivy.Document:
     """The Tantivy document of one chunk, from its :func:`~rcm_dask.stores.chunk_payload`
     (``raw``: the payload already encoded as stored).
@@ -222,24 +217,32 @@ def _payload_document(payload: dict[str, Any], raw: bytes | None = None) -> tant
     The payload holds every field the document is made of, so a document rebuilt from
     a stored payload (either store's) is the one the chunk itself gave.
     """
-    doc = tantivy.Document()
-    doc.add_text("id", str(payload["id"]))
-    doc.add_text("path", str(payload["path"]))
-    doc.add_text("kind", str(payload["kind"]))
-    doc.add_text(
-        "symbol",
-        _with_identifier_words(
-            str(payload["name"]), str(payload["qualname"]), str(payload["parent"])
-        ),
-    )
-    doc.add_text("docs", _with_identifier_words(str(payload["docs"])))
-    doc.add_text("code", _with_identifier_words(str(payload["code"])))
-    doc.add_text("module", _with_identifier_words(str(payload["module"])))
-    doc.add_text("path_text", _with_identifier_words(str(payload["path"])))
     if raw is None:
         # in PAYLOAD_FIELDS order, whatever order the payload came in (Qdrant's)
         ordered = {name: payload[name] for name in PAYLOAD_FIELDS if name in payload}
         raw = json.dumps(ordered, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    path = str(payload["path"])
+    return _document(payload, raw, path, _with_identifier_words(path))
+
+
+def _document(
+    payload: Mapping[str, Any], raw: bytes, path: str, path_text: str
+) -> tantivy.Document:
+    """The Tantivy document of one payload, its path's words already spelled out (the
+    chunks of one file share them)."""
+    text = _with_identifier_words
+    doc = tantivy.Document()
+    doc.add_text("id", str(payload["id"]))
+    doc.add_text("path", path)
+    doc.add_text("kind", str(payload["kind"]))
+    doc.add_text(
+        "symbol",
+        text(str(payload["name"]), str(payload["qualname"]), str(payload["parent"])),
+    )
+    doc.add_text("docs", text(str(payload["docs"])))
+    doc.add_text("code", text(str(payload["code"])))
+    doc.add_text("module", text(str(payload["module"])))
+    doc.add_text("path_text", path_text)
     doc.add_bytes("payload", raw)
     return doc
 
@@ -423,7 +426,11 @@ class Bm25Store(Closing):
             )
         return self._writer
 
-    def add_batch(self, chunks: Sequence[Chunk]) -> None:
+    def add_batch(
+        self,
+        chunks: Sequence[Chunk],
+        encoded: Sequence[tuple[dict[str, Any], str]] | None = None,
+    ) -> None:
         """Add chunks (visible after :meth:`commit`).
 
         Adding does not replace: delete a file's old chunks first (:meth:`delete_paths`).
@@ -432,6 +439,9 @@ class Bm25Store(Closing):
         ----------
         chunks
             Chunks to index.
+        encoded
+            Their :func:`~rcm_dask.stores.encode_payloads`, when the caller has them
+            already (the index writer encodes each batch once for both stores).
 
         Raises
         ------
@@ -439,9 +449,18 @@ class Bm25Store(Closing):
             The store is read-only or closed, or Tantivy refused a document.
         """
         writer = self._require_writer()
+        if encoded is None:
+            encoded = encode_payloads(chunks)
+        # a batch holds the chunks of a few files: each path's words are worked out once
+        path_words: dict[str, str] = {}
         try:
-            for chunk in chunks:
-                writer.add_document(_chunk_document(chunk))
+            add = writer.add_document
+            for payload, text in encoded:
+                path = str(payload["path"])
+                words = path_words.get(path)
+                if words is None:
+                    words = path_words[path] = _with_identifier_words(path)
+                add(_document(payload, text.encode("utf-8"), path, words))
         except ValueError as e:
             raise IndexWriteError(f"the BM25 index at {self.path} refused a chunk: {e}") from e
 
@@ -476,11 +495,16 @@ class Bm25Store(Closing):
         self._delete_terms("id", ids)
 
     def _delete_terms(self, field: str, values: Iterable[str]) -> None:
-        """Queue one delete-by-term per value."""
+        """Queue one delete of every document whose ``field`` is one of ``values``."""
         writer = self._require_writer()
+        values = list(dict.fromkeys(values))
         try:
-            for value in values:
-                writer.delete_documents_by_term(field, value)
+            if len(values) == 1:
+                writer.delete_documents_by_term(field, values[0])
+            elif values:
+                writer.delete_documents_by_query(
+                    tantivy.Query.term_set_query(_SCHEMA, field, values)
+                )
         except ValueError as e:
             raise IndexWriteError(f"the BM25 index at {self.path} refused a delete: {e}") from e
 

@@ -224,10 +224,17 @@ def _row(row: tuple[str, int, float | None, str, str, float]) -> IndexedFile:
 
 
 IDENTITY_FILE = "identity.json"
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3
 """Version of the on-disk layout (folders, schema); part of the identity. 2: the manifest
 holds the symbol tables of :mod:`rcm_dask.stores.symbol_tables` (an index of format 1 has
-none: a run on it refuses with the identity check's "re-run with --force" message)."""
+none: a run on it refuses with the identity check's "re-run with --force" message). 3: a
+vector point's payload is packed (:func:`~rcm_dask.stores.packed_payload`); an older
+rcm_dask would read its hits without names or code, so it refuses the index instead."""
+
+READABLE_FORMATS = (2, 3)
+"""Formats this version reads and adds to: a format-2 index is searched as it is, and a
+run that adds to it records format 3 (its new points are packed, the old ones stay as
+they were: :func:`~rcm_dask.stores.unpack_payload` reads both)."""
 
 def read_identity(index_dir: str | Path) -> dict[str, object] | None:
     """The identity recorded in an index folder, or None when there is none."""

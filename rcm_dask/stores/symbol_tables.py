@@ -128,22 +128,22 @@ def replace_file_symbols(
     # sids are assigned here rather than by SQLite so that refs can be inserted with
     # executemany: only one writer ever holds the manifest
     sid = int(db.execute("SELECT coalesce(max(sid), 0) FROM symbols").fetchone()[0])
+    # every file's rows gathered first: one executemany per table for the whole commit
+    symbols: list[tuple[Any, ...]] = []
+    refs: list[tuple[int, str, str, str, int]] = []
+    imports: list[tuple[str, ...]] = []
+    modules: list[tuple[str, str, str]] = []
     for f in files:
         first = sid + 1
-        db.executemany(
-            "INSERT INTO symbols VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(first + i, row[0], f.path, *row[1:]) for i, row in enumerate(f.symbols)],
-        )
-        db.executemany(
-            "INSERT INTO refs VALUES (?, ?, ?, ?, ?)",
-            [(first + i, target, kind, via, line) for i, target, kind, via, line in f.refs],
-        )
-        db.executemany(
-            "INSERT INTO imports VALUES (?, ?, ?, ?, ?)",
-            [(f.path, *row) for row in f.imports],
-        )
-        db.execute("INSERT INTO modules VALUES (?, ?, ?)", (f.path, f.module, f.crate))
+        symbols.extend((first + i, row[0], f.path, *row[1:]) for i, row in enumerate(f.symbols))
+        refs.extend((first + i, target, kind, via, line) for i, target, kind, via, line in f.refs)
+        imports.extend((f.path, *row) for row in f.imports)
+        modules.append((f.path, f.module, f.crate))
         sid += len(f.symbols)
+    db.executemany("INSERT INTO symbols VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", symbols)
+    db.executemany("INSERT INTO refs VALUES (?, ?, ?, ?, ?)", refs)
+    db.executemany("INSERT INTO imports VALUES (?, ?, ?, ?, ?)", imports)
+    db.executemany("INSERT INTO modules VALUES (?, ?, ?)", modules)
 
 
 def clear_symbol_tables(db: sqlite3.Connection) -> None:

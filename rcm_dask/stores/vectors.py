@@ -9,8 +9,11 @@ class runs against both:
   ``qdrant_client`` (or to its in-process local mode, used by the tests).
 
 Point ids are the chunk ids (UUID strings); each point's payload is
-:func:`~rcm_dask.stores.chunk_payload`, with keyword indexes on ``path`` and
-``kind`` so the filters and per-file deletes stay cheap.
+:func:`~rcm_dask.stores.packed_payload`: ``path`` and ``kind``, with keyword indexes so
+the filters and per-file deletes stay cheap, and the whole
+:func:`~rcm_dask.stores.chunk_payload` as JSON text. Searches hand back the unpacked
+payload (:func:`~rcm_dask.stores.unpack_payload`), also for points of format-2 indexes,
+which carry every field spelled out.
 
 Unlike the BM25 store, a vector write is visible to searches as soon as it
 returns (Qdrant has no transactions); :meth:`VectorStore.commit` is a durability
@@ -38,7 +41,7 @@ from ..errors import (
     StoreBusyError,
 )
 from ..records import Chunk
-from . import StoreHit, chunk_payload
+from . import StoreHit, encode_payloads, packed_payload, unpack_payload
 from .space import disk_full_error, is_disk_full, require_space, shard_open_bytes
 
 if TYPE_CHECKING:  # qdrant_client takes half a second to import: only when used.
@@ -68,8 +71,15 @@ class VectorStore(Protocol):
     nothing). ``kinds``/``paths`` filters that are None or empty keep everything.
     """
 
-    def upsert_batch(self, chunks: Sequence[Chunk], vectors: VectorsLike) -> None:
-        """Insert or replace one point per chunk (id: ``chunk.id``), vectors in the same order."""
+    def upsert_batch(
+        self,
+        chunks: Sequence[Chunk],
+        vectors: VectorsLike,
+        encoded: Sequence[tuple[dict[str, Any], str]] | None = None,
+    ) -> None:
+        """Insert or replace one point per chunk (id: ``chunk.id``), vectors in the same
+        order; ``encoded``: the chunks' :func:`~rcm_dask.stores.encode_payloads`, when the
+        caller has them already."""
         ...
 
     def delete_paths(self, paths: Sequence[str]) -> None:
@@ -282,16 +292,23 @@ class EdgeVectorStore(Closing):
         except Exception as e:
             raise IndexWriteError(f"the vector shard at {self.path} refused a write: {e}") from e
 
-    def upsert_batch(self, chunks: Sequence[Chunk], vectors: VectorsLike) -> None:
-        """Insert or replace one point per chunk.
+    def upsert_batch(
+        self,
+        chunks: Sequence[Chunk],
+        vectors: VectorsLike,
+        encoded: Sequence[tuple[dict[str, Any], str]] | None = None,
+    ) -> None:
+        """Insert or replace one point per chunk, in one update.
 
         Parameters
         ----------
         chunks
             Chunks; each point's id is ``chunk.id`` (a UUID string) and its payload
-            :func:`~rcm_dask.stores.chunk_payload`.
+            :func:`~rcm_dask.stores.packed_payload`.
         vectors
             One vector of length ``dim`` per chunk, same order.
+        encoded
+            The chunks' :func:`~rcm_dask.stores.encode_payloads`, if already made.
 
         Raises
         ------
@@ -302,10 +319,13 @@ class EdgeVectorStore(Closing):
         if len(chunks) == 0 and len(vectors) == 0:
             return
         rows = _vector_rows(chunks, vectors, self.dim, f"vector shard at {self.path}")
+        if encoded is None:
+            encoded = encode_payloads(chunks)
         try:
+            # plain float lists: the engine reads them faster than numpy rows
             points = [
-                qe.Point(chunk.id, row, chunk_payload(chunk))
-                for chunk, row in zip(chunks, rows, strict=True)
+                qe.Point(chunk.id, row, packed_payload(payload, text))
+                for chunk, row, (payload, text) in zip(chunks, rows, encoded, strict=True)
             ]
         except ValueError as e:  # an id that is not a UUID
             raise IndexWriteError(f"the vector shard at {self.path} refused a point: {e}") from e
@@ -389,7 +409,7 @@ class EdgeVectorStore(Closing):
         )
         hits: list[StoreHit] = []
         for point in self._shard.query(request):
-            payload = dict(point.payload or {})
+            payload = unpack_payload(point.payload)
             hits.append(StoreHit(_point_id(point.id, payload), float(point.score), payload))
         return hits
 
@@ -427,7 +447,7 @@ class EdgeVectorStore(Closing):
                 )
             )
             for record in records:
-                payload = dict(record.payload or {})
+                payload = unpack_payload(record.payload)
                 yield _point_id(record.id, payload), _plain_vector(record.vector), payload
             if offset is None:
                 return
@@ -638,15 +658,22 @@ class QdrantClientVectorStore(Closing):
         except Exception as e:
             raise IndexWriteError(f"{self._where()} refused {what}: {e}") from e
 
-    def upsert_batch(self, chunks: Sequence[Chunk], vectors: VectorsLike) -> None:
-        """Insert or replace one point per chunk.
+    def upsert_batch(
+        self,
+        chunks: Sequence[Chunk],
+        vectors: VectorsLike,
+        encoded: Sequence[tuple[dict[str, Any], str]] | None = None,
+    ) -> None:
+        """Insert or replace one point per chunk, in one request.
 
         Parameters
         ----------
         chunks
-            Chunks; point id ``chunk.id``, payload :func:`~rcm_dask.stores.chunk_payload`.
+            Chunks; point id ``chunk.id``, payload :func:`~rcm_dask.stores.packed_payload`.
         vectors
             One vector of length ``dim`` per chunk, same order.
+        encoded
+            The chunks' :func:`~rcm_dask.stores.encode_payloads`, if already made.
 
         Raises
         ------
@@ -659,11 +686,15 @@ class QdrantClientVectorStore(Closing):
         if len(chunks) == 0 and len(vectors) == 0:
             return
         rows = _vector_rows(chunks, vectors, self.dim, self._where())
-        points = [
-            qm.PointStruct(id=chunk.id, vector=row, payload=chunk_payload(chunk))
-            for chunk, row in zip(chunks, rows, strict=True)
-        ]
-        self._write("an upsert", self.client.upsert, points=points)
+        if encoded is None:
+            encoded = encode_payloads(chunks)
+        # one column-wise Batch: no PointStruct model to build and validate per chunk
+        batch = qm.Batch(
+            ids=[chunk.id for chunk in chunks],
+            vectors=rows,
+            payloads=[packed_payload(payload, text) for payload, text in encoded],
+        )
+        self._write("an upsert", self.client.upsert, points=batch)
 
     def delete_paths(self, paths: Sequence[str]) -> None:
         """Delete every point of the given files.
@@ -737,7 +768,7 @@ class QdrantClientVectorStore(Closing):
         )
         hits: list[StoreHit] = []
         for point in response.points:
-            payload = dict(point.payload or {})
+            payload = unpack_payload(point.payload)
             hits.append(StoreHit(_point_id(point.id, payload), float(point.score), payload))
         return hits
 
@@ -779,7 +810,7 @@ class QdrantClientVectorStore(Closing):
                 with_vectors=True,
             )
             for record in records:
-                payload = dict(record.payload or {})
+                payload = unpack_payload(record.payload)
                 yield _point_id(record.id, payload), _plain_vector(record.vector), payload
             if offset is None:
                 return
