@@ -254,10 +254,40 @@ class Embedder:
         """Tokens the model sees for each text, special tokens included, untruncated."""
         if not texts:
             return []
-        enc = self.tokenizer(
-            [encodable(t) for t in texts], add_special_tokens=True, truncation=False, verbose=False
-        )
+        cut = [encodable(t) for t in texts]
+        backend = self._backend(truncate=False)
+        if backend is not None:
+            return [len(e.ids) for e in backend.encode_batch(cut)]
+        enc = self.tokenizer(cut, add_special_tokens=True, truncation=False, verbose=False)
         return [len(ids) for ids in enc["input_ids"]]
+
+    def _backend(self, *, truncate: bool) -> Any:
+        """The model's ``tokenizer.json`` as a bare ``tokenizers.Tokenizer`` for this
+        thread (truncating at ``max_tokens`` or not), or None when the folder has none.
+
+        The same tokenizer as :attr:`tokenizer` without transformers' wrapper, which
+        here cost 6 times the tokenizing itself: 2,055 chunk texts of
+        ``alloc/src/collections`` took 6.2 s through the wrapper, 0.9 s bare (same ids).
+        """
+        path = self.model_dir / "tokenizer.json"
+        key = (str(path), self.max_tokens if truncate else 0)
+        cache: dict[Any, Any] = _TOKENIZERS.__dict__.setdefault("bare", {})
+        if key not in cache:
+            backend = None
+            if path.is_file():
+                from tokenizers import Tokenizer
+
+                try:
+                    backend = Tokenizer.from_file(str(path))
+                except Exception as e:  # a damaged tokenizer.json raises the tokenizers error
+                    raise ModelError(f"cannot load the tokenizer from {self.model_dir}: {e}") from e
+                backend.no_padding()
+                if truncate:
+                    backend.enable_truncation(self.max_tokens)
+                else:
+                    backend.no_truncation()
+            cache[key] = backend
+        return cache[key]
 
     def _model(self) -> Any:
         """The loaded torch model for this process, loading it on first use."""
@@ -390,6 +420,9 @@ class Embedder:
         # The model sees max_tokens tokens at most; cutting far past that first spares
         # tokenizing megabytes of a generated table only to drop them.
         cut = [encodable(t if len(t) <= limit else t[:limit]) for t in texts]
+        backend = self._backend(truncate=truncate)
+        if backend is not None:
+            return [np.array(e.ids, dtype=np.int32) for e in backend.encode_batch(cut)]
         if truncate:
             enc = self.tokenizer(
                 cut,

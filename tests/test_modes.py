@@ -407,3 +407,38 @@ def test_embedding_tasks_run_their_passes_on_one_thread() -> None:
     with pytest.raises(ZeroDivisionError):
         affinity.run(lambda: 1 / 0)
     assert affinity.run(lambda: threading.current_thread().name) in seen
+
+
+@pytest.mark.cluster
+def test_batches_reach_the_writer_without_the_driver(
+    corpus: Path, dask_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver gets receipts, never chunks or vectors; the vectors written are those of
+    the chunk stage's token ids (null embedder: the real tokenizer, no model)."""
+    from distributed import Future
+
+    from rcm_dask.records import BatchReceipt, EmbeddedBatch, EmbedResult
+    from rcm_dask.testing import NullEmbedder
+
+    seen: list[type] = []
+    result = Future.result
+
+    def recorded(self: Future, timeout: Any = None) -> Any:
+        value = result(self, timeout)
+        seen.append(type(value))
+        return value
+
+    monkeypatch.setattr(Future, "result", recorded)
+    null = NullEmbedder()
+    stats = index(
+        str(corpus), _config(tmp_path / "p"), mode="pipeline", client=dask_client, embedder=null
+    )
+    monkeypatch.undo()
+    assert seen.count(BatchReceipt) == stats.batches > 10
+    assert not {EmbedResult, EmbeddedBatch} & set(seen), set(seen)
+    assert stats.driver_seconds > 0 and stats.chunks_embedded == stats.chunks
+    index(str(corpus), _config(tmp_path / "s"), mode="sequential", embedder=null)
+    piped, alone = _snapshot(tmp_path / "p"), _snapshot(tmp_path / "s")
+    assert piped.keys() == alone.keys() and piped["docs"] == alone["docs"]
+    for cid, vec in alone["vectors"].items():
+        np.testing.assert_allclose(piped["vectors"][cid], vec, atol=1e-6)
