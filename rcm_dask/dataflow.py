@@ -2,11 +2,12 @@
 
 The dataflow of ``parallel`` and ``pipeline``::
 
-    fsspec listing (driver) -> Dask bag of file references, grouped by size
-      -> read_chunk_groups (any worker: fsspec read, tree-sitter parse, split)
-      -> exact batch_size-chunk cross-file batches, planned by the driver from
-         per-partition chunk counts (no barrier: a batch starts as soon as its
-         chunks exist)
+    fsspec listing (driver) -> groups of file references, by size
+      -> read_chunk_groups (any worker: fsspec read, tree-sitter parse, split,
+         tokenize)
+      -> exact cross-file batches of BATCHES_PER_TASK x batch_size chunks, planned by
+         the driver from per-partition chunk counts (no barrier: a batch starts as soon
+         as its chunks exist)
       -> embed_segments (workers with the ``GPU`` resource when the cluster has any):
          the forward pass only, on token ids made by the read+chunk tasks
       -> write_on_writer: a small task pinned to the worker of the index writer, one
@@ -82,6 +83,12 @@ class DaskRun:
     RUN_SPAN = ("rcm-dask", "index")
     """Tags of the span that holds a whole run (a ``rcm-dask`` span, its ``index`` child)."""
     STAGE_SPANS = ("read-chunk", "embed", "write")
+    BATCHES_PER_TASK = 8
+    """Model batches (``batch_size`` chunks: a GPU's forward pass) per embedding task and
+    write task. Each task costs the scheduler and the driver about the same whatever its
+    size: with the null embedder over rust-src ``library/`` (118k chunks), one batch per
+    task meant ~2,000 tasks and 12 CPU seconds of the driver process (its scheduler
+    included)."""
     """Child spans of the run span: the read+chunk tasks, the embedding (keyword-only:
     gathering) tasks, and the writer actor with its busy seconds."""
 
@@ -105,7 +112,8 @@ class DaskRun:
         self.stats = plan.stats
         self.cluster = ClusterLayout.inspect(client, config.torch_threads)
         self.keyword_only = config.vectors == "none"
-        self.batch_size = config.batch_size
+        self.batch_size = config.batch_size * self.BATCHES_PER_TASK
+        """Chunks per embedding (and write) task."""
         self.max_batches = config.max_inflight_batches or max(4, 2 * self.cluster.slots)
         # read+chunk tasks use the threads that embedding leaves free (all of them when
         # nothing is embedded)
@@ -179,29 +187,28 @@ class DaskRun:
 
     # -- building the graph ----------------------------------------------------------
     def build_partitions(self) -> list[Any]:
-        """The read+chunk stage as a Dask bag over the listing: one delayed per group."""
-        import dask.bag as db
+        """The read+chunk stage's inputs: one group of files (with the content hashes the
+        index holds for them) per task.
 
+        Plain groups submitted one by one rather than a Dask bag's delayed partitions:
+        each of those carried the whole bag's graph, so that every submission pickled the
+        entire listing again (92k records pickled by the driver over ``library/``)."""
         groups = group_files(self.plan.todo, self.config.partition_bytes)
         known = self.plan.known
-        elements = [
-            (g, {r.path: known[r.path].sha256 for r in g if r.path in known}) for g in groups
-        ]
-        # a collection's tasks take the span that is open when its graph is built
-        with self.in_span("read-chunk"):
-            bag = db.from_sequence(elements, partition_size=1).map_partitions(
-                read_chunk_groups,
-                self.plan.root.fs,
-                self.embedder,
-                self.config.max_file_size,
-                self.config.include_sensitive,
-            )
-            return list(bag.to_delayed())
+        return [[(g, {r.path: known[r.path].sha256 for r in g if r.path in known})] for g in groups]
 
     def submit_parse(self, part: Any) -> tuple[Future, Future]:
         """Start one read+chunk partition; returns (partition, summary) futures."""
         with self.in_span("read-chunk"):
-            fut = self.client.compute(part)
+            fut = self.client.submit(
+                read_chunk_groups,
+                part,
+                self.plan.root.fs,
+                self.embedder,
+                self.config.max_file_size,
+                self.config.include_sensitive,
+                pure=False,
+            )
             # keyed by stage, as the dashboard and performance report show it
             summary = self.client.submit(partition_summary, fut, key=f"summary-{uuid.uuid4().hex}")
         self.futures.update((fut, summary))
