@@ -24,15 +24,13 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import numpy as np
 
 from .config import IndexConfig
+from .embedding import Embedder
 from .records import Chunk
-
-if TYPE_CHECKING:
-    from .embedding import Embedder
 
 # --------------------------------------------------------------------------- embedders
 
@@ -124,14 +122,7 @@ class SlowEmbedder(HashEmbedder):
         return super().embed_batch(texts)
 
 
-def _null_embedder_class() -> type:
-    """:class:`NullEmbedder`'s base, imported late (the embedding module is heavy)."""
-    from .embedding import Embedder
-
-    return Embedder
-
-
-class NullEmbedder(_null_embedder_class()):  # type: ignore[misc]
+class NullEmbedder(Embedder):
     """A benchmark-only :class:`~rcm_dask.embedding.Embedder` without a forward pass.
 
     It tokenizes for real, with the model's own tokenizer (the chunk stage's work and
