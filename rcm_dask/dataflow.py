@@ -331,8 +331,17 @@ class DaskRun:
         """Cancel every task of the run still referenced; the writer commits what it
         wrote whole (safe at any point: see :mod:`rcm_dask.writer`) and closes."""
         leftover = list(self.alive)
-        if leftover:
-            self.client.cancel(leftover, force=True)
+        # one call per task, dependents before what they depend on (write tasks; then
+        # embedding and summary tasks; then read+chunk tasks): a forced cancel also
+        # cancels and releases a key's dependents, and the scheduler then fails an
+        # ``assert ts.who_wants`` on such a dependent named again
+        writes = set(self.inputs)
+        middle = set(self.inputs.values())
+        middle.update(f for f in leftover if str(f.key).startswith("summary-"))
+        order = {**{f: 2 for f in leftover}, **{f: 1 for f in middle}, **{f: 0 for f in writes}}
+        for fut in sorted(leftover, key=order.__getitem__):
+            if fut.status in ("pending", "finished", "error"):
+                self.client.cancel([fut], force=True)
         self.futures.clear()
         self.inputs.clear()
         if self.writer is not None:
