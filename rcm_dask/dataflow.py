@@ -2,23 +2,29 @@
 
 The dataflow of ``parallel`` and ``pipeline``::
 
-    fsspec listing (driver) -> Dask bag of file references, grouped by size
-      -> read_chunk_groups (any worker: fsspec read, tree-sitter parse, split)
-      -> exact batch_size-chunk cross-file batches, planned by the driver from
-         per-partition chunk counts (no barrier: a batch starts as soon as its
-         chunks exist)
-      -> embed_segments (workers with the ``GPU`` resource when the cluster has any)
-      -> the index writer: one Dask actor holding Tantivy, Qdrant and the manifest
-         (:class:`WriterActor`), fed from the driver
+    fsspec listing (driver) -> groups of file references, by size
+      -> read_chunk_groups (any worker: fsspec read, tree-sitter parse, split,
+         tokenize)
+      -> exact cross-file batches of BATCHES_PER_TASK x batch_size chunks, planned by
+         the driver from per-partition chunk counts (no barrier: a batch starts as soon
+         as its chunks exist)
+      -> embed_segments (workers with the ``GPU`` resource when the cluster has any):
+         the forward pass only, on token ids made by the read+chunk tasks
+      -> write_on_writer: a small task pinned to the worker of the index writer, one
+         Dask actor holding Tantivy, Qdrant and the manifest (:class:`WriterActor`)
 
-The driver never sees file contents; it sees chunk counts and ids, and it hands
-each embedded batch (~0.5 MB for 128 chunks) to the writer actor. Feeding the actor
-from the driver keeps writes off the embedding workers' threads (an actor called
-from inside a task blocks that task's thread).
+The driver never sees file contents, nor chunks, nor vectors: it sees per-partition
+summaries (files and their chunk ids) and, per batch, a
+:class:`~rcm_dask.records.BatchReceipt` (counts and times). Each embedded batch
+(~0.5 MB for 128 chunks) goes from its embedding worker to the writer's worker as the
+input of the write task (Dask moves it worker to worker), and the write task hands it
+to the writer on the actor's own thread, so that writes stay serial with the calls the
+driver makes (expect the files of a partition, commit, report). Only the writer's
+worker blocks a thread while a write runs, never an embedding worker.
 
 A keyword-only run (``vectors="none"``) has no embedding stage: each cross-file
 batch is gathered by a small :func:`~rcm_dask.stages.gather_segments` task on any
-worker and goes to the writer without vectors, under the same bounds on work in
+worker and goes to the writer's write task without vectors, under the same bounds on work in
 flight. Chunking still splits long items with the model's tokenizer (so chunk ids
 match a run with vectors), but no weights are loaded anywhere.
 
@@ -43,6 +49,7 @@ from .embedding import Embedder
 from .errors import ClusterError, IndexWriteError, RcmError
 from .planning import RunPlan
 from .records import (
+    BatchReceipt,
     EmbeddedBatch,
     EmbedResult,
     IndexedFile,
@@ -56,6 +63,7 @@ from .stages import (
     group_files,
     partition_summary,
     read_chunk_groups,
+    write_embedded,
 )
 from .writer import IndexWriter, writer_options
 
@@ -75,6 +83,12 @@ class DaskRun:
     RUN_SPAN = ("rcm-dask", "index")
     """Tags of the span that holds a whole run (a ``rcm-dask`` span, its ``index`` child)."""
     STAGE_SPANS = ("read-chunk", "embed", "write")
+    BATCHES_PER_TASK = 8
+    """Model batches (``batch_size`` chunks: a GPU's forward pass) per embedding task and
+    write task. Each task costs the scheduler and the driver about the same whatever its
+    size: with the null embedder over rust-src ``library/`` (118k chunks), one batch per
+    task meant ~2,000 tasks and 12 CPU seconds of the driver process (its scheduler
+    included)."""
     """Child spans of the run span: the read+chunk tasks, the embedding (keyword-only:
     gathering) tasks, and the writer actor with its busy seconds."""
 
@@ -98,7 +112,8 @@ class DaskRun:
         self.stats = plan.stats
         self.cluster = ClusterLayout.inspect(client, config.torch_threads)
         self.keyword_only = config.vectors == "none"
-        self.batch_size = config.batch_size
+        self.batch_size = config.batch_size * self.BATCHES_PER_TASK
+        """Chunks per embedding (and write) task."""
         self.max_batches = config.max_inflight_batches or max(4, 2 * self.cluster.slots)
         # read+chunk tasks use the threads that embedding leaves free (all of them when
         # nothing is embedded)
@@ -109,6 +124,8 @@ class DaskRun:
         # frames included): what an error must cancel so that no task is orphaned
         self.alive: weakref.WeakSet[Future] = weakref.WeakSet()
         self.writer: WriterActor | None = None
+        self.inputs: dict[Future, Future] = {}
+        """The embedding (keyword-only: gathering) future of each write task."""
         self.spans: dict[str, dict[str, Any]] = {}
         """The ``span`` annotation of each stage, by stage name (set while :meth:`run` runs)."""
 
@@ -170,29 +187,28 @@ class DaskRun:
 
     # -- building the graph ----------------------------------------------------------
     def build_partitions(self) -> list[Any]:
-        """The read+chunk stage as a Dask bag over the listing: one delayed per group."""
-        import dask.bag as db
+        """The read+chunk stage's inputs: one group of files (with the content hashes the
+        index holds for them) per task.
 
+        Plain groups submitted one by one rather than a Dask bag's delayed partitions:
+        each of those carried the whole bag's graph, so that every submission pickled the
+        entire listing again (92k records pickled by the driver over ``library/``)."""
         groups = group_files(self.plan.todo, self.config.partition_bytes)
         known = self.plan.known
-        elements = [
-            (g, {r.path: known[r.path].sha256 for r in g if r.path in known}) for g in groups
-        ]
-        # a collection's tasks take the span that is open when its graph is built
-        with self.in_span("read-chunk"):
-            bag = db.from_sequence(elements, partition_size=1).map_partitions(
-                read_chunk_groups,
-                self.plan.root.fs,
-                self.embedder,
-                self.config.max_file_size,
-                self.config.include_sensitive,
-            )
-            return list(bag.to_delayed())
+        return [[(g, {r.path: known[r.path].sha256 for r in g if r.path in known})] for g in groups]
 
     def submit_parse(self, part: Any) -> tuple[Future, Future]:
         """Start one read+chunk partition; returns (partition, summary) futures."""
         with self.in_span("read-chunk"):
-            fut = self.client.compute(part)
+            fut = self.client.submit(
+                read_chunk_groups,
+                part,
+                self.plan.root.fs,
+                self.embedder,
+                self.config.max_file_size,
+                self.config.include_sensitive,
+                pure=False,
+            )
             # keyed by stage, as the dashboard and performance report show it
             summary = self.client.submit(partition_summary, fut, key=f"summary-{uuid.uuid4().hex}")
         self.futures.update((fut, summary))
@@ -200,14 +216,19 @@ class DaskRun:
         return fut, summary
 
     def submit_batch(self, segments: list[tuple[Future, int, int]]) -> Future:
-        """Start one batch: an embedding task, annotated at submission so that the GPU
+        """Start one batch: its embedding task, then its write task; returns the write
+        task's future (its result: a :class:`~rcm_dask.records.BatchReceipt`)."""
+        return self.submit_write(self.submit_embed(segments))
+
+    def submit_embed(self, segments: list[tuple[Future, int, int]]) -> Future:
+        """Start one batch's embedding task, annotated at submission so that the GPU
         restriction survives (graph optimisation drops ``dask.annotate``, dask#7036);
         in a keyword-only run a :func:`gather_segments` task (any worker: no model, no
         resource)."""
         fut: Future
         with self.in_span("embed"):
             if self.keyword_only:
-                fut = self.client.submit(gather_segments, segments, pure=False)
+                fut = self.client.submit(gather_segments, segments, pure=False, priority=1)
             else:
                 fut = self.client.submit(
                     embed_segments,
@@ -216,7 +237,19 @@ class DaskRun:
                     self.cluster.threads_by_host,
                     resources=self.cluster.resources,
                     pure=False,
+                    priority=1,
                 )
+        self.futures.add(fut)
+        self.alive.add(fut)
+        return fut
+
+    def submit_write(self, embedded: Future) -> Future:
+        """Start the write task of an embedded batch, on the writer's worker: the batch
+        travels there from its embedding worker, never through the driver."""
+        assert self.writer is not None
+        with self.in_span("write"):
+            fut = self.writer.submit_write(embedded)
+        self.inputs[fut] = embedded
         self.futures.add(fut)
         self.alive.add(fut)
         return fut
@@ -247,18 +280,26 @@ class DaskRun:
             raise
         except Exception as e:
             if "Actor" in str(e) or type(e).__name__ in ("CommClosedError", "KilledWorker"):
-                raise IndexWriteError(
-                    f"the index writer on {self.stats.writer_worker} was lost ({e}); the "
-                    f"index at {self.plan.index_dir} stays at its last commit - re-run to "
-                    "finish"
-                ) from e
+                raise self._writer_lost(str(e)) from e
             raise
         finally:
             self.stats.add_time("writer-calls", time.perf_counter() - start)
 
+    def _writer_lost(self, why: str) -> IndexWriteError:
+        """The error of a run whose writer's worker is gone."""
+        return IndexWriteError(
+            f"the index writer on {self.stats.writer_worker} was lost ({why}); the "
+            f"index at {self.plan.index_dir} stays at its last commit - re-run to finish"
+        )
+
     # -- driving -----------------------------------------------------------------------
     def run(self, pipelined: bool) -> IndexStats:
-        """Run the whole dataflow; on any error cancel everything in flight and re-raise."""
+        """Run the whole dataflow; on any error cancel everything in flight and re-raise.
+
+        The driver's CPU seconds meanwhile (all its threads) are kept as
+        :attr:`~rcm_dask.records.IndexStats.driver_seconds`.
+        """
+        cpu = time.process_time()
         with self.open_spans():
             try:
                 writer = self.start_writer()
@@ -278,6 +319,7 @@ class DaskRun:
                 self.book_write_seconds(report["write_seconds"])
             finally:
                 self._cancel()
+                self.stats.driver_seconds += time.process_time() - cpu
         return self.stats
 
     def _report(self, path: str) -> None:
@@ -289,9 +331,19 @@ class DaskRun:
         """Cancel every task of the run still referenced; the writer commits what it
         wrote whole (safe at any point: see :mod:`rcm_dask.writer`) and closes."""
         leftover = list(self.alive)
-        if leftover:
-            self.client.cancel(leftover, force=True)
+        # one call per task, dependents before what they depend on (write tasks; then
+        # embedding and summary tasks; then read+chunk tasks): a forced cancel also
+        # cancels and releases a key's dependents, and the scheduler then fails an
+        # ``assert ts.who_wants`` on such a dependent named again
+        writes = set(self.inputs)
+        middle = set(self.inputs.values())
+        middle.update(f for f in leftover if str(f.key).startswith("summary-"))
+        order = {**{f: 2 for f in leftover}, **{f: 1 for f in middle}, **{f: 0 for f in writes}}
+        for fut in sorted(leftover, key=order.__getitem__):
+            if fut.status in ("pending", "finished", "error"):
+                self.client.cancel([fut], force=True)
         self.futures.clear()
+        self.inputs.clear()
         if self.writer is not None:
             try:
                 self.writer.close(True).result(timeout=60)
@@ -313,18 +365,30 @@ class DaskRun:
         self._report(getattr(last, "path", ""))
 
     def _on_batch(self, fut: Future) -> None:
-        """A batch is embedded (keyword-only: gathered): hand it to the writer."""
-        assert self.writer is not None
-        res: EmbedResult | EmbeddedBatch = fut.result()
+        """A batch is written (by its write task): count it from its receipt."""
+        receipt: BatchReceipt = self._result(fut)
         self.futures.discard(fut)
-        if isinstance(res, EmbedResult):
-            self.stats.add_embedded(res)
-            batch = res.batch
-        else:
-            self.stats.add_batch(res)
-            batch = res
-        self.stats.chunks += self.wait_writer(self.writer.write_batch, batch)
+        self.futures.discard(self.inputs.pop(fut, fut))
+        self.stats.add_receipt(receipt)
+        self.stats.chunks += receipt.written
         self._report("")
+
+    def _result(self, fut: Future) -> Any:
+        """A finished future's result; a write task that died with the writer's worker is
+        an :class:`IndexWriteError`."""
+        try:
+            return fut.result()
+        except RcmError:
+            raise
+        except Exception as e:
+            if fut in self.inputs and not self._writer_alive():
+                raise self._writer_lost(str(e)) from e
+            raise
+
+    def _writer_alive(self) -> bool:
+        """Whether the writer's worker is still in the cluster."""
+        workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        return not self.stats.writer_worker or self.stats.writer_worker in workers
 
     def _take_batch(
         self, pending: deque[list[Any]], final: bool
@@ -366,7 +430,7 @@ class DaskRun:
             done = self._wait(waiting)
             for fut in done:
                 if fut.status == "error":
-                    fut.result()
+                    self._result(fut)
             waiting -= done
 
     def _check_cluster(self) -> None:
@@ -381,6 +445,9 @@ class DaskRun:
             )
         if not workers:
             raise ClusterError("the Dask cluster lost all its workers")
+        # write tasks wait for ever for their pinned worker
+        if self.writer is not None and self.stats.writer_worker not in workers:
+            raise self._writer_lost("its worker left the cluster")
 
     def _pipeline(self, parts: list[Any]) -> None:
         """Overlapping stages with bounded work in flight at each."""
@@ -426,15 +493,18 @@ class DaskRun:
             self._on_summary(summary)
             if summary.n_chunks:
                 pending.append([part, 0, summary.n_chunks])
-        batches = []
+        embedded = []
         while (segments := self._take_batch(pending, final=True)) is not None:
-            batches.append(self.submit_batch(segments))
-        self._wait_all(batches)
+            embedded.append(self.submit_embed(segments))
+        self._wait_all(embedded)
         for part, summary_fut in started:
             self.futures.discard(part)
             self.futures.discard(summary_fut)
         started.clear()
-        for fut in batches:
+        writes = [self.submit_write(fut) for fut in embedded]
+        embedded.clear()
+        self._wait_all(writes)
+        for fut in writes:
             self._on_batch(fut)
 
 
@@ -446,10 +516,11 @@ class WriterActor:
     by the embedding workers themselves, is a change here, not in :class:`DaskRun`.
     """
 
-    def __init__(self, client: Client, future: Future, actor: Any) -> None:
+    def __init__(self, client: Client, future: Future, actor: Any, address: str) -> None:
         self.client = client
         self.future = future
         self.actor = actor
+        self.address = address
 
     @classmethod
     def start(
@@ -473,7 +544,7 @@ class WriterActor:
             pure=False,
         )
         try:
-            return cls(client, future, future.result())
+            return cls(client, future, future.result(), address)
         except BaseException:
             client.cancel([future], force=True)
             raise
@@ -489,6 +560,23 @@ class WriterActor:
     def write_batch(self, batch: EmbeddedBatch) -> Any:
         """:meth:`IndexWriter.write_batch`; the future's result is the chunks written."""
         return self.actor.write_batch(batch)
+
+    def submit_write(self, embedded: Future) -> Future:
+        """A task on the writer's worker that writes ``embedded``'s batch (an
+        :class:`EmbedResult` or, keyword-only, an :class:`EmbeddedBatch`) and returns a
+        :class:`BatchReceipt`. Runs before read+chunk tasks waiting on that worker, so
+        that embedded batches do not pile up in memory."""
+        fut: Future = self.client.submit(
+            write_on_writer,
+            self.future.key,
+            embedded,
+            workers=[self.address],
+            allow_other_workers=False,
+            pure=False,
+            priority=2,
+            key=f"write_batch-{uuid.uuid4().hex}",
+        )
+        return fut
 
     def remove_files(self, paths: Sequence[str]) -> Any:
         """:meth:`IndexWriter.remove_files`."""
@@ -511,3 +599,19 @@ class WriterActor:
         of its own for the same key, which would keep the actor alive until garbage
         collection."""
         self.client.cancel([self.future], force=True)
+
+
+def write_on_writer(actor_key: str, result: EmbedResult | EmbeddedBatch) -> BatchReceipt:
+    """Task: write one batch with the writer actor held by this worker (see
+    :meth:`WriterActor.submit_write`).
+
+    The write runs on the actor's own thread (the worker's one ``actor`` executor), as
+    the driver's calls to the actor do, so that the writer never runs two calls at once.
+    """
+    from distributed import get_worker
+
+    worker = get_worker()
+    writer = worker.state.actors.get(actor_key)
+    if writer is None:
+        raise IndexWriteError(f"no index writer on worker {worker.address}: it was lost")
+    return worker.executors["actor"].submit(write_embedded, writer, result).result()

@@ -346,7 +346,9 @@ class IndexStats:
     """Chunks whose syntax tree holds errors (indexed, but flagged)."""
     batches: int = 0
     """Batches written: embedded ones, or in a keyword-only run the same cross-file
-    batches, straight from chunking."""
+    batches, straight from chunking. In the cluster modes one batch is one embedding
+    task's (:attr:`rcm_dask.dataflow.DaskRun.BATCHES_PER_TASK` times ``batch_size``
+    chunks); in the sequential mode, one file's chunks."""
     vectors: str = "qdrant"
     """What the run kept besides BM25: ``qdrant`` (vectors), or ``none`` (keyword-only:
     nothing embedded, :attr:`chunks_embedded` stays 0)."""
@@ -379,6 +381,9 @@ class IndexStats:
     """Worker that held the index writer (``in-process`` when the driver held it)."""
     commits: int = 0
     """Commits of both stores and the manifest during the run."""
+    driver_seconds: float = 0.0
+    """CPU seconds the driver process spent while the cluster modes' dataflow ran (all its
+    threads: a LocalCluster's scheduler included); 0 in the sequential mode."""
 
     def add_skip(self, skip: Skipped, keep: int = 5) -> None:
         """Count one skipped file."""
@@ -408,6 +413,16 @@ class IndexStats:
         self.add_time("embed", res.finished - res.started)
         self.add_span("embed", res.started, res.finished)
         self.embed_workers[res.worker] = self.embed_workers.get(res.worker, 0) + 1
+
+    def add_receipt(self, receipt: BatchReceipt) -> None:
+        """Count one batch written by a write task (cluster modes)."""
+        self.batches += 1
+        self.chunks_with_errors += receipt.chunks_with_errors
+        if receipt.embedded:
+            self.chunks_embedded += receipt.chunks
+            self.add_time("embed", receipt.finished - receipt.started)
+            self.add_span("embed", receipt.started, receipt.finished)
+            self.embed_workers[receipt.worker] = self.embed_workers.get(receipt.worker, 0) + 1
 
     def add_batch(self, batch: EmbeddedBatch) -> None:
         """Count one batch for the writer (a keyword-only run's, unembedded, counts only here)."""
@@ -684,6 +699,13 @@ class ParsedPartition:
     """Epoch seconds when the task started."""
     finished: float = 0.0
     """Epoch seconds when the task finished."""
+    token_ids: np.ndarray | None = None
+    """The token ids the model sees for every chunk, one flat int32 array (chunk ``i``'s
+    are ``token_ids[token_offsets[i]:token_offsets[i + 1]]``): tokenized here, on a CPU
+    worker, so that embedding runs the forward pass only. None when the embedder has no
+    :meth:`~rcm_dask.embedding.Embedder.encode` (test fakes embed texts)."""
+    token_offsets: np.ndarray | None = None
+    """Where each chunk's ids start in :attr:`token_ids` (``len(chunks) + 1`` int64)."""
 
     def summary(self) -> ParsedPartition:
         """The same record without its chunks: what the driver needs to plan batches."""
@@ -697,6 +719,13 @@ class ParsedPartition:
             self.started,
             self.finished,
         )
+
+    def chunk_tokens(self, start: int, stop: int) -> list[np.ndarray] | None:
+        """The token ids of ``chunks[start:stop]`` (views), or None when not tokenized."""
+        if self.token_ids is None or self.token_offsets is None:
+            return None
+        ids, offsets = self.token_ids, self.token_offsets
+        return [ids[offsets[i] : offsets[i + 1]] for i in range(start, stop)]
 
     @property
     def n_chunks(self) -> int:
@@ -718,6 +747,44 @@ class EmbedResult:
     """Epoch seconds when embedding finished."""
     threads: int
     """Torch threads the task used (0 on a GPU)."""
+
+    def receipt(self, written: int) -> BatchReceipt:
+        """What the driver learns once the batch is written: counts and times only."""
+        chunks = self.batch.chunks
+        return BatchReceipt(
+            chunks=len(chunks),
+            chunks_with_errors=sum(c.has_error for c in chunks),
+            written=written,
+            embedded=self.batch.vectors is not None,
+            worker=self.worker,
+            started=self.started,
+            finished=self.finished,
+            threads=self.threads,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReceipt:
+    """One batch written by a write task on the writer's worker: what the driver sees of
+    it (the chunks and vectors go from the embedding worker to the writer, not through
+    the driver)."""
+
+    chunks: int
+    """Chunks in the batch."""
+    chunks_with_errors: int
+    """Of which from code with syntax errors."""
+    written: int
+    """Chunks the writer applied."""
+    embedded: bool
+    """Whether the batch carried vectors (False in a keyword-only run)."""
+    worker: str
+    """Address of the worker that embedded (keyword-only: gathered) it."""
+    started: float
+    """Epoch seconds when embedding started."""
+    finished: float
+    """Epoch seconds when embedding finished."""
+    threads: int
+    """Torch threads the embedding task used (0 on a GPU or when nothing was embedded)."""
 
 
 # --------------------------------------------------------------------------- code intelligence

@@ -199,6 +199,7 @@ def split_chunks(
     chunks: Sequence[Chunk],
     count_tokens: Callable[[Sequence[str]], list[int]],
     max_tokens: int,
+    sizes: Sequence[int] | None = None,
 ) -> list[Chunk]:
     """Split chunks whose embedding text is longer than the model takes.
 
@@ -212,6 +213,10 @@ def split_chunks(
         chunks, then a few times per chunk that must be split.
     max_tokens : int
         Most tokens one :func:`format_for_embedding` text may take.
+    sizes : sequence of int, optional
+        The token count of each chunk's text when the caller has it already (the chunk
+        stage tokenizes each text once, for the model and for this), counted as
+        ``count_tokens`` would; ``count_tokens`` is then called only for chunks to split.
 
     Returns
     -------
@@ -241,10 +246,13 @@ def split_chunks(
         return []
     # Texts too long to possibly fit are over budget without counting (megabytes of a
     # generated table would take seconds to tokenize).
-    limit = max_tokens * CHARS_PER_TOKEN_BOUND
-    texts = [format_for_embedding(c) for c in chunks]
-    sizes = _count(count_tokens, [t if len(t) <= limit else "" for t in texts])
-    sizes = [max_tokens + 1 if len(t) > limit else n for t, n in zip(texts, sizes)]
+    if sizes is None:
+        limit = max_tokens * CHARS_PER_TOKEN_BOUND
+        texts = [format_for_embedding(c) for c in chunks]
+        counted = _count(count_tokens, [t if len(t) <= limit else "" for t in texts])
+        sizes = [max_tokens + 1 if len(t) > limit else n for t, n in zip(texts, counted)]
+    elif len(sizes) != len(chunks):
+        raise ValueError(f"{len(sizes)} sizes for {len(chunks)} chunks")
     out: list[Chunk] = []
     for chunk, size in zip(chunks, sizes):
         if size <= max_tokens or chunk.parts > 1 or not chunk.code:

@@ -14,12 +14,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
+
+import numpy as np
 
 from .chunking import chunk_source
 from .embed_text import format_for_embedding
-from .embedding import Embedder
+from .embedding import CHARS_PER_TOKEN_BOUND, Embedder
 from .records import (
+    BatchReceipt,
     Chunk,
     EmbeddedBatch,
     EmbedResult,
@@ -38,12 +41,53 @@ IN_PROCESS = "in-process"
 
 def chunk_file(source: SourceFile, embedder: Embedder) -> list[Chunk]:
     """Chunk one file and split chunks longer than the model's budget (no weights needed)."""
-    return split_chunks(chunk_source(source), embedder.count_tokens, embedder.max_tokens)
+    return tokenize_file(source, embedder)[0]
 
 
-def embed_chunks(chunks: Sequence[Chunk], embedder: Embedder) -> EmbeddedBatch:
-    """Embed chunks (their :func:`format_for_embedding` texts) into a writer batch."""
-    vectors = embedder.embed_batch([format_for_embedding(c) for c in chunks])
+def tokenize_file(
+    source: SourceFile, embedder: Embedder
+) -> tuple[list[Chunk], list[np.ndarray] | None]:
+    """Chunk one file, split chunks longer than the model's budget, and give each chunk the
+    token ids the model will see (None when the embedder has no ``encode``: a fake that
+    embeds texts).
+
+    Each text is tokenized once: the untruncated ids of a chunk within budget are what
+    the model sees, and their lengths decide which chunks to split; only the parts of
+    split chunks (and the rare chunk left over budget) are tokenized again.
+    """
+    chunks = chunk_source(source)
+    encode = getattr(embedder, "encode", None)
+    if encode is None or not chunks:
+        return split_chunks(chunks, embedder.count_tokens, embedder.max_tokens), None
+    max_tokens = embedder.max_tokens
+    limit = max_tokens * CHARS_PER_TOKEN_BOUND
+    texts = [format_for_embedding(c) for c in chunks]
+    # a text too long to possibly fit is over budget without tokenizing megabytes
+    short = [i for i, t in enumerate(texts) if len(t) <= limit]
+    sizes = [max_tokens + 1] * len(chunks)
+    kept: dict[int, np.ndarray] = {}
+    for i, ids in zip(short, encode([texts[i] for i in short], truncate=False)):
+        sizes[i] = len(ids)
+        if len(ids) <= max_tokens:
+            kept[id(chunks[i])] = ids
+    out = split_chunks(chunks, embedder.count_tokens, max_tokens, sizes)
+    tokens: list[np.ndarray | None] = [kept.get(id(c)) for c in out]
+    again = [i for i, ids in enumerate(tokens) if ids is None]
+    if again:
+        for i, ids in zip(again, encode([format_for_embedding(out[i]) for i in again])):
+            tokens[i] = ids
+    return out, cast("list[np.ndarray]", tokens)
+
+
+def embed_chunks(
+    chunks: Sequence[Chunk], embedder: Embedder, tokens: Sequence[np.ndarray] | None = None
+) -> EmbeddedBatch:
+    """Embed chunks into a writer batch: from their token ids when the chunk stage made
+    them (the forward pass only), else from their :func:`format_for_embedding` texts."""
+    if tokens is not None:
+        vectors = embedder.embed_tokens(tokens)
+    else:
+        vectors = embedder.embed_batch([format_for_embedding(c) for c in chunks])
     return EmbeddedBatch(chunks=tuple(chunks), vectors=vectors)
 
 
@@ -99,6 +143,7 @@ def read_chunk_partition(
     chunks: list[Chunk] = []
     unchanged: list[IndexedFile] = []
     skipped: list[Skipped] = []
+    tokens: list[np.ndarray] | None = [] if hasattr(embedder, "encode") else None
     read_s = chunk_s = 0.0
     for ref in refs:
         t0 = time.perf_counter()
@@ -113,10 +158,18 @@ def read_chunk_partition(
         if known_sha.get(source.path) == source.sha256:
             unchanged.append(indexed_file(source, ()))
             continue
-        file_chunks = chunk_file(source, embedder)
+        file_chunks, file_tokens = tokenize_file(source, embedder)
         chunk_s += time.perf_counter() - t1
         files.append(indexed_file(source, file_chunks))
         chunks.extend(file_chunks)
+        if tokens is not None and file_tokens is not None:
+            tokens.extend(file_tokens)
+    flat = offsets = None
+    if tokens is not None:
+        offsets = np.zeros(len(tokens) + 1, dtype=np.int64)
+        np.cumsum([len(t) for t in tokens], out=offsets[1:])
+        flat = np.concatenate(tokens).astype(np.int32, copy=False) if tokens else None
+        flat = flat if flat is not None else np.zeros(0, dtype=np.int32)
     return ParsedPartition(
         files=tuple(files),
         chunks=tuple(chunks),
@@ -126,6 +179,8 @@ def read_chunk_partition(
         chunk_seconds=chunk_s,
         started=started,
         finished=time.time(),
+        token_ids=flat,
+        token_offsets=offsets,
     )
 
 
@@ -143,6 +198,15 @@ def embed_segments(
     """
     started = time.time()
     chunks = [c for part, start, stop in segments for c in part.chunks[start:stop]]
+    tokens: list[np.ndarray] | None = None
+    if hasattr(embedder, "embed_tokens"):
+        tokens = []
+        for part, start, stop in segments:
+            ids = part.chunk_tokens(start, stop)
+            if ids is None:
+                tokens = None
+                break
+            tokens.extend(ids)
     worker = _worker_address()
     # any object with the Embedder interface works; only a real one has threads
     threads = getattr(embedder, "torch_threads", None) or 0
@@ -150,12 +214,24 @@ def embed_segments(
         threads = threads_by_host.get(host_of(worker)) or threads_by_host.get("*") or 1
         embedder.torch_threads = threads
     if worker == IN_PROCESS:
-        batch = embed_chunks(chunks, embedder)
+        batch = embed_chunks(chunks, embedder, tokens)
     else:
-        batch = _EMBED_THREADS.run(embed_chunks, chunks, embedder)
+        batch = _EMBED_THREADS.run(embed_chunks, chunks, embedder, tokens)
     if not str(getattr(embedder, "device", "cpu")).startswith("cpu"):
         threads = 0
     return EmbedResult(batch, worker, started, time.time(), threads)
+
+
+def write_embedded(writer: Any, result: EmbedResult | EmbeddedBatch) -> BatchReceipt:
+    """Write one embedded (keyword-only: gathered) batch with ``writer`` (an
+    :class:`~rcm_dask.writer.IndexWriter`, or what calls one) and say what was written:
+    the write task, run where the writer is."""
+    if isinstance(result, EmbedResult):
+        return result.receipt(writer.write_batch(result.batch))
+    written = writer.write_batch(result)
+    errors = sum(c.has_error for c in result.chunks)
+    embedded = result.vectors is not None
+    return BatchReceipt(len(result.chunks), errors, written, embedded, "", 0.0, 0.0, 0)
 
 
 def gather_segments(segments: Sequence[tuple[ParsedPartition, int, int]]) -> EmbeddedBatch:

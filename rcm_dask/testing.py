@@ -6,7 +6,8 @@ here is in ``rcm_dask.__all__``, and any of it may change with the tests that us
 needs no test framework: pytest fixtures built on it live in ``tests/conftest.py``.
 
 - Embedders: :class:`HashEmbedder` (deterministic bag of words, no model) and its variants
-  :class:`FailingEmbedder`, :class:`CountingEmbedder`, :class:`SlowEmbedder`.
+  :class:`FailingEmbedder`, :class:`CountingEmbedder`, :class:`SlowEmbedder`;
+  :class:`NullEmbedder` (the real tokenizer, no forward pass: the dataflow's ceiling).
 - Records: :func:`make_chunk`.
 - A Qdrant server stand-in: :class:`LocalQdrantServer`.
 - Codebases on disk: :func:`add_generated_files`, :func:`backdate`.
@@ -23,15 +24,13 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import numpy as np
 
 from .config import IndexConfig
+from .embedding import Embedder
 from .records import Chunk
-
-if TYPE_CHECKING:
-    from .embedding import Embedder
 
 # --------------------------------------------------------------------------- embedders
 
@@ -121,6 +120,74 @@ class SlowEmbedder(HashEmbedder):
         """Sleep ``delay`` seconds, then embed as the parent does."""
         time.sleep(self.delay)
         return super().embed_batch(texts)
+
+
+class NullEmbedder(Embedder):
+    """A benchmark-only :class:`~rcm_dask.embedding.Embedder` without a forward pass.
+
+    It tokenizes for real, with the model's own tokenizer (the chunk stage's work and
+    chunk ids are those of a real run), and turns each text's token ids into a
+    deterministic unit vector of the model's dimension (a signed bag of hashed ids), so
+    a pipeline run with it measures everything but the model: the dataflow's ceiling.
+    It needs no weights loaded and never imports torch. Its name and fingerprint are its
+    own, so an index built with it can never take a real model's vectors (or the other
+    way round).
+
+    Parameters
+    ----------
+    model
+        Model folder whose tokenizer and dimension to use; None: the bundled model.
+    batch_size
+        Texts per embedding batch (as :class:`~rcm_dask.embedding.Embedder`).
+    """
+
+    def __init__(self, model: str | os.PathLike[str] | None = None, *, batch_size: int = 128):
+        super().__init__(model, device="cpu", batch_size=batch_size, precision="fp32")
+        self.name = f"null-embedder:{self.name}"
+        self.fingerprint = f"null-{self.tokenizer_fingerprint}"
+
+    def __repr__(self) -> str:
+        return f"NullEmbedder({self.name!r}, dim={self.dimension})"
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What an index must agree on to mix vectors: never a real model's."""
+        return {
+            "model": self.name,
+            "model_fingerprint": self.fingerprint,
+            "dimensions": self.dimension,
+            "max_tokens": self.max_tokens,
+            "precision": "null",
+        }
+
+    def load(self) -> NullEmbedder:
+        """Load the tokenizer (there are no weights to load); returns self."""
+        _ = self.tokenizer
+        return self
+
+    def _model(self) -> Any:
+        raise RuntimeError("the null embedder has no model: it never runs a forward pass")
+
+    def embed_tokens(self, ids: Sequence[Sequence[int] | np.ndarray]) -> np.ndarray:
+        """One L2-normalised vector per row of token ids: each id adds +1 or -1 to one
+        dimension, both chosen by hashing the id (a row that cancels out: the first unit
+        vector)."""
+        dim = self.dimension
+        rows = [np.asarray(r[: self.max_tokens], dtype=np.int64) for r in ids]
+        n = len(rows)
+        if not n:
+            return np.zeros((0, dim), dtype=np.float32)
+        flat = np.concatenate(rows)
+        which = np.repeat(np.arange(n, dtype=np.int64), [len(r) for r in rows])
+        mixed = (flat + 1) * 2654435761 % (2**31 - 1)  # Knuth's multiplicative hash
+        sign = np.where(mixed & 1024, 1.0, -1.0)
+        counts = np.bincount(which * dim + mixed % dim, weights=sign, minlength=n * dim)
+        out = counts.reshape(n, dim).astype(np.float32)
+        norms = np.linalg.norm(out, axis=1)
+        out[norms == 0, 0] = 1.0
+        norms[norms == 0] = 1.0
+        out /= norms[:, None]
+        return out
 
 
 def _as_embedder(fake: HashEmbedder) -> Embedder:

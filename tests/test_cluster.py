@@ -114,7 +114,8 @@ def slice_root(rust_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 def test_embedding_runs_only_on_the_gpu_worker_and_the_index_matches(
     real_cluster: dict[str, str], slice_root: Path, tmp_path: Path
 ) -> None:
-    cfg = {"partition_bytes": 8_000, "batch_size": 32, "torch_threads": 1}
+    # 4 x BATCHES_PER_TASK chunks per embedding task: several tasks from a small slice
+    cfg = {"partition_bytes": 8_000, "batch_size": 4, "torch_threads": 1}
     stats = index(
         str(slice_root),
         IndexConfig(index_dir=str(tmp_path / "pipe"), **cfg),

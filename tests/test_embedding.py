@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +20,9 @@ from rcm_dask.embedding import (
     resolve_precision,
 )
 from rcm_dask.errors import ConfigError, ModelError
+from rcm_dask.records import ParsedPartition
+
+from . import DATA
 
 TEXTS = [
     "fn push(&mut self, item: T)",
@@ -234,3 +238,98 @@ def test_kernel_cache_is_limited_unless_the_user_chose() -> None:
     env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "500"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.split() == ["False", "False", "500"], out.stderr
+
+
+# --------------------------------------------------------------------------- token ids
+
+
+def _tokenized_partition(tmp_path: Path, embedder: Embedder) -> ParsedPartition:
+    """heap.rs plus a function long enough to be split, read and chunked by the chunk stage."""
+    from rcm_dask.sources import discover_sources, open_root
+    from rcm_dask.stages import read_chunk_partition
+
+    root = tmp_path / "c"
+    root.mkdir()
+    shutil.copy(DATA / "heap.rs", root / "heap.rs")
+    body = "".join(f"    let v{i} = compute(a{i}, b{i}) * {i};\n" for i in range(120))
+    (root / "long.rs").write_text(f"/// Long.\npub fn long() {{\n{body}}}\n")
+    src = open_root(str(root))
+    return read_chunk_partition(discover_sources(src).files, src.fs, embedder)
+
+
+def test_chunk_stage_tokens_are_what_the_model_sees(
+    real_embedder: Embedder, tmp_path: Path
+) -> None:
+    from rcm_dask.chunking import chunk_source
+    from rcm_dask.embed_text import format_for_embedding
+    from rcm_dask.sources import read_source
+    from rcm_dask.splitting import split_chunks
+
+    part = _tokenized_partition(tmp_path, real_embedder)
+    assert part.token_ids is not None and part.token_ids.dtype == np.int32
+    assert any(c.parts > 1 for c in part.chunks), "the long function is split"
+    ids = part.chunk_tokens(0, len(part.chunks))
+    assert ids is not None and len(ids) == len(part.chunks)
+    texts = [format_for_embedding(c) for c in part.chunks]
+    tok = real_embedder.tokenizer
+    for text, got, again in zip(texts, ids, real_embedder.encode(texts)):
+        want = tok(text, truncation=True, max_length=real_embedder.max_tokens)["input_ids"]
+        assert got.tolist() == want == again.tolist()
+    # tokenizing once chunks exactly as counting tokens did
+    src, refs = open_root_files(tmp_path / "c")
+    counted = [
+        c
+        for ref in refs
+        for c in split_chunks(
+            chunk_source(read_source(src.fs, ref)),
+            real_embedder.count_tokens,
+            real_embedder.max_tokens,
+        )
+    ]
+    assert [c.id for c in counted] == [c.id for c in part.chunks]
+    assert part.summary().token_ids is None  # the driver's copy carries no ids
+
+
+def open_root_files(root: Path) -> tuple[Any, list[Any]]:
+    """A root and its files, as discovery lists them."""
+    from rcm_dask.sources import discover_sources, open_root
+
+    src = open_root(str(root))
+    return src, list(discover_sources(src).files)
+
+
+def test_embedding_from_token_ids_equals_embedding_texts(
+    real_embedder: Embedder, tmp_path: Path
+) -> None:
+    from rcm_dask.embed_text import format_for_embedding
+
+    part = _tokenized_partition(tmp_path, real_embedder)
+    chunks = part.chunks[:12]
+    ids = part.chunk_tokens(0, len(chunks))
+    assert ids is not None
+    from_ids = real_embedder.embed_tokens(ids)
+    from_texts = real_embedder.embed_batch([format_for_embedding(c) for c in chunks])
+    assert from_ids.shape == (len(chunks), 384)
+    np.testing.assert_allclose(from_ids, from_texts, atol=1e-5)
+
+
+def test_null_embedder_is_deterministic_and_never_a_real_model(
+    real_embedder: Embedder,
+) -> None:
+    from rcm_dask.testing import NullEmbedder
+
+    null = NullEmbedder()
+    again = pickle.loads(pickle.dumps(NullEmbedder()))
+    vecs = null.embed_batch(TEXTS)
+    assert vecs.shape == (len(TEXTS), 384) and vecs.dtype == np.float32
+    np.testing.assert_array_equal(vecs, again.embed_batch(TEXTS))
+    np.testing.assert_array_equal(vecs, null.embed_tokens(null.encode(TEXTS)))
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-6)
+    assert len({v.tobytes() for v in vecs}) == len(TEXTS)  # different texts, different vectors
+    assert [len(i) for i in null.encode(TEXTS)] == [
+        len(i) for i in real_embedder.encode(TEXTS)
+    ]  # the real tokenizer
+    assert null.identity["model_fingerprint"] != real_embedder.identity["model_fingerprint"]
+    assert null.identity["model"] != real_embedder.identity["model"]
+    with pytest.raises(RuntimeError, match="no model"):
+        null.load()._model()

@@ -264,8 +264,8 @@ class TestKeywordOnlyModes:
         stats = built[mode][0]
         if mode == "sequential":  # one batch per file with chunks
             assert stats.batches == sum(1 for _, ids in built[mode][1]["files"].values() if ids)
-        else:  # exactly batch_size chunks, except the last
-            assert stats.batches == -(-stats.chunks // 7)
+        else:  # exactly BATCHES_PER_TASK x batch_size chunks, except the last
+            assert stats.batches == -(-stats.chunks // (7 * DaskRun.BATCHES_PER_TASK))
 
     def test_rerun_with_nothing_changed_is_a_no_op(
         self, built: dict, mode: str, corpus: Path, dask_client: Any
@@ -298,7 +298,7 @@ def test_pipeline_keeps_its_backpressure(
     monkeypatch.setattr(DaskRun, "_on_batch", counted_done)
     stats = index(
         str(corpus),
-        _config(tmp_path / "idx", vectors="none", batch_size=5, max_inflight_batches=2),
+        _config(tmp_path / "idx", vectors="none", batch_size=1, max_inflight_batches=2),
         mode="pipeline",
         client=dask_client,
         embedder=HashEmbedder(),

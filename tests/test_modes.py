@@ -132,8 +132,8 @@ class TestModeParity:
             assert getattr(other, name) == getattr(base, name), name
         assert other.skipped == base.skipped == {"not-utf8": 1}
         assert other.chunks == other.chunks_made == other.chunks_written
-        # cross-file batches of exactly batch_size, except the last
-        assert other.batches == -(-other.chunks // 50)
+        # cross-file tasks of exactly BATCHES_PER_TASK x batch_size chunks, except the last
+        assert other.batches == -(-other.chunks // (50 * DaskRun.BATCHES_PER_TASK))
         # sequential embeds file by file: one batch per file with chunks
         assert base.batches == sum(
             1 for f in indexes["sequential"][1]["files"].values() if f.chunk_ids
@@ -407,3 +407,45 @@ def test_embedding_tasks_run_their_passes_on_one_thread() -> None:
     with pytest.raises(ZeroDivisionError):
         affinity.run(lambda: 1 / 0)
     assert affinity.run(lambda: threading.current_thread().name) in seen
+
+
+@pytest.mark.cluster
+def test_batches_reach_the_writer_without_the_driver(
+    corpus: Path, dask_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver gets receipts, never chunks or vectors; the vectors written are those of
+    the chunk stage's token ids (null embedder: the real tokenizer, no model)."""
+    from distributed import Future
+
+    from rcm_dask.records import BatchReceipt, EmbeddedBatch, EmbedResult
+    from rcm_dask.testing import NullEmbedder
+
+    seen: list[type] = []
+    result = Future.result
+
+    def recorded(self: Future, timeout: Any = None) -> Any:
+        value = result(self, timeout)
+        seen.append(type(value))
+        return value
+
+    monkeypatch.setattr(Future, "result", recorded)
+    null = NullEmbedder()
+    stats = index(
+        str(corpus), _config(tmp_path / "p"), mode="pipeline", client=dask_client, embedder=null
+    )
+    monkeypatch.undo()
+    assert seen.count(BatchReceipt) == stats.batches > 5
+    assert not {EmbedResult, EmbeddedBatch} & set(seen), set(seen)
+    assert stats.driver_seconds > 0 and stats.chunks_embedded == stats.chunks
+    index(str(corpus), _config(tmp_path / "s"), mode="sequential", embedder=null)
+
+    def vectors(idx: Path) -> dict[str, Any]:
+        from rcm_dask.search import SearchIndex
+
+        with SearchIndex(idx, embedder=null) as opened:
+            return {pid: np.asarray(v) for pid, v, _ in opened.vectors.iter_points()}
+
+    piped, alone = vectors(tmp_path / "p"), vectors(tmp_path / "s")
+    assert piped.keys() == alone.keys() and len(piped) == stats.chunks
+    for cid, vec in alone.items():
+        np.testing.assert_allclose(piped[cid], vec, atol=1e-6)

@@ -3,7 +3,9 @@
 Each run is a fresh ``rcm-dask index --force`` in its own process; its peak memory is the
 largest sum of RSS over that process and all its children (scheduler, nannies, workers),
 sampled every 0.2 s. ``embed-only`` is the limit: the same chunk texts through the same
-embedder in a plain loop of 128-chunk cross-file batches, chunking not timed.
+embedder in a plain loop of 128-chunk cross-file batches, chunking not timed. ``null`` is
+the dataflow's ceiling: the pipeline mode with rcm_dask.testing.NullEmbedder (the real
+tokenizer, no forward pass), with the writer's and the driver's busy seconds.
 Runs are interleaved (mode after mode, then again) so that a noisy neighbour hurts all
 modes alike; the report quotes medians.
 
@@ -11,6 +13,7 @@ Usage:
   python benchmarks/modes/run.py                    # library/alloc, 3 repeats (~30 min on 2 cores)
   python benchmarks/modes/run.py --size library     # all of library/ (hours on 2 cores)
   python benchmarks/modes/run.py --root DIR --repeats 1 --modes pipeline,embed-only
+  python benchmarks/modes/run.py --size library --repeats 3 --modes null   # ~2 min a run
 Writes benchmarks/modes/last_run.json and prints a Markdown table.
 """
 
@@ -34,7 +37,7 @@ sys.path.insert(0, str(HERE.parent))
 # what every report records: the lock's hash, CPU, cores, GPU (shared by benchmarks/*)
 from _env import environment_lines, environment_summary, rust_src  # noqa: E402
 
-MODES = ("sequential", "parallel", "pipeline", "embed-only", "matmul-peak")
+MODES = ("sequential", "parallel", "pipeline", "embed-only", "matmul-peak", "null")
 SIZES = {
     "alloc": "library/alloc",
     "collections": "library/alloc/src/collections",
@@ -117,6 +120,18 @@ def embed_only(root: str) -> None:
     )
 
 
+def null_pipeline(root: str, index_dir: str) -> None:
+    """Child process: the pipeline mode with the null embedder (no forward pass); prints
+    the run's stats as JSON, as ``rcm-dask index --json`` does."""
+    import rcm_dask
+    from rcm_dask.testing import NullEmbedder
+
+    stats = rcm_dask.index(
+        root, mode="pipeline", force=True, index_dir=index_dir, embedder=NullEmbedder()
+    )
+    json.dump(stats.to_dict(), sys.stdout)
+
+
 def flops_per_token(model_dir: Path, mean_tokens: float) -> float:
     """Forward-pass FLOPs per real token of a BERT-style encoder (multiply-adds count 2):
     the dense layers (4 h^2 for Q, K, V and the output, 2 h i for the feed-forward) and
@@ -166,6 +181,25 @@ def run_once(mode: str, root: Path, tmp: Path) -> dict[str, Any]:
             "precision": data["precision"],
             "model_gflops": data["model_gflops"],
         }
+    if mode == "null":
+        cmd = [sys.executable, __file__, "--null-child", str(root), str(tmp / mode)]
+        stats, wall, peak = measure(cmd)
+        write = stats["stage_seconds"].get("write", 0.0)
+        return {
+            "mode": mode,
+            "wall_s": wall,
+            "run_s": stats["seconds"],
+            "chunks": stats["chunks"],
+            "files": stats["files_indexed"],
+            "peak_mb": peak,
+            "batches": stats["batches"],
+            "stage_seconds": stats["stage_seconds"],
+            "writer_busy_s": write,
+            "writer_chunks_per_busy_s": stats["chunks"] / write if write else 0.0,
+            "driver_s": stats.get("driver_seconds", 0.0),
+            "driver_share": stats.get("driver_seconds", 0.0) / stats["seconds"],
+            "cluster": stats["cluster"],
+        }
     cmd = [
         sys.executable,
         "-m",
@@ -192,6 +226,7 @@ def run_once(mode: str, root: Path, tmp: Path) -> dict[str, Any]:
         "overlap_seconds": stats["stage_overlap_seconds"],
         "cluster": stats["cluster"],
         "embed_workers": stats["embed_workers"],
+        "driver_s": stats.get("driver_seconds", 0.0),
     }
 
 
@@ -220,6 +255,15 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
         lines.append(f"pipeline wall / embed-only: {med['pipeline'] / med['embed-only']:.3f}")
     if "embed-only" in med and "parallel" in med:
         lines.append(f"parallel wall / embed-only: {med['parallel'] / med['embed-only']:.3f}")
+    null = results.get("null", [])
+    if null:
+        writer = statistics.median(r["writer_chunks_per_busy_s"] for r in null)
+        driver = statistics.median(r["driver_s"] for r in null)
+        share = statistics.median(r["driver_share"] for r in null)
+        lines.append(
+            f"null (pipeline, no forward pass): writer {writer:,.0f} chunks per busy second, "
+            f"driver {driver:.1f} CPU s = {share:.1%} of the run"
+        )
     if peak_runs:
         peak = {
             k: statistics.median(r["gflops"][k] for r in peak_runs) for k in peak_runs[0]["gflops"]
@@ -253,7 +297,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "last_run.json"))
     parser.add_argument("--embed-only-child", help=argparse.SUPPRESS)
     parser.add_argument("--matmul-peak-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--null-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.null_child:
+        null_pipeline(*args.null_child)
+        return
     if args.embed_only_child:
         embed_only(args.embed_only_child)
         return
