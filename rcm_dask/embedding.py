@@ -133,8 +133,8 @@ class Embedder:
     torch_threads
         Torch intra-op threads for CPU work; None: one per core.
     precision
-        ``fp32``; ``bf16`` (CPU: autocast, fast where the CPU has AVX512-BF16/AMX;
-        GPU: bfloat16 weights); ``fp16`` (GPU: half weights); ``int8`` (CPU:
+        ``fp32``; ``bf16`` (bfloat16 weights; on a CPU under autocast, which keeps
+        norms and softmax in fp32; fast where the CPU has AVX512-BF16/AMX); ``fp16`` (GPU: half weights); ``int8`` (CPU:
         dynamic quantisation of the linear layers); ``auto`` (default): fp16 on a
         GPU, bf16 on a CPU that computes it natively, else fp32. Measured on this
         project's 2-core machine (all-MiniLM-L6-v2, rust-src chunks, passes of 16):
@@ -314,7 +314,10 @@ class Embedder:
                     model.to(torch.device(device))
                     if precision == "fp16":
                         model.half()
-                    elif precision == "bf16" and not device.startswith("cpu"):
+                    elif precision == "bf16":
+                        # bfloat16 weights on a CPU too: 4 % faster than autocast (which
+                        # casts the weights at every call), vectors still at cosine
+                        # >= 0.9999 to fp32 (pooling runs in fp32)
                         model.to(torch.bfloat16)
                 except (RuntimeError, AssertionError) as e:
                     raise ModelError(f"cannot move the model to device {device!r}: {e}") from e
@@ -499,8 +502,8 @@ class Embedder:
         out = np.empty((len(rows_ids), self.dimension), dtype=np.float32)
         device = torch.device(self.device)
         on_cpu = device.type == "cpu"
-        # bf16 on a CPU: autocast runs the matmuls in bfloat16 and keeps the weights,
-        # layer norms and softmax in fp32
+        # bf16 on a CPU: bfloat16 weights, and autocast keeps layer norms and softmax in
+        # fp32 (the measured setting: cosine >= 0.9999 to fp32)
         autocast = (
             torch.autocast("cpu", dtype=torch.bfloat16)
             if on_cpu and self.precision == "bf16"
@@ -536,7 +539,7 @@ class Embedder:
                 inputs = {"input_ids": input_ids, "attention_mask": mask.to(device)}
                 if with_types:
                     inputs["token_type_ids"] = torch.zeros_like(input_ids)
-                hidden = model(**inputs).last_hidden_state
+                hidden = model(**inputs).last_hidden_state.float()
                 m = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
