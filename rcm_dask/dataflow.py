@@ -5,7 +5,8 @@ The dataflow of ``parallel`` and ``pipeline``::
     fsspec listing (driver) -> groups of file references, by size
       -> read_chunk_groups (any worker: fsspec read, tree-sitter parse, split,
          tokenize)
-      -> exact cross-file batches of BATCHES_PER_TASK x batch_size chunks, planned by
+      -> exact cross-file batches of batch_size chunks (BATCHES_PER_TASK times that
+         when batches are fast: a GPU, no model), planned by
          the driver from per-partition chunk counts (no barrier: a batch starts as soon
          as its chunks exist)
       -> embed_segments (workers with the ``GPU`` resource when the cluster has any):
@@ -83,14 +84,16 @@ class DaskRun:
     RUN_SPAN = ("rcm-dask", "index")
     """Tags of the span that holds a whole run (a ``rcm-dask`` span, its ``index`` child)."""
     STAGE_SPANS = ("read-chunk", "embed", "write")
-    BATCHES_PER_TASK = 8
-    """Model batches (``batch_size`` chunks: a GPU's forward pass) per embedding task and
-    write task. Each task costs the scheduler and the driver about the same whatever its
-    size: with the null embedder over rust-src ``library/`` (118k chunks), one batch per
-    task meant ~2,000 tasks and 12 CPU seconds of the driver process (its scheduler
-    included)."""
     """Child spans of the run span: the read+chunk tasks, the embedding (keyword-only:
     gathering) tasks, and the writer actor with its busy seconds."""
+    BATCHES_PER_TASK = 8
+    """Model batches (``batch_size`` chunks: a GPU's forward pass) per embedding task and
+    write task, when batches are fast (a GPU, no model, a keyword-only run). Each task
+    costs the scheduler and the driver about the same whatever its size: with the null
+    embedder over rust-src ``library/`` (118k chunks), one batch per task meant ~2,000
+    tasks and 12 CPU seconds of the driver process (its scheduler included). A model on
+    a CPU takes seconds a batch, so there a task is one batch: the per-task cost is
+    under 1 %, and progress and the pipeline's tail stay fine-grained."""
 
     def __init__(
         self,
@@ -112,7 +115,8 @@ class DaskRun:
         self.stats = plan.stats
         self.cluster = ClusterLayout.inspect(client, config.torch_threads)
         self.keyword_only = config.vectors == "none"
-        self.batch_size = config.batch_size * self.BATCHES_PER_TASK
+        slow = not self.keyword_only and getattr(embedder, "slow_batches", False)
+        self.batch_size = config.batch_size * (1 if slow else self.BATCHES_PER_TASK)
         """Chunks per embedding (and write) task."""
         self.max_batches = config.max_inflight_batches or max(4, 2 * self.cluster.slots)
         # read+chunk tasks use the threads that embedding leaves free (all of them when

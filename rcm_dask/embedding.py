@@ -227,6 +227,12 @@ class Embedder:
         return resolve_device(self.device_request)
 
     @property
+    def slow_batches(self) -> bool:
+        """True when a ``batch_size`` forward pass takes seconds (the model on a CPU): the
+        dataflow then makes each embedding task one batch, not several."""
+        return self.device.startswith("cpu")
+
+    @property
     def precision(self) -> str:
         """The precision forward passes run in (``auto`` resolved for :attr:`device`)."""
         return resolve_precision(self.precision_request, self.device)

@@ -347,8 +347,9 @@ class IndexStats:
     batches: int = 0
     """Batches written: embedded ones, or in a keyword-only run the same cross-file
     batches, straight from chunking. In the cluster modes one batch is one embedding
-    task's (:attr:`rcm_dask.dataflow.DaskRun.BATCHES_PER_TASK` times ``batch_size``
-    chunks); in the sequential mode, one file's chunks."""
+    task's (``batch_size`` chunks for a model on a CPU, else
+    :attr:`rcm_dask.dataflow.DaskRun.BATCHES_PER_TASK` times that); in the sequential
+    mode, one file's chunks."""
     vectors: str = "qdrant"
     """What the run kept besides BM25: ``qdrant`` (vectors), or ``none`` (keyword-only:
     nothing embedded, :attr:`chunks_embedded` stays 0)."""

@@ -160,6 +160,11 @@ class NullEmbedder(Embedder):
             "precision": "null",
         }
 
+    @property
+    def slow_batches(self) -> bool:
+        """No forward pass: batches are as fast as on a GPU."""
+        return False
+
     def load(self) -> NullEmbedder:
         """Load the tokenizer (there are no weights to load); returns self."""
         _ = self.tokenizer
