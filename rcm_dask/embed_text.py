@@ -165,18 +165,16 @@ def format_for_embedding(chunk: Chunk) -> str:
 
             // {crate::module, else the path}
             // {kind} {name}[ in {parent}]
-            // doc: {first sentence of docs, <= 160 chars}
+            // doc: {first sentence of docs}   (only when the code below lacks it)
             // uses: {the file's imports the item names, <= 3}
             // part {part}/{parts}              (only when split)
 
         then the code as :func:`embedding_code` gives it (doc comments cut to their
         first paragraph). For an impl chunk, whose name already reads ``impl ...``, the
         kind is not repeated. The header says what places the item and is not in its
-        code, plus the doc summary: the item's own words for what it does, which a mean
-        over a code-heavy text would otherwise dilute (without it, "clone on write smart
-        pointer" lost ``borrow::Cow`` from rust-src alloc's top 10). Chunker 4's header
-        (path and module both, the file's first three imports whatever the item used,
-        the calls) was 48 % of the tokens embedded on rust-src ``library/``.
+        code: chunker 4's header (path and module both, the file's first three imports
+        whatever the item used, the calls and the doc summary again) was 48 % of the
+        tokens embedded on rust-src ``library/``.
 
     Examples
     --------
@@ -188,7 +186,6 @@ def format_for_embedding(chunk: Chunk) -> str:
     >>> print(format_for_embedding(c))
     // a
     // function f
-    // doc: Does f.
     // uses: std::fmt
     /// Does f.
     fn f() -> fmt::Result { g() }
@@ -198,7 +195,7 @@ def format_for_embedding(chunk: Chunk) -> str:
     title = chunk.name if chunk.name.startswith(chunk.kind + " ") else f"{chunk.kind} {chunk.name}"
     lines.append(f"// {title}" + (f" in {chunk.parent}" if chunk.parent else ""))
     doc = _first_sentence(chunk.docs)
-    if doc:
+    if doc and _squeeze(doc[:_DOC_PROBE]) not in _squeeze(code):
         lines.append(f"// doc: {doc}")
     uses = used_imports(chunk, code)
     if uses:
@@ -206,6 +203,16 @@ def format_for_embedding(chunk: Chunk) -> str:
     if chunk.parts > 1:
         lines.append(f"// part {chunk.part}/{chunk.parts}")
     return "\n".join(lines) + "\n" + code
+
+
+_DOC_PROBE = 40
+"""Characters of the doc summary looked for in the code (a summary cut at
+:data:`_DOC_LINE_MAX` ends in ``...``, so the whole line is never looked for)."""
+
+
+def _squeeze(text: str) -> str:
+    """``text`` with every run of whitespace and comment slashes as one space."""
+    return " ".join(re.sub(r"//[/!]?", " ", text).split())
 
 
 __all__ = [

@@ -873,12 +873,11 @@ def test_format_for_embedding_header() -> None:
     )
     chunks = chunk_source(make_source(text, "src/io/mod.rs"))
     method = chunks[1]
-    # one location line; the calls are in the code already; of the file's imports, those
-    # the item names (globs name nothing)
+    # one location line; the doc summary and the calls are in the code already; of the
+    # file's imports, those the item names (globs name nothing)
     assert format_for_embedding(method) == (
         "// io\n"
         "// method read_line in Reader\n"
-        "// doc: Reads one line.\n"
         "// uses: std::io, a::c, g\n" + method.code
     )
     impl = chunks[0]
@@ -898,9 +897,18 @@ def test_format_for_embedding_omits_empty_lines_and_marks_parts() -> None:
     assert format_for_embedding(part).split("\n")[2] == "// part 2/3"
 
 
+def test_format_for_embedding_repeats_the_doc_summary_only_where_the_code_lacks_it() -> None:
+    (chunk,) = chunk_source(make_source("/// Frobs the widget. More.\nfn f() {}\n"))
+    assert "// doc:" not in format_for_embedding(chunk)
+    # a later part of a split item has lost its doc comment: the header carries it
+    later = replace(chunk, part=2, parts=2, code="fn f() {}")
+    assert format_for_embedding(later).split("\n")[2] == "// doc: Frobs the widget."
+
+
 def test_format_for_embedding_caps_long_doc_lines() -> None:
     (chunk,) = chunk_source(make_source("/// " + "word " * 100 + "\nfn f() {}\n"))
-    doc_line = format_for_embedding(chunk).split("\n")[2]
+    later = replace(chunk, part=2, parts=2, code="fn f() {}")
+    doc_line = format_for_embedding(later).split("\n")[2]
     assert doc_line.startswith("// doc: word") and len(doc_line) <= len("// doc: ") + 160
 
 
