@@ -11,7 +11,6 @@ Dask: each runs and is tested alone, like the per-partition functions that
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -140,8 +139,6 @@ def read_chunk_partition(
     """
     started = time.time()
     known_sha = known_sha or {}
-    if _worker_address() != IN_PROCESS:
-        _one_core_tokenizer()
     files: list[IndexedFile] = []
     chunks: list[Chunk] = []
     unchanged: list[IndexedFile] = []
@@ -280,17 +277,6 @@ class _ThreadAffinity:
 
 
 _EMBED_THREADS = _ThreadAffinity()
-
-
-def _one_core_tokenizer() -> None:
-    """Keep the tokenizer on the task's own thread inside a Dask worker.
-
-    ``tokenizers`` spreads a batch over every core (a Rust thread pool) unless
-    ``TOKENIZERS_PARALLELISM`` says no. In a worker a read+chunk task already has its core:
-    a tokenizer fanning out over all of them lands on the cores the embedding task's torch
-    threads spin on, and those stall at every barrier. An explicit setting is kept.
-    """
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _worker_address() -> str:
