@@ -65,7 +65,9 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     args = parser.parse_args()
     old, new = json.loads(args.old.read_text()), json.loads(args.new.read_text())
-    print("| half | method | metric | questions | mean new - old | 95 % interval | better | worse |")
+    print(
+        "| half | method | metric | questions | mean new - old | 95 % interval | better | worse |"
+    )
     print("|---|---|---|---:|---:|---|---:|---:|")
     for half, crates in (("held-back", HELD_BACK), ("tuning", TUNING)):
         for method in (m.strip() for m in args.methods.split(",") if m.strip()):

@@ -77,7 +77,7 @@ def count(root: str, jobs: int) -> dict[str, Any]:
     from rcm_dask.sources import discover_sources, open_root
 
     paths = [r.path for r in discover_sources(open_root(root)).files]
-    groups = [(root, paths[i::jobs * 8]) for i in range(jobs * 8)]
+    groups = [(root, paths[i :: jobs * 8]) for i in range(jobs * 8)]
     total: dict[str, Any] = {}
     with ProcessPoolExecutor(jobs) as pool:
         for part in pool.map(_count_group, groups):
@@ -105,6 +105,7 @@ def baseline(rev: str, root: str, jobs: int) -> dict[str, Any]:
                 text=True,
                 env=env,
                 cwd=tmp,
+                check=False,
             )
         finally:
             subprocess.run(
