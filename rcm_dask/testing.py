@@ -152,13 +152,7 @@ class NullEmbedder(Embedder):
     @property
     def identity(self) -> dict[str, Any]:
         """What an index must agree on to mix vectors: never a real model's."""
-        return {
-            "model": self.name,
-            "model_fingerprint": self.fingerprint,
-            "dimensions": self.dimension,
-            "max_tokens": self.max_tokens,
-            "precision": "null",
-        }
+        return {**super().identity, "precision": "null"}
 
     @property
     def slow_batches(self) -> bool:
