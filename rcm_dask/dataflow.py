@@ -104,8 +104,12 @@ class DaskRun:
         identity: dict[str, Any],
         force: bool,
         progress: ProgressCallback | None,
+        *,
+        owns_cluster: bool = False,
     ) -> None:
         self.plan = plan
+        self.owns_cluster = owns_cluster
+        """The run started its own LocalCluster and stops it when it ends."""
         self.config = config
         self.embedder = embedder
         self.client = client
@@ -334,7 +338,11 @@ class DaskRun:
     def _cancel(self) -> None:
         """Cancel every task of the run still referenced; the writer commits what it
         wrote whole (safe at any point: see :mod:`rcm_dask.writer`) and closes."""
-        leftover = list(self.alive)
+        # A run's own LocalCluster is stopped right after this, which stops every task: no
+        # cancel is sent. (A forced cancel reaching a dependent whose future a Ctrl-C
+        # already released, its frame unwound, trips the scheduler's ``assert
+        # ts.who_wants``, which logs a traceback in the driver.)
+        leftover = [] if self.owns_cluster else list(self.alive)
         # one call per task, dependents before what they depend on (write tasks; then
         # embedding and summary tasks; then read+chunk tasks): a forced cancel also
         # cancels and releases a key's dependents, and the scheduler then fails an

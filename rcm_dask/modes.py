@@ -307,7 +307,10 @@ def index(
                     from distributed import performance_report as perf
 
                     stack.enter_context(perf(filename=str(performance_report)))
-                run = DaskRun(plan, config, embedder, client_, identity, force, progress)
+                owns = client is None and not config.scheduler
+                run = DaskRun(
+                    plan, config, embedder, client_, identity, force, progress, owns_cluster=owns
+                )
                 stats = run.run(pipelined=chosen == "pipeline")
         # one way to finish, whatever the mode
         with _timed(stats, "write"):
