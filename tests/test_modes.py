@@ -162,12 +162,14 @@ def test_cluster_modes_record_where_and_when(indexes: dict[str, Any], dask_clien
 
 def test_pipeline_overlaps_stages(corpus: Path, dask_client: Any, tmp_path: Path) -> None:
     """With embedding slower than parsing, parsing and writing happen while batches embed."""
+    slow = SlowEmbedder(0.05)
+    slow.slow_batches = True  # type: ignore[attr-defined]  # a CPU model's one batch per task
     stats = index(
         str(corpus),
         _config(tmp_path / "idx", partition_bytes=8_000, max_inflight_batches=2),
         mode="pipeline",
         client=dask_client,
-        embedder=SlowEmbedder(0.05),
+        embedder=slow,
     )
     assert stats.overlap("parse", "embed") > 0
     assert stats.overlap("embed", "write") > 0
