@@ -25,7 +25,7 @@ from . import __version__
 from .config import MODES, VECTORS, IndexConfig, env_name
 from .errors import IndexInterrupted, RcmError
 from .progress import ProgressDisplay
-from .records import FileHit, Hit, IndexStats, display_path
+from .records import CHUNK_KINDS, FileHit, Hit, IndexStats, display_path
 
 if TYPE_CHECKING:
     from .dryrun import DryRun
@@ -353,7 +353,8 @@ def _print_dry_run(plan: DryRun) -> None:
     "--kind",
     "kinds",
     multiple=True,
-    help="Only this kind: function, method, struct, enum, trait, impl, macro... (repeatable).",
+    type=click.Choice(CHUNK_KINDS),
+    help="Only this kind (repeatable).",
 )
 @click.option("--path-glob", default=None, help="Only files matching this glob (src/io/**).")
 @click.option("--path", "codebase", default=None, help="Search the default index of this codebase.")

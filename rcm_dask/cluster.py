@@ -189,18 +189,33 @@ def _check_scheduler(address: str, timeout: float) -> None:
         pool.shutdown(wait=False)
 
 
+class _DropComputeFailed(logging.Filter):
+    """Drops the worker's "Compute Failed" report of a task's exception."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Compute Failed")
+
+
 def dask_setup(worker: Any) -> None:
-    """Preload of the run's own LocalCluster workers: they ignore Ctrl-C.
+    """Preload of the run's own LocalCluster workers: they ignore Ctrl-C, and keep a
+    failing task's traceback to themselves.
 
     A terminal sends SIGINT to the whole process group; the driver handles it (cancels
     the tasks, lets the writer commit, stops the cluster), and workers that died of it
-    first would lose the writer's last commit and print tracebacks.
+    first would lose the writer's last commit and print tracebacks. A task's exception
+    reaches the driver with its future, which says it once (one ``Error:`` line for an
+    :class:`~rcm_dask.errors.RcmError`, the whole remote traceback for anything else);
+    the worker's own "Compute Failed" block on the shared stderr would only bury it.
+    A user's own cluster keeps its logging as its owner set it.
     """
     import signal
     import threading
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker_log = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _DropComputeFailed) for f in worker_log.filters):
+        worker_log.addFilter(_DropComputeFailed())
 
 
 def local_workers(cores: int) -> int:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+import pathspec
 
 from .errors import ConfigError
 
@@ -146,8 +149,21 @@ class IndexConfig:
             raise ConfigError(
                 f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}"
             )
+        for name in ("commit_seconds", "bm25_weight", "vector_weight", "wait"):
+            value = getattr(self, name)
+            # inf is a real answer only for wait (as long as it takes)
+            if math.isnan(value) or (math.isinf(value) and name != "wait"):
+                raise ConfigError(f"{name} ({env_name(name)}) must be a finite number, got {value}")
+        if self.commit_seconds < 0:
+            raise ConfigError(f"commit_seconds must not be negative, got {self.commit_seconds}")
         if self.rrf_k < 0 or self.bm25_weight < 0 or self.vector_weight < 0:
             raise ConfigError("rrf_k and fusion weights must not be negative")
+        if self.bm25_weight == 0 and self.vector_weight == 0:
+            raise ConfigError(
+                "bm25_weight and vector_weight are both 0: every fused score would be 0; "
+                "give one a positive weight (search --bm25 or --vector uses one ranking)"
+            )
+        check_globs(self.exclude, "exclude")
         from .ranking import RankingConfig
 
         try:
@@ -184,6 +200,43 @@ class IndexConfig:
     def replace(self, **changes: Any) -> IndexConfig:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+def check_globs(patterns: Sequence[str], what: str) -> pathspec.GitIgnoreSpec:
+    """Compile gitignore-style globs, refusing those that could never match (an unclosed
+    ``[``, a trailing ``\\``, a comment) instead of letting them filter out everything.
+
+    Raises
+    ------
+    ConfigError
+        Names the pattern and why.
+
+    Examples
+    --------
+    >>> check_globs(["src/io/**"], "path_glob").match_file("src/io/mod.rs")
+    True
+    >>> check_globs(["src/[io"], "path_glob")
+    Traceback (most recent call last):
+    ...
+    rcm_dask.errors.ConfigError: path_glob 'src/[io' is not a valid glob: '[' is never closed
+    """
+    for pattern in patterns:
+        text = pattern.strip()
+        if not text:
+            raise ConfigError(f"{what} has an empty pattern")
+        if text.startswith("#"):
+            raise ConfigError(
+                f"{what} {pattern!r} is not a valid glob: '#' starts a comment (write \\# "
+                "for a name that starts with #)"
+            )
+        try:
+            spec = pathspec.GitIgnoreSpec.from_lines([pattern])
+        except ValueError as e:
+            raise ConfigError(f"{what} {pattern!r} is not a valid glob: {e}") from e
+        if spec.patterns and spec.patterns[0].include is None:
+            why = "'[' is never closed" if "[" in text else "it can never match a path"
+            raise ConfigError(f"{what} {pattern!r} is not a valid glob: {why}")
+    return pathspec.GitIgnoreSpec.from_lines(list(patterns))
 
 
 def configure(config: IndexConfig | None = None, **overrides: Any) -> IndexConfig:

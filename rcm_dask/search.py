@@ -22,10 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-import pathspec
 
 from .closing import Closing
-from .config import SEARCH_GROUPS, SEARCH_MODES, IndexConfig
+from .config import SEARCH_GROUPS, SEARCH_MODES, IndexConfig, check_globs
 from .embedding import Embedder
 from .errors import (
     ConfigError,
@@ -48,7 +47,7 @@ from .ranking import (
     rank_candidates,
     symbol_of,
 )
-from .records import FileHit, Hit
+from .records import CHUNK_KINDS, FileHit, Hit
 from .status import IndexInfo
 from .stores import StoreHit
 from .stores.bm25 import Bm25Store
@@ -212,6 +211,33 @@ def _pub_use(name: str, modules: Sequence[str] = ()) -> re.Pattern[str]:
         rf"^(?:mod \w+: )?\s*pub(\([^)]*\))?\s+use\b[^;\n]*(?:{alternatives})(?![\w])",
         re.MULTILINE,
     )
+
+
+def check_kinds(kinds: Sequence[str] | None) -> list[str] | None:
+    """The kinds a search keeps (None: every kind), refusing one no chunk can have.
+
+    Raises
+    ------
+    ConfigError
+        Names the unknown kinds and the known ones.
+
+    Examples
+    --------
+    >>> check_kinds(["struct", "enum"])
+    ['struct', 'enum']
+    >>> check_kinds(["nonsense"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    rcm_dask.errors.ConfigError: unknown kind nonsense: choose from function, ...
+    """
+    if not kinds:
+        return None
+    unknown = [k for k in kinds if k not in CHUNK_KINDS]
+    if unknown:
+        raise ConfigError(
+            f"unknown kind {', '.join(unknown)}: choose from {', '.join(CHUNK_KINDS)}"
+        )
+    return list(kinds)
 
 
 def _file_hit(group: FileGroup) -> FileHit:
@@ -431,7 +457,12 @@ class SearchIndex(Closing):
         """Indexed paths matching a glob (gitignore-style), or None for no filter."""
         if not path_glob:
             return None
-        spec = pathspec.GitIgnoreSpec.from_lines([path_glob])
+        if path_glob.strip().startswith("!"):
+            raise ConfigError(
+                f"path_glob {path_glob!r} is negated: one glob selects files, it cannot "
+                "exclude them (a search keeps only the files it matches)"
+            )
+        spec = check_globs([path_glob], "path_glob")
         manifest = Manifest(self.index_dir, readonly=True)
         try:
             return [p for p in manifest.paths() if spec.match_file(p)]
@@ -563,6 +594,7 @@ class SearchIndex(Closing):
         """
         if mode not in SEARCH_MODES:
             raise ConfigError(f"unknown search mode {mode!r}; choose one of {SEARCH_MODES}")
+        kinds = check_kinds(kinds)
         self.notices = []
         ranking = self._ranking(ranking)
         if self.keyword_only and mode != "bm25":
@@ -577,7 +609,6 @@ class SearchIndex(Closing):
         paths = self._paths_for(path_glob)
         if paths is not None and not paths:
             return []
-        kinds = list(kinds) if kinds else None
         query_kind = classify_query(query)
         n = pool or self.config.candidates
         lexical: list[StoreHit] = []
@@ -791,6 +822,7 @@ class SearchIndex(Closing):
 __all__ = [
     "KEYWORD_ONLY_NOTICE",
     "SearchIndex",
+    "check_kinds",
     "fuse_rrf",
     "snippet_of",
 ]

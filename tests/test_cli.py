@@ -347,6 +347,66 @@ def test_status_text_and_json(indexed: tuple[Path, Path, str]) -> None:
     assert st["vectors"] == "qdrant"
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "code", "said"),
+    [
+        (["--kind", "nonsense"], {}, 2, "'nonsense' is not one of 'function'"),
+        (["--path-glob", "["], {}, 1, "path_glob '[' is not a valid glob: '[' is never closed"),
+        (["--path-glob", "!src/**"], {}, 1, "path_glob '!src/**' is negated"),
+        ([], {"RCM_BM25_WEIGHT": "nan"}, 1, "bm25_weight (RCM_BM25_WEIGHT) must be a finite"),
+        ([], {"RCM_VECTOR_WEIGHT": "inf"}, 1, "vector_weight (RCM_VECTOR_WEIGHT) must be a"),
+    ],
+)
+def test_search_settings_that_cannot_work_are_refused(
+    indexed: tuple[Path, Path, str], args: list[str], env: dict[str, str], code: int, said: str
+) -> None:
+    """Was: accepted silently (no hits, or NaN scores); the MCP server refused --kind."""
+    _, idx, _ = indexed
+    result = CliRunner(env=env).invoke(
+        main, ["search", "ConnectionPool", *args, "--index-dir", str(idx)]
+    )
+    assert result.exit_code == code, result.output
+    assert said in " ".join(result.stderr.split()) and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("where", ["no-parent", "under-a-file", "read-only"])
+def test_index_into_a_folder_that_cannot_be_written_is_one_clear_line(
+    tmp_path: Path, where: str
+) -> None:
+    """Was: a traceback from stores/lock.py (no parent, read-only mount, no permission)."""
+    root = tmp_path / "mini_crate"
+    shutil.copytree(DATA / "mini_crate", root)
+    if where == "no-parent":
+        idx = Path("/proc/1/rcm-index")  # mkdir: no such file or directory
+    elif where == "under-a-file":
+        (tmp_path / "a-file").write_text("x")
+        idx = tmp_path / "a-file" / "idx"
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        if os.geteuid() == 0:
+            done = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode:
+                pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.strip()}")
+        else:
+            ro.chmod(0o500)  # no permission (root would pass it)
+        idx = ro / "idx"
+    try:
+        result = _cli("index", str(root), "--vectors", "none", "--index-dir", str(idx))
+    finally:
+        if where == "read-only" and os.geteuid() == 0:
+            subprocess.run(["umount", "-l", str(tmp_path / "ro")], check=False)
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.stderr.split())
+    assert said.startswith(f"Error: cannot write the index folder {idx}: "), said
+    assert "--index-dir" in said and said.count("Error:") == 1 and "Traceback" not in said
+
+
 def test_keyword_only_index_search_and_status(tiny_model: Path, tmp_path: Path) -> None:
     """--vectors none end to end: nothing embedded, BM25 search with a note, vector search
     refused, the setting kept by re-runs and changed only with --force."""

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from rcm_dask.config import IndexConfig, default_index_dir, env_name
+from rcm_dask.config import IndexConfig, check_globs, default_index_dir, env_name
 from rcm_dask.errors import ConfigError
 
 
@@ -37,6 +37,14 @@ def test_explicit_wins_over_env_and_none_falls_through() -> None:
         ({"RCM_MODE": "turbo"}, "unknown mode"),
         ({"RCM_BATCH_SIZE": "0"}, "batch_size must be at least 1"),
         ({"RCM_VECTORS": "faiss"}, "unknown vectors setting 'faiss'; choose one of qdrant, none"),
+        ({"RCM_BM25_WEIGHT": "nan"}, r"bm25_weight \(RCM_BM25_WEIGHT\) must be a finite number"),
+        ({"RCM_BM25_WEIGHT": "inf"}, r"bm25_weight \(RCM_BM25_WEIGHT\) must be a finite"),
+        ({"RCM_VECTOR_WEIGHT": "-inf"}, "vector_weight .* must be a finite number, got -inf"),
+        ({"RCM_COMMIT_SECONDS": "nan"}, "commit_seconds .* must be a finite number"),
+        ({"RCM_COMMIT_SECONDS": "-1"}, "commit_seconds must not be negative"),
+        ({"RCM_WAIT": "nan"}, "wait .* must be a finite number"),
+        ({"RCM_BM25_WEIGHT": "0", "RCM_VECTOR_WEIGHT": "0"}, "both 0"),
+        ({"RCM_EXCLUDE": "gen/[ab"}, "exclude 'gen/\\[ab' is not a valid glob: '\\[' is never"),
     ],
 )
 def test_bad_values_are_clear_errors(env: dict[str, str], message: str) -> None:
@@ -53,3 +61,37 @@ def test_default_index_dir_is_per_codebase() -> None:
     b = default_index_dir("/other/alloc")
     assert a != b and a.name.startswith("alloc-") and b.name.startswith("alloc-")
     assert default_index_dir("/src/alloc/") == a
+
+
+def test_wait_may_be_infinite() -> None:
+    assert IndexConfig.from_env({"RCM_WAIT": "inf"}).wait == float("inf")
+
+
+@pytest.mark.parametrize(
+    ("glob", "why"),
+    [
+        ("[", "'\\[' is never closed"),
+        ("src/[a-", "'\\[' is never closed"),
+        ("a[]b", "'\\[' is never closed"),
+        ("\\", "Invalid git pattern"),
+        ("#x", "'#' starts a comment"),
+        ("  ", "empty pattern"),
+    ],
+)
+def test_globs_that_can_never_match_are_refused(glob: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=why):
+        check_globs([glob], "path_glob")
+
+
+@pytest.mark.parametrize(
+    ("glob", "path", "matches"),
+    [
+        ("src/io/**", "src/io/mod.rs", True),
+        ("*.rs", "a/b.rs", True),
+        ("src/[ab].rs", "src/a.rs", True),
+        ("\\#x.rs", "#x.rs", True),
+        ("tests/", "src/lib.rs", False),
+    ],
+)
+def test_valid_globs_match_as_gitignore_does(glob: str, path: str, matches: bool) -> None:
+    assert check_globs([glob], "path_glob").match_file(path) is matches

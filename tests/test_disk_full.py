@@ -332,3 +332,61 @@ def test_a_manifest_unreadable_for_lack_of_space_is_not_damage(
     monkeypatch.setattr(manifest, "free_bytes", lambda path: 4096)
     with pytest.raises(DiskFullError, match="read the manifest"):
         manifest.read_manifest(idx)
+
+
+# --------------------------------------------------------------------------- issue 23, item 8
+
+_CLI_WITHOUT_THE_PLAN_CHECK = (
+    "import sys, rcm_dask.modes\n"
+    "rcm_dask.modes.require_run_space = lambda *a, **k: None\n"
+    "from rcm_dask.cli import main\n"
+    "main(sys.argv[1:])\n"
+)
+
+
+def test_a_full_disk_in_a_worker_is_one_clear_error_without_dask_s_report(
+    small_disk: Mount, tiny_model: Path, tmp_path: Path
+) -> None:
+    """Was: the worker's "Compute Failed" block (key, task, exception, remote traceback) on
+    stderr before the clean error, when the writer refused a batch on a Dask worker."""
+    disk = small_disk(24)
+    idx, root, home = disk / "idx", _crate(tmp_path), tmp_path / "home"
+    args = ("--vectors", "none", "--model", str(tiny_model), "--index-dir", str(idx))
+    assert _cli("index", str(root), "-q", *args, home=home).returncode == 0
+    _grow(root, 3)
+    filler = _fill(disk, leave=space.RESERVE_BYTES + 48 * 1024)
+    done = subprocess.run(
+        [sys.executable, "-c", _CLI_WITHOUT_THE_PLAN_CHECK, "index", str(root), *args,
+         "--mode", "pipeline", "--workers", "1"],
+        capture_output=True, text=True, timeout=TIMEOUT, check=False,
+        env={**os.environ, "RCM_HOME": str(home), "RCM_TORCH_THREADS": "1"},
+    )  # fmt: skip
+    assert "Compute Failed" not in done.stderr, done.stderr
+    _one_clear_error(done, f"not enough free space in {idx}", "MiB free")
+    filler.unlink()
+    again = _cli("index", str(root), "-q", *args, home=home)
+    assert again.returncode == 0 and "3 files indexed" in again.stdout, again.stderr
+
+
+def test_a_store_error_that_names_no_cause_on_a_full_disk_is_disk_full(
+    small_disk: Mount,
+) -> None:
+    """Tantivy's writer thread dies of ENOSPC and says only "io::Error most likely": with
+    the disk full that is a DiskFullError, with room left it stays what it was."""
+    disk = small_disk(2)
+    killed = ValueError(
+        "An error occurred in a thread: 'An index writer was killed.. A worker thread "
+        "encountered an error (io::Error most likely) or panicked.'"
+    )
+    with pytest.raises(ValueError, match="index writer was killed"):
+        with space.disk_full_errors(disk, "write to the index"):
+            raise killed
+    _fill(disk, leave=0)
+    with pytest.raises(DiskFullError, match="the disk filled up while trying to write to the"):
+        with space.disk_full_errors(disk, "write to the index"):
+            raise killed
+    # an OS error that names its own cause keeps it, full disk or not
+    with pytest.raises(IndexWriteError, match="Read-only") as refused:
+        with space.disk_full_errors(disk, "write to the index"):
+            raise IndexWriteError("Read-only file system") from OSError(errno.EROFS, "ro")
+    assert not isinstance(refused.value, DiskFullError)

@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..config import IndexConfig
 from ..errors import RcmError
 from ..planning import kept_vectors
-from ..records import CHUNK_KINDS
 from ..roots import AllowedRoots
-from ..search import SearchIndex, payload_hit
+from ..search import SearchIndex, check_kinds, payload_hit
 from ..stores.lock import describe_holder, is_locked, read_holder
 from .health import HealthChecks, check_index, versions
 from .models import (
@@ -498,8 +497,4 @@ def _kinds(kind: str | None) -> list[str] | None:
     """Parse the ``kind`` argument (one kind, or several separated by commas)."""
     if not kind or not kind.strip():
         return None
-    kinds = [k.strip() for k in kind.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in CHUNK_KINDS]
-    if unknown:
-        raise RcmError(f"unknown kind {', '.join(unknown)}: choose from {', '.join(CHUNK_KINDS)}")
-    return kinds
+    return check_kinds([k.strip() for k in kind.split(",") if k.strip()])

@@ -24,7 +24,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from ..errors import IndexLockedError
+from ..errors import IndexLockedError, IndexWriteError
+from .space import disk_full_error, is_disk_full
 
 LOCK_FILE = "index.lock"
 HOLDER_FILE = "lock.json"
@@ -53,6 +54,18 @@ def describe_holder(holder: dict[str, Any] | None) -> str:
     if holder.get("command"):
         text += f" ({holder['command']})"
     return text
+
+
+def unwritable_error(index_dir: Path, error: OSError) -> IndexWriteError:
+    """The one-line error for an index folder that cannot be made or written (no such
+    parent, read-only mount, no permission); a full disk is its own error."""
+    if is_disk_full(error):
+        return disk_full_error(index_dir, error, "take the index lock")
+    why = error.strerror or str(error)
+    return IndexWriteError(
+        f"cannot write the index folder {index_dir}: {why}. Pass --index-dir (or set "
+        "RCM_INDEX_DIR) to a folder you can write"
+    )
 
 
 class IndexLock:
@@ -93,12 +106,17 @@ class IndexLock:
 
     def acquire(self) -> IndexLock:
         """Take the lock (waiting as configured) and record who holds it; returns self."""
-        self.index_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise unwritable_error(self.index_dir, e) from e
         # thread_local=False: a Dask client's threads may release what the caller took
         lock = FileLock(str(self.index_dir / LOCK_FILE), thread_local=False, is_singleton=False)
         try:
             # a short grace: `rcm-dask status` probes the lock for an instant
             lock.acquire(timeout=0.5, poll_interval=0.05)
+        except OSError as e:  # read-only mount, no permission: the lock file cannot be made
+            raise unwritable_error(self.index_dir, e) from e
         except Timeout:
             holder = read_holder(self.index_dir)
             if self.wait == 0:
@@ -118,8 +136,13 @@ class IndexLock:
             "command": " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]])[:300],
         }
         tmp = self.index_dir / (HOLDER_FILE + ".tmp")
-        tmp.write_text(json.dumps(note) + "\n", encoding="utf-8")
-        tmp.replace(self.index_dir / HOLDER_FILE)
+        try:
+            tmp.write_text(json.dumps(note) + "\n", encoding="utf-8")
+            tmp.replace(self.index_dir / HOLDER_FILE)
+        except OSError as e:
+            lock.release()
+            self._lock = None
+            raise unwritable_error(self.index_dir, e) from e
         return self
 
     def _busy(self, holder: dict[str, Any] | None, waited: float | None) -> IndexLockedError:

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import DiskFullError
+from ..errors import DiskFullError, IndexWriteError
 
 MIB = 1 << 20
 """One mebibyte."""
@@ -315,9 +315,31 @@ def disk_full_errors(path: str | Path, what: str) -> Iterator[None]:
     except DiskFullError:
         raise
     except Exception as e:
-        if is_disk_full(e):
+        if is_disk_full(e) or _failed_on_a_full_disk(path, e):
             raise disk_full_error(path, e, what) from e
         raise
+
+
+FULL_DISK_BYTES = MIB
+"""Free bytes under which a store's failed write is put down to the disk: Tantivy's
+writer thread dies of the OS error and reports only "io::Error most likely"."""
+
+
+def _failed_on_a_full_disk(path: str | Path, error: BaseException) -> bool:
+    """Whether a store error that names no cause came with the disk (all but) full."""
+    if not isinstance(error, (IndexWriteError, ValueError, RuntimeError, OSError, sqlite3.Error)):
+        return False
+    current: BaseException | None = error
+    for _ in range(16):  # an OS error with its own errno (read-only, no permission) says why
+        if current is None:
+            break
+        if isinstance(current, OSError) and current.errno is not None:
+            return False
+        current = current.__cause__ or current.__context__
+    try:
+        return free_bytes(path) < FULL_DISK_BYTES
+    except OSError:
+        return False
 
 
 def on_disk_full(what: str) -> Callable[[F], F]:
