@@ -132,6 +132,7 @@ class IndexConfig:
             "batch_size",
             "candidates",
             "commit_every",
+            "cpu_batch_size",
             "max_file_size",
             "partition_bytes",
         ):

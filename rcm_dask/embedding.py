@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import ConfigError, ModelError
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -186,6 +186,13 @@ class Embedder:
             DEFAULT_MODEL_NAME if model is None else str(config.get("_name_or_path") or "")
         ) or self.model_dir.name
         self.max_tokens: int = max_tokens or _model_max_tokens(self.model_dir, config)
+        positions = config.get("max_position_embeddings")
+        if max_tokens and isinstance(positions, int) and max_tokens > positions:
+            # past its position table the model fails on the first long chunk, mid-run
+            raise ConfigError(
+                f"max_tokens {max_tokens} (RCM_MAX_TOKENS) is over the {positions} tokens "
+                f"model {self.name} can take; give at most {positions}"
+            )
         self.batch_size = batch_size
         self.cpu_batch_size = cpu_batch_size
         self.device_request = device

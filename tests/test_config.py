@@ -36,6 +36,7 @@ def test_explicit_wins_over_env_and_none_falls_through() -> None:
         ({"RCM_INCLUDE_HIDDEN": "maybe"}, "RCM_INCLUDE_HIDDEN"),
         ({"RCM_MODE": "turbo"}, "unknown mode"),
         ({"RCM_BATCH_SIZE": "0"}, "batch_size must be at least 1"),
+        ({"RCM_CPU_BATCH_SIZE": "0"}, "cpu_batch_size must be at least 1"),
         ({"RCM_VECTORS": "faiss"}, "unknown vectors setting 'faiss'; choose one of qdrant, none"),
         ({"RCM_BM25_WEIGHT": "nan"}, r"bm25_weight \(RCM_BM25_WEIGHT\) must be a finite number"),
         ({"RCM_BM25_WEIGHT": "inf"}, r"bm25_weight \(RCM_BM25_WEIGHT\) must be a finite"),

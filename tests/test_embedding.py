@@ -333,3 +333,12 @@ def test_null_embedder_is_deterministic_and_never_a_real_model(
     assert null.identity["model"] != real_embedder.identity["model"]
     with pytest.raises(RuntimeError, match="no model"):
         null.load()._model()
+
+
+def test_a_token_budget_past_the_model_s_positions_is_refused(tiny_model: Path) -> None:
+    """Was: accepted, then a forward-pass error on the first chunk longer than the model's
+    position table, mid-run."""
+    with pytest.raises(ConfigError, match=r"max_tokens 513 \(RCM_MAX_TOKENS\) is over the 512"):
+        Embedder(str(tiny_model), max_tokens=513)
+    assert Embedder(str(tiny_model), max_tokens=512).max_tokens == 512
+    assert Embedder(str(tiny_model)).max_tokens == 128  # the model's own max_seq_length
