@@ -263,3 +263,60 @@ def test_file_level_metrics_count_a_file_once_at_its_first_rank() -> None:
     assert crates_run.item_ndcg([("a.rs", "g"), ("a.rs", "f")], items) == pytest.approx(
         1 / LOG2_3
     )
+
+
+# --------------------------------------------------------------------------- commit subjects
+
+
+def _commits_build() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "search_quality_commits_build", BENCH / "commits" / "build.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["search_quality_commits_build"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("subject", "paths", "expected"),
+    [
+        ("walk: skip unreadable folders quietly", ["src/walk.rs"], ("src/walk.rs",)),
+        ("Fix panic on empty glob in ignore", ["a.rs", "tests/x.rs"], ("a.rs",)),
+        ("Fix panic on empty glob (#123)", ["a.rs"], ("a.rs",)),
+        ("Fix panic", ["a.rs"], ()),  # too short to ask
+        ("Bump version to 1.2.3", ["a.rs"], ()),
+        ("globset-0.4.20", ["a.rs"], ()),
+        ("Reformatted with `cargo fmt` everywhere", ["a.rs"], ()),
+        ("ci: run the tests on windows", ["a.rs"], ()),
+        ("Fix a typo in the docs of walk", ["a.rs"], ()),
+        ("Add tests for the parser edge cases", ["tests/parse.rs", "benches/b.rs"], ()),
+        ("Split the parser into three modules", ["a.rs", "b.rs", "c.rs"], ()),
+        ("Move the parser to its own file", ["gone.rs"], ()),  # not in the snapshot
+        ("Update README with examples", ["README.md"], ()),
+    ],
+)
+def test_commit_subjects_that_make_questions(
+    subject: str, paths: list[str], expected: tuple[str, ...]
+) -> None:
+    build = _commits_build()
+    snapshot = {"src/walk.rs", "a.rs", "b.rs", "c.rs", "tests/x.rs"}
+    assert build.qualifies(subject, paths, snapshot) == expected
+
+
+def test_commit_question_set_is_well_formed() -> None:
+    build = _commits_build()
+    rows = [
+        json.loads(line)
+        for line in (BENCH / "commits" / "questions.jsonl").read_text().splitlines()
+    ]
+    assert len(rows) >= 240 and len({r["id"] for r in rows}) == len(rows)
+    repos = {r["repo"] for r in rows}
+    assert len(repos) >= 6 and not any(w in r for r in repos for w in build.RESERVED)
+    for repo in repos:  # halves by whole repository
+        assert len({r["half"] for r in rows if r["repo"] == repo}) == 1
+    assert {r["half"] for r in rows} == {"tuning", "held-back"}
+    for r in rows:
+        assert 1 <= len(r["files"]) <= 2 and not any(map(build.is_test_path, r["files"]))
+        assert all(f.endswith(".rs") for f in r["files"]) and len(r["question"].split()) >= 4
