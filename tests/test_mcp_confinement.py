@@ -349,3 +349,132 @@ def test_read_file_content_returns_only_what_the_index_covers(
             assert "private key" in await refused(session, "read_file_content", file="README.md")
 
     anyio.run(scenario)
+
+
+# --------------------------------------------------------------------------- issue 23, item 1
+
+OUTSIDE_RUST = 'pub const KEY: &str = "not for agents";\n'
+
+
+def test_hard_links_and_files_changed_since_indexing_are_refused(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Item 1 of issue 23: ``ln ~/secret src/x.rs`` before indexing, or replacing an indexed
+    file by a hard link after it, made read_file_content return a file from outside the
+    root; an indexed file edited since was returned as it is now, not as indexed."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.rs").write_text(OUTSIDE_RUST)
+    (outside / "notes").write_text("db_password=s3cr3t-db\n")
+    code = tmp_path / "code"
+    write_codebase(code)
+    os.link(outside / "secret.rs", code / "src" / "linked.rs")  # before indexing
+    (code / "README.md").unlink()
+    os.link(outside / "notes", code / "README.md")
+    sub_lib = code / "sub" / "src" / "lib.rs"
+
+    async def scenario() -> None:
+        async with stdio_session(env, tmp_path / "server.log", [code]) as session:
+            await start_keyword_index(session, code)
+            await wait_ready(session, str(code))
+            got, _ = await call(session, "read_file_content", file="src/lib.rs")
+            assert got["content"] == RUST
+
+            # a hard link made before indexing: refused whether the indexer took it
+            # (refused here for its links) or skipped it (then the index does not cover it)
+            message = await refused(session, "read_file_content", file="src/linked.rs")
+            assert "hard link" in message or "covers" in message, message
+            message = await refused(session, "read_file_content", file="README.md")
+            assert "2 hard links" in message, message
+            assert "outside the indexed root" in message
+
+            # an indexed file replaced by a hard link after indexing
+            (code / "src" / "lib.rs").unlink()
+            os.link(outside / "secret.rs", code / "src" / "lib.rs")
+            message = await refused(session, "read_file_content", file="src/lib.rs")
+            assert "hard links" in message, message
+
+            # edited since: same size, other bytes; then longer
+            sub_lib.write_text(RUST.replace("42", "43"))
+            message = await refused(session, "read_file_content", file=str(sub_lib))
+            assert "re-index first" in message and "content is not what was indexed" in message
+            assert "index_codebase" in message, message
+            # the same bytes again, only the modification time moved: what was indexed
+            sub_lib.write_text(RUST)
+            os.utime(sub_lib, (1_000_000_000, 1_000_000_000))
+            got, _ = await call(session, "read_file_content", file=str(sub_lib))
+            assert got["content"] == RUST
+            sub_lib.write_text(RUST + "// more\n")
+            message = await refused(session, "read_file_content", file="sub/src/lib.rs")
+            assert "re-index first" in message, message
+            assert f"{len(RUST) + 8} bytes now, {len(RUST)} when indexed" in message, message
+
+            # after a run, the edited file reads as it is; the hard links stay refused
+            await start_keyword_index(session, code)
+            await wait_ready(session, str(code))
+            got, _ = await call(session, "read_file_content", file="sub/src/lib.rs")
+            assert got["content"] == RUST + "// more\n"
+            for file in ("src/lib.rs", "src/linked.rs", "README.md"):
+                message = await refused(session, "read_file_content", file=file)
+                assert not any(w in message for w in SECRET_WORDS), message
+
+    anyio.run(scenario)
+
+
+def _swap_symlinked_folder(root: Path, outside: Path) -> None:
+    """``root/sub`` becomes a symlink to ``outside`` (which has a Cargo.toml)."""
+    (root / "sub").rename(root / "sub-was")
+    (root / "sub").symlink_to(outside, target_is_directory=True)
+
+
+def _swap_symlinked_file(root: Path, outside: Path) -> None:
+    """``root/sub/Cargo.toml`` becomes a symlink to the one outside."""
+    (root / "sub" / "Cargo.toml").unlink()
+    (root / "sub" / "Cargo.toml").symlink_to(outside / "Cargo.toml")
+
+
+def _swap_fifo(root: Path, outside: Path) -> None:
+    """``root/sub/Cargo.toml`` becomes a FIFO nobody writes to (reading it would block)."""
+    (root / "sub" / "Cargo.toml").unlink()
+    os.mkfifo(root / "sub" / "Cargo.toml")
+
+
+def _swap_hard_link(root: Path, outside: Path) -> None:
+    """``root/sub/Cargo.toml`` becomes a hard link to the one outside."""
+    (root / "sub" / "Cargo.toml").unlink()
+    os.link(outside / "Cargo.toml", root / "sub" / "Cargo.toml")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX only")
+@pytest.mark.parametrize(
+    ("swap", "expected"),
+    [
+        (_swap_symlinked_folder, "a symlink now stands in it"),
+        (_swap_symlinked_file, "is a symlink"),
+        (_swap_fifo, "not a regular file"),
+        (_swap_hard_link, "2 hard links"),
+    ],
+)
+def test_read_file_judges_the_file_it_opened(tmp_path: Path, swap: Any, expected: str) -> None:
+    """What is swapped in between locate_file's checks and the read is never read: the
+    path is opened once, without following symlinks, and judged from its descriptor."""
+    from rcm_dask.errors import SourceError
+    from rcm_dask.mcp_server.sandbox import Located, read_file
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "Cargo.toml").write_text('[package]\nname = "sub"\n')
+    outside.mkdir()
+    (outside / "Cargo.toml").write_text('[package]\nname = "x"\npassword = "hunter2"\n')
+    where = Located(
+        root=str(root),
+        index_dir=tmp_path / "no-index",  # no manifest: Cargo.toml is read without one
+        rel="sub/Cargo.toml",
+        real=root / "sub" / "Cargo.toml",
+    )
+    assert read_file(where, "sub/Cargo.toml", None, None, 1000).content.startswith("[package]")
+    swap(root, outside)
+    with pytest.raises(SourceError) as e:
+        read_file(where, "sub/Cargo.toml", None, None, 1000)
+    assert expected in str(e.value), str(e.value)
+    assert "hunter2" not in str(e.value)
