@@ -590,18 +590,28 @@ def status_cmd(codebase: str | None, index_dir: str | None, as_json: bool) -> No
     "touched. Default: the folders in RCM_MCP_ROOTS (separated by the path separator, ':'), "
     "else the working directory. [env: RCM_MCP_ROOTS]",
 )
-def mcp_cmd(http: bool, port: int, roots: tuple[str, ...]) -> None:
+@click.option(
+    "--auth-token",
+    metavar="TOKEN",
+    envvar="RCM_MCP_TOKEN",
+    help="For --http: the bearer token every request must carry (header 'Authorization: "
+    "Bearer TOKEN'), at least 16 characters. Default: one generated for the run and printed "
+    "on stderr. Prefer the variable: other local users can see a command line. "
+    "[env: RCM_MCP_TOKEN]",
+)
+def mcp_cmd(http: bool, port: int, roots: tuple[str, ...], auth_token: str | None) -> None:
     """Serve the index, search and code-navigation tools to AI coding agents over MCP.
 
     By default speaks MCP on stdin/stdout, as MCP clients expect of a server they start.
     The tools work only inside the roots you allow (--root, RCM_MCP_ROOTS); a client that
-    offers its own roots narrows them further.
+    offers its own roots narrows them further. Over --http, every request must carry the
+    bearer token (--auth-token, RCM_MCP_TOKEN, else generated and printed on stderr).
     """
 
     def body() -> None:
         from .mcp_server import serve
 
-        serve("http" if http else "stdio", port=port, roots=roots)
+        serve("http" if http else "stdio", port=port, roots=roots, auth_token=auth_token)
 
     _run(body)
 

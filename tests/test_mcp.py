@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -502,7 +504,8 @@ def _free_port() -> int:
 def test_streamable_http_transport(tmp_path: Path, server_env: dict[str, str]) -> None:
     port = _free_port()
     log = tmp_path / "http.log"
-    env = {**os.environ, **server_env}
+    token = secrets.token_urlsafe(32)
+    env = {**os.environ, **server_env, "RCM_MCP_TOKEN": token}
     with log.open("w") as errlog:
         proc = subprocess.Popen(
             [sys.executable, "-m", "rcm_dask", "mcp", "--http", "--port", str(port)]
@@ -522,8 +525,10 @@ def test_streamable_http_transport(tmp_path: Path, server_env: dict[str, str]) -
             time.sleep(0.1)
 
         async def scenario() -> None:
+            headers = {"Authorization": f"Bearer {token}"}
             async with (
-                streamable_http_client(url) as (read, write),
+                httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http,
+                streamable_http_client(url, http_client=http) as (read, write),
                 ClientSession(read, write) as session,
             ):
                 await session.initialize()

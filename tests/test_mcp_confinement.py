@@ -7,17 +7,30 @@ plain paths first.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import mcp.types as types
 import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from rcm_dask.errors import ConfigError
 from rcm_dask.roots import ENV_VAR, AllowedRoots, RootNotAllowedError, roots_from_uris
 
+from . import REPO
 from .test_mcp import call, refused, stdio_session, wait_ready
 
 RUST = "pub fn visible() -> u32 {\n    42\n}\n"
@@ -349,3 +362,267 @@ def test_read_file_content_returns_only_what_the_index_covers(
             assert "private key" in await refused(session, "read_file_content", file="README.md")
 
     anyio.run(scenario)
+
+
+# --------------------------------------------------------------------------- issue 23, item 1
+
+OUTSIDE_RUST = 'pub const KEY: &str = "not for agents";\n'
+
+
+def test_hard_links_and_files_changed_since_indexing_are_refused(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Item 1 of issue 23: ``ln ~/secret src/x.rs`` before indexing, or replacing an indexed
+    file by a hard link after it, made read_file_content return a file from outside the
+    root; an indexed file edited since was returned as it is now, not as indexed."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.rs").write_text(OUTSIDE_RUST)
+    (outside / "notes").write_text("db_password=s3cr3t-db\n")
+    code = tmp_path / "code"
+    write_codebase(code)
+    os.link(outside / "secret.rs", code / "src" / "linked.rs")  # before indexing
+    (code / "README.md").unlink()
+    os.link(outside / "notes", code / "README.md")
+    sub_lib = code / "sub" / "src" / "lib.rs"
+
+    async def scenario() -> None:
+        async with stdio_session(env, tmp_path / "server.log", [code]) as session:
+            await start_keyword_index(session, code)
+            await wait_ready(session, str(code))
+            got, _ = await call(session, "read_file_content", file="src/lib.rs")
+            assert got["content"] == RUST
+
+            # a hard link made before indexing: refused whether the indexer took it
+            # (refused here for its links) or skipped it (then the index does not cover it)
+            message = await refused(session, "read_file_content", file="src/linked.rs")
+            assert "hard link" in message or "covers" in message, message
+            message = await refused(session, "read_file_content", file="README.md")
+            assert "2 hard links" in message, message
+            assert "outside the indexed root" in message
+
+            # an indexed file replaced by a hard link after indexing
+            (code / "src" / "lib.rs").unlink()
+            os.link(outside / "secret.rs", code / "src" / "lib.rs")
+            message = await refused(session, "read_file_content", file="src/lib.rs")
+            assert "hard links" in message, message
+
+            # edited since: same size, other bytes; then longer
+            sub_lib.write_text(RUST.replace("42", "43"))
+            message = await refused(session, "read_file_content", file=str(sub_lib))
+            assert "re-index first" in message and "content is not what was indexed" in message
+            assert "index_codebase" in message, message
+            # the same bytes again, only the modification time moved: what was indexed
+            sub_lib.write_text(RUST)
+            os.utime(sub_lib, (1_000_000_000, 1_000_000_000))
+            got, _ = await call(session, "read_file_content", file=str(sub_lib))
+            assert got["content"] == RUST
+            sub_lib.write_text(RUST + "// more\n")
+            message = await refused(session, "read_file_content", file="sub/src/lib.rs")
+            assert "re-index first" in message, message
+            assert f"{len(RUST) + 8} bytes now, {len(RUST)} when indexed" in message, message
+
+            # after a run, the edited file reads as it is; the hard links stay refused
+            await start_keyword_index(session, code)
+            await wait_ready(session, str(code))
+            got, _ = await call(session, "read_file_content", file="sub/src/lib.rs")
+            assert got["content"] == RUST + "// more\n"
+            for file in ("src/lib.rs", "src/linked.rs", "README.md"):
+                message = await refused(session, "read_file_content", file=file)
+                assert not any(w in message for w in SECRET_WORDS), message
+
+    anyio.run(scenario)
+
+
+def _swap_symlinked_folder(root: Path, outside: Path) -> None:
+    """``root/sub`` becomes a symlink to ``outside`` (which has a Cargo.toml)."""
+    (root / "sub").rename(root / "sub-was")
+    (root / "sub").symlink_to(outside, target_is_directory=True)
+
+
+def _swap_symlinked_file(root: Path, outside: Path) -> None:
+    """``root/sub/Cargo.toml`` becomes a symlink to the one outside."""
+    (root / "sub" / "Cargo.toml").unlink()
+    (root / "sub" / "Cargo.toml").symlink_to(outside / "Cargo.toml")
+
+
+def _swap_fifo(root: Path, outside: Path) -> None:
+    """``root/sub/Cargo.toml`` becomes a FIFO nobody writes to (reading it would block)."""
+    (root / "sub" / "Cargo.toml").unlink()
+    os.mkfifo(root / "sub" / "Cargo.toml")
+
+
+def _swap_hard_link(root: Path, outside: Path) -> None:
+    """``root/sub/Cargo.toml`` becomes a hard link to the one outside."""
+    (root / "sub" / "Cargo.toml").unlink()
+    os.link(outside / "Cargo.toml", root / "sub" / "Cargo.toml")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX only")
+@pytest.mark.parametrize(
+    ("swap", "expected"),
+    [
+        (_swap_symlinked_folder, "a symlink now stands in it"),
+        (_swap_symlinked_file, "is a symlink"),
+        (_swap_fifo, "not a regular file"),
+        (_swap_hard_link, "2 hard links"),
+    ],
+)
+def test_read_file_judges_the_file_it_opened(tmp_path: Path, swap: Any, expected: str) -> None:
+    """What is swapped in between locate_file's checks and the read is never read: the
+    path is opened once, without following symlinks, and judged from its descriptor."""
+    from rcm_dask.errors import SourceError
+    from rcm_dask.mcp_server.sandbox import Located, read_file
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "Cargo.toml").write_text('[package]\nname = "sub"\n')
+    outside.mkdir()
+    (outside / "Cargo.toml").write_text('[package]\nname = "x"\npassword = "hunter2"\n')
+    where = Located(
+        root=str(root),
+        index_dir=tmp_path / "no-index",  # no manifest: Cargo.toml is read without one
+        rel="sub/Cargo.toml",
+        real=root / "sub" / "Cargo.toml",
+    )
+    assert read_file(where, "sub/Cargo.toml", None, None, 1000).content.startswith("[package]")
+    swap(root, outside)
+    with pytest.raises(SourceError) as e:
+        read_file(where, "sub/Cargo.toml", None, None, 1000)
+    assert expected in str(e.value), str(e.value)
+    assert "hunter2" not in str(e.value)
+
+
+# --------------------------------------------------------------------------- issue 23, item 6
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "probe", "version": "1"},
+    },
+}
+
+
+@contextlib.contextmanager
+def http_server(
+    env: dict[str, str], log: Path, roots: Sequence[Path], *args: str
+) -> Iterator[tuple[str, int]]:
+    """``python -m rcm_dask mcp --http --port 0 --root R... ARGS`` as a subprocess: its
+    URL and port, read from the address it prints on stderr."""
+    cmd = [sys.executable, "-m", "rcm_dask", "mcp", "--http", "--port", "0", *args]
+    for root in roots:
+        cmd += ["--root", str(root)]
+    with log.open("w") as errlog:
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=str(REPO), stdin=subprocess.DEVNULL, stderr=errlog
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not (found := re.search(r"http://127\.0\.0\.1:(\d+)/mcp", log.read_text())):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield found.group(0), int(found.group(1))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+
+
+async def http_status(url: str, token: str, directory: Path) -> str:
+    """The SDK's own client over HTTP, sending ``token``: index_status's state."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as client,
+        streamable_http_client(url, http_client=client) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        status, _ = await call(session, "index_status", directory=str(directory))
+        return str(status["state"])
+
+
+def test_http_needs_the_token_and_its_own_address(tmp_path: Path, env: dict[str, str]) -> None:
+    """Item 6 of issue 23: the HTTP transport took any request from any local process, and
+    an Origin of another localhost port (a page served there) was accepted."""
+    log = tmp_path / "http.log"
+    with http_server(env, log, [tmp_path]) as (url, port):
+        printed = log.read_text()
+        token = re.search(r"generated for this run: (\S+)", printed)
+        assert token is not None, printed
+        token = token.group(1)
+        assert len(token) >= 43 and "Authorization: Bearer <token>" in printed
+
+        def post(**headers: str) -> httpx2.Response:
+            accept = {"accept": "application/json, text/event-stream"}
+            return httpx2.post(url, json=INITIALIZE, headers={**accept, **headers}, timeout=30)
+
+        bearer = f"Bearer {token}"
+        for headers, why in [
+            ({}, "requires a bearer token"),
+            ({"Authorization": f"Bearer {token[:-1]}{'x' if token[-1] != 'x' else 'y'}"}, "wrong"),
+            ({"Authorization": "Bearer"}, "wrong"),
+            ({"Authorization": f"Basic {token}"}, "not one bearer token"),
+            ({"Authorization": token}, "not one bearer token"),
+        ]:
+            answer = post(**headers)
+            assert answer.status_code == 401, (headers, answer.text)
+            assert answer.headers["www-authenticate"].startswith("Bearer ")
+            description = answer.json()["error_description"]
+            assert why in description and "Authorization: Bearer <token>" in description
+            assert "RCM_MCP_TOKEN" in description and token not in answer.text
+        # the right token, from a page of another origin or through a rebound host name
+        for origin in (f"http://localhost:{port + 1}", f"http://127.0.0.1:{port + 1}"):
+            assert post(Authorization=bearer, Origin=origin).status_code == 403
+        assert post(Authorization=bearer, Origin="http://evil.example").status_code == 403
+        assert post(Authorization=bearer, Host=f"localhost:{port + 1}").status_code == 421
+        assert post(Authorization=bearer, Host=f"evil.example:{port}").status_code == 421
+        # the server's own origin, spelled either way
+        assert post(Authorization=bearer, Origin=f"http://localhost:{port}").status_code == 200
+        assert post(Authorization=f"bearer {token}").status_code == 200  # the scheme: any case
+        # the SDK's client: works with the token, fails without
+        assert anyio.run(http_status, url, token, tmp_path) == "not_indexed"
+        with pytest.raises(Exception) as refused_client:  # an ExceptionGroup
+            anyio.run(http_status, url, "not-the-token-at-all", tmp_path)
+        assert refused_client.group_contains(MCPError), repr(refused_client.value)
+    assert log.read_text().count(token) == 1  # the startup line only
+
+    # a token of the user's (RCM_MCP_TOKEN) is not printed, and is the one required
+    mine = secrets.token_urlsafe(24)
+    log = tmp_path / "mine.log"
+    with http_server({**env, "RCM_MCP_TOKEN": mine}, log, [tmp_path]) as (url, _):
+        assert anyio.run(http_status, url, mine, tmp_path) == "not_indexed"
+        answer = httpx2.post(url, json=INITIALIZE, headers={"Authorization": bearer}, timeout=30)
+        assert answer.status_code == 401
+    assert mine not in log.read_text() and "RCM_MCP_TOKEN" in log.read_text()
+
+
+def test_a_token_of_the_user_must_be_a_strong_bearer_token(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from rcm_dask.cli import main
+    from rcm_dask.mcp_server.guard import TOKEN_ENV, resolve_token
+
+    assert resolve_token("  correct-horse-battery-staple ", {}) == (
+        "correct-horse-battery-staple",
+        False,
+    )
+    assert resolve_token(None, {TOKEN_ENV: "from-the-environment-0123"}) == (
+        "from-the-environment-0123",
+        False,
+    )
+    assert resolve_token("", {TOKEN_ENV: "  "})[1] is True  # blank: generated
+    first, second = resolve_token(None, {})[0], resolve_token(None, {})[0]
+    assert first != second and len(first) == 43
+    for bad, why in [("short", "at least 16"), ("has spaces in the token", "characters")]:
+        with pytest.raises(ConfigError, match=why) as e:
+            resolve_token(bad, {})
+        assert bad not in str(e.value)
+        result = CliRunner().invoke(
+            main, ["mcp", "--http", "--root", str(tmp_path)], env={TOKEN_ENV: bad}
+        )
+        assert result.exit_code == 1 and why in result.output, result.output
+        assert TOKEN_ENV in result.output and "Traceback" not in result.output

@@ -1,7 +1,8 @@
 """The MCP server: rcm_dask's index, search and code-intelligence tools for AI coding agents.
 
 ``rcm-dask mcp`` serves these tools over stdio (what MCP clients such as Claude Desktop
-start); ``rcm-dask mcp --http --port N`` serves them over streamable HTTP on 127.0.0.1.
+start); ``rcm-dask mcp --http --port N`` serves them over streamable HTTP on 127.0.0.1,
+to clients that send its bearer token and name its own address (:mod:`.guard`).
 Each tool is a thin call into the library with a typed input schema, a structured
 result (its JSON schema is the tool's output schema) and a readable text rendering:
 
@@ -29,6 +30,7 @@ models.py    what the tools answer: pydantic records and their text renderings
 runs.py      index runs in child processes (:func:`run_index_child`), their JSON lines
 state.py     an index's state (not_indexed / indexing / ready / failed), the searchers
 sandbox.py   where the tools may go and what ``read_file_content`` may read
+guard.py     who may talk to the HTTP transport: bearer token, Host and Origin
 health.py    the probes of ``health_check``: model, Dask cluster, stores, versions
 ===========  ==========================================================================
 

@@ -8,21 +8,35 @@ unfinished first run makes nothing readable), and :func:`read_file` returns only
 that index covers: its ``.rs`` files, ``Cargo.toml`` files and the README files of the
 root and of crate folders, never a file whose name or content looks like a secret (the
 checks of :mod:`rcm_dask.sources`, which reads files for indexing).
+
+What is read is what the index covers, checked on the file as opened
+(:func:`read_file`): the file is opened once, every folder from the root down and the
+file itself without following a symlink, and judged by ``fstat`` of that descriptor,
+so nothing swapped in after the checks is read. A file with more than one hard link is
+refused (a hard link can bring in a file from anywhere on the same filesystem:
+``ln ~/.ssh/id_rsa src/x.rs``), and a ``.rs`` file must still hold what the manifest
+recorded when it was indexed (same size and SHA-256), else "re-index first".
+``Cargo.toml`` and ``README`` files are not in the manifest: they are read as they are
+now, under the same single-open, one-link and secret checks.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import posixpath
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import IndexNotFoundError, RootNotAllowedError, SourceError
 from ..planning import list_indexes, resolve_index_dir
+from ..records import IndexedFile
 from ..roots import AllowedRoots
 from ..sources import NotTextError, decode_text, is_sensitive_name, open_root, sensitive_content
 from .models import READ_MAX_CHARS, READ_MAX_LINES, FileContentOut
-from .state import in_manifest, manifest_updated
+from .state import manifest_record, manifest_updated
 
 
 @dataclass(frozen=True)
@@ -190,6 +204,107 @@ def locate_file(file: str, directory: str | None, allowed: AllowedRoots) -> Loca
     return Located(root=root, index_dir=index_dir, rel=rel, real=Path(real))
 
 
+_WALK_NOFOLLOW = (
+    hasattr(os, "O_NOFOLLOW")
+    and hasattr(os, "O_DIRECTORY")
+    and os.open in os.supports_dir_fd
+    and os.stat in os.supports_dir_fd
+)
+"""Whether a path can be opened a component at a time, refusing symlinks (POSIX)."""
+
+
+def _open_located(where: Located, file: str) -> int:
+    """A read-only descriptor of the located file, opened once.
+
+    Each folder from the root down, and the file itself, is opened with ``O_NOFOLLOW``
+    relative to the one above it, so a symlink put in the path after
+    :func:`locate_file` resolved it is never followed; a FIFO, socket or device is
+    never opened (and one swapped in between the check and the open is opened
+    non-blocking, then refused by :func:`read_file` from the descriptor)."""
+    real_root = os.path.realpath(where.root)
+    parts = [p for p in os.path.relpath(where.real, real_root).split(os.sep) if p not in ("", ".")]
+    if not parts:
+        raise SourceError(f"{where.rel} is not a file under {where.root}")
+    if not _WALK_NOFOLLOW:  # pragma: no cover - Windows: no O_NOFOLLOW nor dir_fd
+        if not where.real.is_file():
+            raise SourceError(f"{where.rel} is not a file under {where.root}")
+        return os.open(where.real, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(real_root, flags | os.O_DIRECTORY)
+    except OSError as e:
+        raise SourceError(f"cannot open the indexed root {where.root}: {e.strerror}") from e
+    try:
+        for part in parts[:-1]:
+            down = os.open(part, flags | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = down
+        mode = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False).st_mode
+        if not stat.S_ISREG(mode):
+            raise SourceError(_not_regular(where, file, mode))
+        return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+    except FileNotFoundError as e:
+        raise SourceError(f"{where.rel} is not a file under {where.root}") from e
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise SourceError(
+                f"refused {file!r}: its path changed while it was being opened (a symlink "
+                "now stands in it); symlinks are never followed out of the indexed root"
+            ) from e
+        raise SourceError(f"cannot read {where.rel} under {where.root}: {e.strerror}") from e
+    finally:
+        os.close(fd)
+
+
+def _not_regular(where: Located, file: str, mode: int) -> str:
+    """Why a file of this kind (``st_mode``) is refused."""
+    kind = "a folder" if stat.S_ISDIR(mode) else "a symlink" if stat.S_ISLNK(mode) else ""
+    if kind:
+        return f"{where.rel} is {kind}, not a file under {where.root}"
+    return (
+        f"refused {file!r}: it is not a regular file (a FIFO, socket or device); "
+        "only regular files are read"
+    )
+
+
+def _check_opened(
+    where: Located,
+    file: str,
+    info: os.stat_result,
+    record: IndexedFile | None,
+    max_file_size: int,
+) -> None:
+    """Refuse an opened file (``info``: its ``fstat``) that is not a regular file, has
+    more than one hard link, is over ``max_file_size`` bytes, or whose size is not the
+    one its manifest ``record`` holds."""
+    if not stat.S_ISREG(info.st_mode):
+        raise SourceError(_not_regular(where, file, info.st_mode))
+    if info.st_nlink > 1:
+        raise SourceError(
+            f"refused {file!r}: it has {info.st_nlink} hard links, and a hard link can bring "
+            "in a file from outside the indexed root (its other names may lie anywhere on "
+            "the filesystem), so files with more than one link are never read; if it is "
+            "meant to be part of the codebase, the user can replace it with a plain copy "
+            "and re-index (index_codebase)"
+        )
+    if record is not None and info.st_size != record.size:
+        raise _changed(where, file, f"{info.st_size:,} bytes now, {record.size:,} when indexed")
+    if info.st_size > max_file_size:
+        raise SourceError(
+            f"{where.rel} is {info.st_size:,} bytes, over the {max_file_size:,}-byte limit "
+            "for reading files"
+        )
+
+
+def _changed(where: Located, file: str, how: str) -> SourceError:
+    """The refusal of a ``.rs`` file that no longer holds what was indexed."""
+    return SourceError(
+        f"refused {file!r}: it changed since the last index run ({how}), so the index no "
+        f"longer covers what it holds; re-index first (index_codebase({where.root!r})), "
+        "then read it again"
+    )
+
+
 def read_file(
     where: Located,
     file: str,
@@ -198,12 +313,21 @@ def read_file(
     max_file_size: int,
 ) -> FileContentOut:
     """Lines ``start_line`` to ``end_line`` of a located file (``file``: the argument, for
-    messages), cut at :data:`READ_MAX_LINES` / :data:`READ_MAX_CHARS`; refuses what the
-    index does not cover, secrets, files over ``max_file_size`` bytes and non-text."""
+    messages), cut at :data:`READ_MAX_LINES` / :data:`READ_MAX_CHARS`.
+
+    Refuses what the index does not cover, secrets, files over ``max_file_size`` bytes,
+    non-text, files with more than one hard link, and ``.rs`` files whose size or
+    SHA-256 is no longer what the manifest recorded ("re-index first"). The file is
+    opened once and judged from that descriptor (:func:`_open_located`).
+
+    The modification time is not compared: a file whose bytes are those that were
+    indexed (a ``touch``, a checkout that rewrote the same content) holds nothing the
+    index does not, and refusing it would only send the agent to re-index."""
     why = _why_sensitive_name(where.rel)
     if why:
         raise SourceError(f"refused {file!r}: {why}; such files are never read")
-    if not (_is_crate_file(where.root, where.rel) or in_manifest(where.index_dir, where.rel)):
+    record = manifest_record(where.index_dir, where.rel)
+    if record is None and not _is_crate_file(where.root, where.rel):
         raise SourceError(
             f"refused {file!r}: read_file_content returns only files the index of "
             f"{where.root} covers (its .rs files), Cargo.toml files and the README "
@@ -211,15 +335,17 @@ def read_file(
             "(a .rs file added since the last run becomes readable once index_codebase "
             "has indexed it)"
         )
-    if not where.real.is_file():
-        raise SourceError(f"{where.rel} is not a file under {where.root}")
-    size = where.real.stat().st_size
-    if size > max_file_size:
-        raise SourceError(
-            f"{where.rel} is {size:,} bytes, over the {max_file_size:,}-byte limit for "
-            "reading files"
-        )
-    data = where.real.read_bytes()
+    fd = _open_located(where, file)
+    try:
+        _check_opened(where, file, os.fstat(fd), record, max_file_size)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(max_file_size + 1)
+    finally:
+        os.close(fd)
+    if len(data) > max_file_size:
+        raise SourceError(f"{where.rel} is over the {max_file_size:,}-byte limit for reading files")
+    if record is not None and hashlib.sha256(data).hexdigest() != record.sha256:
+        raise _changed(where, file, "its content is not what was indexed")
     # secrets first: a secret in a binary or non-UTF-8 file is refused as a secret
     label = sensitive_content(data)
     if label:

@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 from .. import __version__
 from ..errors import RcmError
 from ..roots import HOW_TO_ALLOW, AllowedRoots
+from .guard import TOKEN_ENV, BearerTokenGuard, resolve_token, transport_security
 from .models import (
     CallGraphOut,
     ComplexityOut,
@@ -408,6 +409,7 @@ def serve(
     *,
     port: int = DEFAULT_PORT,
     roots: Sequence[str] = (),
+    auth_token: str | None = None,
 ) -> None:
     """Run the MCP server until its client goes away (stdio) or it is stopped (HTTP).
 
@@ -415,17 +417,23 @@ def serve(
     ----------
     transport
         ``stdio`` (the client starts this process and talks over its stdin/stdout) or
-        ``http`` (streamable HTTP at ``http://127.0.0.1:PORT/mcp``).
+        ``http`` (streamable HTTP at ``http://127.0.0.1:PORT/mcp``, to clients that send
+        the bearer token and name this address: :mod:`.guard`).
     port
         The HTTP port; 0 picks a free one. The address is printed on stderr.
     roots
         The folders the tools may index and read (``--root``); none: ``RCM_MCP_ROOTS``,
         else the working directory (see :mod:`rcm_dask.roots`).
+    auth_token
+        The bearer token every HTTP request must carry (``--auth-token``); none:
+        ``RCM_MCP_TOKEN``, else one generated for this run and printed on stderr with
+        the address (see :mod:`.guard`). Unused over stdio.
 
     Raises
     ------
     ConfigError
-        A root does not exist or is not a folder.
+        A root does not exist or is not a folder, or the token is too short or holds
+        characters a bearer token cannot.
     """
     # plain lines on stderr (configured before the SDK's own logging setup, which then
     # keeps them): stdout belongs to the protocol
@@ -434,6 +442,7 @@ def serve(
         level=logging.WARNING,
         format="%(asctime)s rcm-dask mcp %(levelname)s %(name)s: %(message)s",
     )
+    token, generated = resolve_token(auth_token) if transport == "http" else ("", False)
     tools = CodeTools(roots=AllowedRoots.from_settings(roots))
     if not tools.roots.paths:
         logger.warning("no folder is allowed: %s", tools.roots.note)
@@ -442,13 +451,14 @@ def serve(
         if transport == "stdio":
             server.run("stdio")
         else:
-            _serve_http(server, port)
+            _serve_http(server, port, token, generated)
     finally:
         tools.close()
 
 
-def _serve_http(server: MCPServer, port: int) -> None:
-    """Serve streamable HTTP on 127.0.0.1 only (the tools read local files)."""
+def _serve_http(server: MCPServer, port: int, token: str, generated: bool) -> None:
+    """Serve streamable HTTP on 127.0.0.1 only (the tools read local files), to clients
+    that send ``token`` and name this address (:mod:`.guard`)."""
     import anyio
     import uvicorn
 
@@ -463,7 +473,22 @@ def _serve_http(server: MCPServer, port: int) -> None:
     # once waits in the backlog until uvicorn accepts, instead of being refused
     sock.listen(2048)
     actual = sock.getsockname()[1]
-    app = server.streamable_http_app(host="127.0.0.1")
+    app = BearerTokenGuard(
+        server.streamable_http_app(host="127.0.0.1", transport_security=transport_security(actual)),
+        token,
+    )
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    print(f"rcm-dask MCP server: http://127.0.0.1:{actual}/mcp", file=sys.stderr, flush=True)
+    # the one place the token is ever written: a generated one, for the user to pass on
+    given = (
+        f"the token generated for this run: {token} (choose your own with --auth-token "
+        f"or {TOKEN_ENV})"
+        if generated
+        else f"the token of --auth-token or {TOKEN_ENV}"
+    )
+    print(
+        f"rcm-dask MCP server: http://127.0.0.1:{actual}/mcp\n"
+        f"  clients send the header 'Authorization: Bearer <token>' with {given}",
+        file=sys.stderr,
+        flush=True,
+    )
     anyio.run(uvicorn.Server(config).serve, [sock])

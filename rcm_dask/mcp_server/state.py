@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from ..config import IndexConfig
 from ..embedding import Embedder
 from ..errors import IndexNotFoundError, RcmError
+from ..records import IndexedFile
 from ..search import SearchIndex
 from ..stores.lock import describe_holder, is_locked, read_holder
 from ..stores.manifest import Manifest
@@ -50,9 +51,15 @@ def manifest_updated(index_dir: Path) -> object:
     return _read_manifest(index_dir, lambda m: m.get_meta("updated"), None)
 
 
+def manifest_record(index_dir: Path, rel: str) -> IndexedFile | None:
+    """What the committed manifest of an index records about a file (size, mtime and
+    hash when it was indexed), or None."""
+    return _read_manifest(index_dir, lambda m: m.get(rel), None)
+
+
 def in_manifest(index_dir: Path, rel: str) -> bool:
     """Whether the committed manifest of an index records the file."""
-    return _read_manifest(index_dir, lambda m: m.get(rel) is not None, False)
+    return manifest_record(index_dir, rel) is not None
 
 
 def derive_state(
