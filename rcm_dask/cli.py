@@ -91,8 +91,9 @@ def _stored_vectors(path: str, config: IndexConfig) -> str | None:
     return kept_vectors(folder)
 
 
-def _run(action: Callable[[], None]) -> None:
-    """Run a command body, turning our errors into exit codes without tracebacks."""
+def _run(action: Callable[[], None], interrupted: str | None = None) -> None:
+    """Run a command body, turning our errors into exit codes without tracebacks;
+    ``interrupted``: what Ctrl-C says (default: an index run's words)."""
     try:
         action()
     except RcmError as e:
@@ -104,7 +105,8 @@ def _run(action: Callable[[], None]) -> None:
         message = (
             str(e)
             if isinstance(e, IndexInterrupted)
-            else (
+            else interrupted
+            or (
                 "Interrupted. What was committed before stays in the index; "
                 "run the same command again to finish."
             )
@@ -613,7 +615,7 @@ def mcp_cmd(http: bool, port: int, roots: tuple[str, ...], auth_token: str | Non
 
         serve("http" if http else "stdio", port=port, roots=roots, auth_token=auth_token)
 
-    _run(body)
+    _run(body, interrupted="MCP server stopped.")
 
 
 if __name__ == "__main__":  # pragma: no cover
