@@ -135,6 +135,9 @@ def test_unknown_protocol_is_a_clear_error() -> None:
         open_root("nosuchproto://x/y")
 
 
+PEM_LINE = b"MIIEpAIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun"
+
+
 def _read(tmp_path: Path, data: bytes, **kw: object) -> SourceFile | Skipped:
     p = tmp_path / "f.rs"
     p.write_bytes(data)
@@ -148,7 +151,7 @@ def _read(tmp_path: Path, data: bytes, **kw: object) -> SourceFile | Skipped:
         (b"fn a() {}\xff\xfe\n", "not-utf8"),
         (b"fn a() {}\x00\x01\x02", "binary"),
         (b"x" * 2000, "too-large"),
-        (b'const K: &str = "-----BEGIN RSA PRIVATE KEY-----";', "sensitive"),
+        (b'const K: &str = "-----BEGIN RSA PRIVATE KEY-----\\n' + PEM_LINE + b'";', "sensitive"),
         (b'const K: &str = "AKIAIOSFODNN7EXAMPLE";', "sensitive"),
     ],
 )
@@ -184,8 +187,9 @@ def test_read_vanished_and_unreadable(tmp_path: Path) -> None:
 
 
 def test_sensitive_content_can_be_included(tmp_path: Path) -> None:
-    out = _read(tmp_path, b"// -----BEGIN PRIVATE KEY-----\n", include_sensitive=True)
-    assert isinstance(out, SourceFile)
+    data = b"// -----BEGIN PRIVATE KEY-----\n// " + PEM_LINE + b"\n"
+    assert isinstance(_read(tmp_path, data), Skipped)
+    assert isinstance(_read(tmp_path, data, include_sensitive=True), SourceFile)
 
 
 FINE_GRAINED_PAT = "github_pat_11ABCDEFG0123456789abcd_" + "Zy9" * 19 + "xw"
