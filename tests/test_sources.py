@@ -32,6 +32,7 @@ TREE: dict[str, bytes] = {
     "sub/kept.rs": b"fn kept() {}\n",
     "other/local_only.rs": b"fn not_ignored_here() {}\n",
     "src/my_credentials.rs": b"fn creds() {}\n",
+    "src/deploy.key.rs": b"fn k() {}\n",
     ".gitignore": b"/generated/\n*_tmp.rs\n",
 }
 
@@ -40,6 +41,7 @@ EXPECTED_FILES = [
     "src/a.rs",
     "src/keep_gen.rs",
     "src/lib.rs",
+    "src/my_credentials.rs",  # a module named for what it handles: its content is checked
     "src/nested/deep/b.rs",
     "sub/kept.rs",
 ]
@@ -52,7 +54,7 @@ EXPECTED_SKIPS = {
     "generated/": "ignored",
     "src/scratch_tmp.rs": "ignored",
     "sub/local_only.rs": "ignored",
-    "src/my_credentials.rs": "sensitive",
+    "src/deploy.key.rs": "sensitive",
 }
 
 
@@ -97,7 +99,7 @@ def test_discovery_options(tmp_path: Path) -> None:
         exclude=("src/nested/**",),
     )
     paths = {f.path for f in found.files}
-    assert {"generated/g.rs", ".hidden/c.rs", "src/my_credentials.rs", "sub/local_only.rs"} <= paths
+    assert {"generated/g.rs", ".hidden/c.rs", "src/deploy.key.rs", "sub/local_only.rs"} <= paths
     assert "src/nested/deep/b.rs" not in paths
     assert {s.path: s.reason for s in found.skipped}["src/nested/"] == "ignored"
     # target/ is never indexed
