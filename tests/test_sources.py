@@ -32,6 +32,7 @@ TREE: dict[str, bytes] = {
     "sub/kept.rs": b"fn kept() {}\n",
     "other/local_only.rs": b"fn not_ignored_here() {}\n",
     "src/my_credentials.rs": b"fn creds() {}\n",
+    "src/deploy.key.rs": b"fn k() {}\n",
     ".gitignore": b"/generated/\n*_tmp.rs\n",
 }
 
@@ -40,6 +41,7 @@ EXPECTED_FILES = [
     "src/a.rs",
     "src/keep_gen.rs",
     "src/lib.rs",
+    "src/my_credentials.rs",  # a module named for what it handles: its content is checked
     "src/nested/deep/b.rs",
     "sub/kept.rs",
 ]
@@ -52,7 +54,7 @@ EXPECTED_SKIPS = {
     "generated/": "ignored",
     "src/scratch_tmp.rs": "ignored",
     "sub/local_only.rs": "ignored",
-    "src/my_credentials.rs": "sensitive",
+    "src/deploy.key.rs": "sensitive",
 }
 
 
@@ -97,7 +99,7 @@ def test_discovery_options(tmp_path: Path) -> None:
         exclude=("src/nested/**",),
     )
     paths = {f.path for f in found.files}
-    assert {"generated/g.rs", ".hidden/c.rs", "src/my_credentials.rs", "sub/local_only.rs"} <= paths
+    assert {"generated/g.rs", ".hidden/c.rs", "src/deploy.key.rs", "sub/local_only.rs"} <= paths
     assert "src/nested/deep/b.rs" not in paths
     assert {s.path: s.reason for s in found.skipped}["src/nested/"] == "ignored"
     # target/ is never indexed
@@ -135,6 +137,9 @@ def test_unknown_protocol_is_a_clear_error() -> None:
         open_root("nosuchproto://x/y")
 
 
+PEM_LINE = b"MIIEpAIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun"
+
+
 def _read(tmp_path: Path, data: bytes, **kw: object) -> SourceFile | Skipped:
     p = tmp_path / "f.rs"
     p.write_bytes(data)
@@ -148,7 +153,7 @@ def _read(tmp_path: Path, data: bytes, **kw: object) -> SourceFile | Skipped:
         (b"fn a() {}\xff\xfe\n", "not-utf8"),
         (b"fn a() {}\x00\x01\x02", "binary"),
         (b"x" * 2000, "too-large"),
-        (b'const K: &str = "-----BEGIN RSA PRIVATE KEY-----";', "sensitive"),
+        (b'const K: &str = "-----BEGIN RSA PRIVATE KEY-----\\n' + PEM_LINE + b'";', "sensitive"),
         (b'const K: &str = "AKIAIOSFODNN7EXAMPLE";', "sensitive"),
     ],
 )
@@ -184,8 +189,9 @@ def test_read_vanished_and_unreadable(tmp_path: Path) -> None:
 
 
 def test_sensitive_content_can_be_included(tmp_path: Path) -> None:
-    out = _read(tmp_path, b"// -----BEGIN PRIVATE KEY-----\n", include_sensitive=True)
-    assert isinstance(out, SourceFile)
+    data = b"// -----BEGIN PRIVATE KEY-----\n// " + PEM_LINE + b"\n"
+    assert isinstance(_read(tmp_path, data), Skipped)
+    assert isinstance(_read(tmp_path, data, include_sensitive=True), SourceFile)
 
 
 FINE_GRAINED_PAT = "github_pat_11ABCDEFG0123456789abcd_" + "Zy9" * 19 + "xw"
