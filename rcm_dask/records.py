@@ -26,12 +26,14 @@ SkipReason = Literal[
     "sensitive",
     "vanished",
     "not-regular",
+    "hard-link",
     "not-utf8-name",
 ]
 """Closed set of reasons a file is not indexed (see :class:`Skipped`).
 
 ``not-regular``: a FIFO, socket or device named ``*.rs`` (never opened: reading one
-can block for ever); ``not-utf8-name``: a file or folder name that is not valid UTF-8
+can block for ever); ``hard-link``: a regular file with more than one hard link (its
+other names may lie outside the root); ``not-utf8-name``: a file or folder name that is not valid UTF-8
 (no ``mod`` declaration can name it, and no tokenizer, store or terminal takes it)."""
 
 SKIP_REASONS: tuple[str, ...] = SkipReason.__args__  # type: ignore[attr-defined]

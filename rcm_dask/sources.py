@@ -16,6 +16,8 @@ What is skipped by default, each with its reason:
   whose content holds one (:func:`sensitive_content`; see *Secrets* below);
 - ``not-regular``: FIFOs, sockets and devices named ``*.rs``, decided from the listing
   (never opened: opening a FIFO blocks until something writes to it);
+- ``hard-link``: regular files with more than one hard link (another name of the same
+  file may lie outside the root, and its content would be indexed and shown);
 - ``not-utf8-name``: file and folder names that are not valid UTF-8 (no ``mod``
   declaration can name such a file; tokenizers, stores and terminals refuse the name);
 - ``too-large``, ``binary``, ``not-utf8``, ``unreadable``, ``vanished``: found on reading.
@@ -649,6 +651,17 @@ class _NotRegular(OSError):
     """A local path is a FIFO, socket or device (the message says which)."""
 
 
+class _HardLinked(OSError):
+    """A local regular file with more than one hard link: its other names may lie outside
+    the root (``ln ~/.ssh/id_ed25519 src/x.rs``, or ``/etc/passwd``), so it is not read."""
+
+    def __init__(self, links: int) -> None:
+        super().__init__(
+            f"has {links} hard links, and a hard link can bring in a file from outside the "
+            "root; replace it with a plain copy (cp) to index it"
+        )
+
+
 def read_bytes(fs: Any, url: str, limit: int = -1) -> bytes:
     """Up to ``limit`` bytes (all with -1) of a file on ``fs``, never blocking on a local
     FIFO, socket or device: those raise ``OSError`` (see :func:`read_source`, which
@@ -670,9 +683,11 @@ def _read_local(path: str, limit: int) -> bytes:
         raise _NotRegular(_mode_kind(mode))
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise _NotRegular(_mode_kind(mode))
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _NotRegular(_mode_kind(info.st_mode))
+        if info.st_nlink > 1:
+            raise _HardLinked(info.st_nlink)
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         with os.fdopen(fd, "rb", closefd=False) as f:
@@ -797,6 +812,8 @@ def read_source(
         data = read_bytes(fs, ref.url, max_file_size + 1)
     except _NotRegular as e:
         return Skipped(ref.path, "not-regular", f"{e}: only regular files are read")
+    except _HardLinked as e:
+        return Skipped(ref.path, "hard-link", str(e))
     except FileNotFoundError:
         return Skipped(ref.path, "vanished", "deleted after it was listed")
     except (OSError, ValueError) as e:

@@ -12,6 +12,7 @@ import pytest
 from rcm_dask.errors import SourceError
 from rcm_dask.records import FileRef, Skipped, SourceFile
 from rcm_dask.sources import discover_sources, open_root, read_source
+from rcm_dask.testing import HashEmbedder
 
 T = TypeVar("T")
 
@@ -274,3 +275,27 @@ def _in_thread(fn: Callable[[], T], timeout: float = 10.0) -> T:
     thread.join(timeout)
     assert got, f"blocked for more than {timeout} s"
     return got[0]
+
+
+def test_a_hard_link_is_skipped_and_its_content_never_indexed(
+    tmp_path: Path, hash_embedder: HashEmbedder
+) -> None:
+    """Was: ``ln /etc/passwd src/x.rs`` indexed the outside file, and search showed it."""
+    from rcm_dask import IndexConfig, index, open_index
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("pub fn leaked_outside_secret_marker() {}\n")
+    root = tmp_path / "crate"
+    _write_local(root, {"src/lib.rs": b"pub fn kept_inside() {}\n"})
+    os.link(outside, root / "src" / "x.rs")
+    fs = fsspec.filesystem("file")
+    ref = FileRef("src/x.rs", str(root / "src" / "x.rs"), 40, None)
+    out = read_source(fs, ref)
+    assert isinstance(out, Skipped) and out.reason == "hard-link" and "2 hard links" in out.detail
+
+    idx = tmp_path / "idx"
+    stats = index(str(root), IndexConfig(index_dir=str(idx)), embedder=hash_embedder)
+    assert stats.files_indexed == 1 and stats.skipped.get("hard-link") == 1
+    with open_index(index_dir=idx, embedder=hash_embedder) as ix:
+        assert not ix.search("leaked_outside_secret_marker", mode="bm25")
+        assert ix.search("kept_inside", mode="bm25")[0].name == "kept_inside"
