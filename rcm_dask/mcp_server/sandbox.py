@@ -349,7 +349,8 @@ def read_file(
     # secrets first: a secret in a binary or non-UTF-8 file is refused as a secret
     label = sensitive_content(data)
     if label:
-        raise SourceError(f"refused {file!r}: its content holds a {label}")
+        article = "an" if label[0] in "AEIOU" else "a"
+        raise SourceError(f"refused {file!r}: its content holds {article} {label}")
     try:
         text = decode_text(data)
     except NotTextError as e:
