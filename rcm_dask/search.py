@@ -295,6 +295,7 @@ class SearchIndex(Closing):
         self.notices: list[str] = []
         """What the last search could not do as asked (e.g. vectors busy: BM25 only)."""
         self._symbols: CodeIntel | None = None
+        self._pending_db: sqlite3.Connection | None = None
 
     def _damaged(self, what: str, rebuild: bool = False) -> IndexDamagedError:
         """The error for a damaged index, naming the run that repairs it."""
@@ -309,6 +310,33 @@ class SearchIndex(Closing):
         except IndexDamagedError as e:
             raise self._damaged(str(e), rebuild=True) from e
         return settled_chunks(files, pending), pending
+
+    def unsettled(self) -> list[str]:
+        """Paths whose chunks no answer shows: files a run began to rewrite (or add) that
+        no commit has recorded since, read afresh from the manifest's ``pending`` table.
+
+        Search answers from the last commit, and the stores cannot tell a pending file's
+        committed chunks from the new ones a run wrote (or half wrote) before it stopped: a
+        chunk id names an item (path, kind, name, occurrence), not its content. So every
+        chunk of a pending file is left out, inside each store's query (the top-k stays
+        full), until a run settles the file. Nothing is pending between runs that finished,
+        and then nothing is left out."""
+        try:
+            if self._pending_db is None:
+                # kept open: asked before every query, and a connection costs more than
+                # the query (the MCP server asks from several threads, one at a time)
+                self._pending_db = sqlite3.connect(
+                    f"file:{self.index_dir / MANIFEST_FILE}?mode=ro",
+                    uri=True,
+                    timeout=30,
+                    check_same_thread=False,
+                )
+            rows = self._pending_db.execute("SELECT path FROM pending ORDER BY path")
+            return [r[0] for r in rows]
+        except sqlite3.Error:
+            # unreadable now, or a manifest from before the table: the open-time check
+            # is what refuses damage
+            return []
 
     def _check_stores(self) -> None:
         """Refuse an index whose manifest is unreadable, or whose BM25 store disagrees
@@ -580,10 +608,13 @@ class SearchIndex(Closing):
         kinds = list(kinds) if kinds else None
         query_kind = classify_query(query)
         n = pool or self.config.candidates
+        hidden = self.unsettled() or None
         lexical: list[StoreHit] = []
         semantic: list[StoreHit] = []
         if mode in ("hybrid", "bm25"):
-            lexical = _collapse(self.bm25.search(query, limit=n, kinds=kinds, paths=paths))
+            lexical = _collapse(
+                self.bm25.search(query, limit=n, kinds=kinds, paths=paths, exclude_paths=hidden)
+            )
         if mode in ("hybrid", "vector"):
             try:
                 vectors = self.vectors
@@ -596,7 +627,9 @@ class SearchIndex(Closing):
             else:
                 vec = self.embedder.embed_batch([query])[0]
                 semantic = _collapse(
-                    vectors.search(vec.tolist(), limit=n, kinds=kinds, paths=paths)
+                    vectors.search(
+                        vec.tolist(), limit=n, kinds=kinds, paths=paths, exclude_paths=hidden
+                    )
                 )
         k = self.config.rrf_k
         # one method alone is scored as its own rank fusion (1 / (k + rank)), so that the
@@ -624,7 +657,7 @@ class SearchIndex(Closing):
                 for sid, score in fused
             ]
         if ranking.definitions:
-            self._add_definitions(cands, query, query_kind, ranking, kinds, paths)
+            self._add_definitions(cands, query, query_kind, ranking, kinds, paths, hidden)
         return cands
 
     def search_files(
@@ -663,11 +696,13 @@ class SearchIndex(Closing):
         ranking: RankingConfig,
         kinds: list[str] | None,
         paths: list[str] | None,
+        hidden: Sequence[str] | None = None,
     ) -> None:
         """Mark (and add, when fusion missed them) the symbol table's definitions of the
         names a query holds: the name a symbol lookup asks for, or the identifiers a
         question names; for a symbol lookup, also the file records of the module roots
-        whose ``pub use`` re-exports it."""
+        whose ``pub use`` re-exports it. Chunks of ``hidden`` files (:meth:`unsettled`)
+        are never added."""
         names = [symbol_of(query)] if query_kind == "symbol" else named_identifiers(query)[:3]
         if not names:
             return
@@ -694,7 +729,10 @@ class SearchIndex(Closing):
             return
         by_key = {c.key: c for c in cands}
         missing = [sid for sid in found if sid not in by_key]
+        unsettled = set(hidden or ())
         for h in self.bm25.get(missing):
+            if unsettled and str(h.payload.get("path")) in unsettled:
+                continue
             added = _candidate(h, 0.0, None, None)
             by_key[added.key] = added
             cands.append(added)
@@ -784,6 +822,9 @@ class SearchIndex(Closing):
         if self._symbols is not None:
             self._symbols.close()
             self._symbols = None
+        if self._pending_db is not None:
+            self._pending_db.close()
+            self._pending_db = None
         self.bm25.close()
 
 
