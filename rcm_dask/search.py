@@ -54,6 +54,7 @@ from .stores import StoreHit
 from .stores.bm25 import Bm25Store
 from .stores.lock import describe_holder, is_locked, read_holder
 from .stores.manifest import MANIFEST_FILE, Manifest, read_identity, read_manifest
+from .stores.swap import leftovers
 from .stores.vectors import VectorStore, edge_shard_exists
 
 if TYPE_CHECKING:
@@ -223,6 +224,15 @@ def _file_hit(group: FileGroup) -> FileHit:
     )
 
 
+def _folder_id(folder: Path) -> tuple[int, int]:
+    """(device, inode) of a folder: another one after a forced rebuild's swap."""
+    try:
+        st = folder.stat()
+    except OSError:
+        return (0, 0)
+    return (st.st_dev, st.st_ino)
+
+
 class SearchIndex(Closing):
     """The read side of an index folder.
 
@@ -265,6 +275,7 @@ class SearchIndex(Closing):
     ) -> None:
         self.index_dir = Path(index_dir).expanduser()
         self.config = config or IndexConfig()
+        self._folder = _folder_id(self.index_dir)
         identity = read_identity(self.index_dir)
         locked = is_locked(self.index_dir)
         # a run in progress may be between the commits of its stores: trust it
@@ -296,6 +307,20 @@ class SearchIndex(Closing):
         """What the last search could not do as asked (e.g. vectors busy: BM25 only)."""
         self._symbols: CodeIntel | None = None
         self._pending_db: sqlite3.Connection | None = None
+
+    def _follow_swap(self) -> None:
+        """Reopen on the folder's stores when a forced rebuild has replaced the folder
+        since they were opened (:mod:`~rcm_dask.stores.swap`); the model stays loaded
+        when the rebuild kept it."""
+        if _folder_id(self.index_dir) == self._folder:
+            return
+        embedder = self._embedder
+        self.close()
+        SearchIndex.__init__(self, self.index_dir, self.config)
+        if embedder is not None and getattr(embedder, "fingerprint", None) == self.identity.get(
+            "model_fingerprint"
+        ):
+            self._embedder = embedder
 
     def _damaged(self, what: str, rebuild: bool = False) -> IndexDamagedError:
         """The error for a damaged index, naming the run that repairs it."""
@@ -380,7 +405,12 @@ class SearchIndex(Closing):
         if self.keyword_only:
             raise self._no_vectors_error()
         if self._vectors is None:
-            if not self.identity.get("qdrant_url") and is_locked(self.index_dir):
+            # a forced rebuild (building beside: stores/swap.py) leaves the live shard free
+            if (
+                not self.identity.get("qdrant_url")
+                and is_locked(self.index_dir)
+                and not leftovers(self.index_dir)
+            ):
                 raise StoreBusyError(
                     f"the vector store of {self.index_dir} is in use by an index run "
                     f"({describe_holder(read_holder(self.index_dir))})"
@@ -591,6 +621,7 @@ class SearchIndex(Closing):
         """
         if mode not in SEARCH_MODES:
             raise ConfigError(f"unknown search mode {mode!r}; choose one of {SEARCH_MODES}")
+        self._follow_swap()
         self.notices = []
         ranking = self._ranking(ranking)
         if self.keyword_only and mode != "bm25":
@@ -777,6 +808,7 @@ class SearchIndex(Closing):
         index:    /home/me/.local/share/rcm_dask/indexes/crate-1a2b3c4d
         ...
         """
+        self._follow_swap()
         try:
             manifest = Manifest(self.index_dir, readonly=True)
             try:
