@@ -8,6 +8,7 @@ was, and what a killed one left is deleted by the next run. Real stores througho
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -54,6 +55,21 @@ def _run(root: Path, idx: Path, **kw: Any) -> Any:
     return index(str(root), config, embedder=HashEmbedder(), **kw)
 
 
+def _cli_search(idx: Path, query: str) -> list[str]:
+    """The names ``rcm-dask search --bm25 --json`` finds (in a process of its own)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "rcm_dask", "search", query, "--bm25", "--json"]
+        + ["--index-dir", str(idx), "-n", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    hits = out["hits"] if isinstance(out, dict) else out
+    return [str(h["name"]) for h in hits]
+
+
 def _names(s: SearchIndex, query: str, mode: str = "hybrid") -> list[str]:
     return [h.name for h in s.search(query, mode=mode, limit=5)]
 
@@ -68,6 +84,8 @@ def test_searches_answer_from_the_old_index_until_the_swap(built: tuple[Path, Pa
     assert "kangaroo_pouch_unique" not in _names(before, "kangaroo pouch unique", "bm25")
     servers = Searchers(IndexConfig())
     seen: list[dict[str, Any]] = []
+    cli: list[list[str]] = []
+    cli_before = _cli_search(idx, "parse toml config")
 
     def during(stats: Any, path: str) -> None:
         if not path or len(seen) >= 3:
@@ -88,10 +106,12 @@ def test_searches_answer_from_the_old_index_until_the_swap(built: tuple[Path, Pa
         assert _names(before, "parse toml config", "bm25") == old_bm25
         with servers.searching(idx) as ix:
             assert ix.search("parse toml config", mode="bm25", limit=5)
+        if len(seen) == 1:  # and the CLI, once (it starts a process)
+            cli.append(_cli_search(idx, "parse toml config"))
 
     folder = idx.stat().st_ino
     stats = _run(root, idx, force=True, progress=during)
-    assert seen
+    assert seen and cli == [cli_before] and cli_before
     for s in seen:
         assert len(s["rebuilds"]) == 1 and s["locked"]
         assert s["notices"] == [], s
