@@ -155,7 +155,12 @@ def main() -> None:
     help="Write Dask's performance report of the run to this HTML file.",
 )
 @index_dir_option
-@click.option("--force", is_flag=True, help="Rebuild the index from scratch.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Rebuild the index from scratch, beside the live one: searches answer from the old "
+    "index until the new one replaces it.",
+)
 @click.option(
     "--wait",
     type=float,

@@ -297,7 +297,7 @@ class DaskRun:
         """The error of a run whose writer's worker is gone."""
         return IndexWriteError(
             f"the index writer on {self.stats.writer_worker} was lost ({why}); the "
-            f"index at {self.plan.index_dir} stays at its last commit - re-run to finish"
+            f"index at {self.plan.stats.index_dir} stays at its last commit - re-run to finish"
         )
 
     # -- driving -----------------------------------------------------------------------
@@ -453,7 +453,7 @@ class DaskRun:
         if needed and not any((w.get("resources") or {}).get(needed) for w in workers.values()):
             raise ClusterError(
                 f"no worker offers the {needed} resource any more; embedding cannot go "
-                f"on. The index at {self.plan.index_dir} stays at its last commit."
+                f"on. The index at {self.plan.stats.index_dir} stays at its last commit."
             )
         if not workers:
             raise ClusterError("the Dask cluster lost all its workers")

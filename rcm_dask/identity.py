@@ -176,8 +176,11 @@ def check_identity(
     else:
         identity["vector_backend"] = "qdrant-server" if qdrant_url else "qdrant-edge"
     identity["qdrant_url"] = qdrant_url or ""
-    identity["collection"] = collection_name(index_dir) if qdrant_url else ""
     stored = read_identity(index_dir)
+    identity["collection"] = collection_name(index_dir) if qdrant_url else ""
+    if qdrant_url and stored and not force and stored.get("qdrant_url") == qdrant_url:
+        # a forced rebuild wrote the collection named after its own folder (stores/swap.py)
+        identity["collection"] = str(stored.get("collection") or identity["collection"])
     if stored is not None and not force:
         diffs = identity_mismatch(stored, identity)
         old, new = vectors_setting(stored), vectors_setting(identity)

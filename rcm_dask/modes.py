@@ -48,8 +48,9 @@ from .planning import RunPlan, choose_mode, plan_run, read_known, request_run
 from .records import EmbeddedBatch, IndexStats, ProgressCallback
 from .stages import IN_PROCESS, embed_segments, keyword_batch, read_chunk_partition
 from .stores.lock import IndexLock
-from .stores.manifest import MANIFEST_FILE, Manifest
+from .stores.manifest import MANIFEST_FILE, Manifest, read_identity
 from .stores.space import disk_full_errors, require_run_space
+from .stores.swap import clear_leftovers, exchange_dirs, rebuild_dir, remove_tree
 from .writer import IndexWriter, writer_options
 
 if TYPE_CHECKING:
@@ -250,12 +251,22 @@ def index(
     with (
         _reporting_interrupt(index_dir),
         disk_full_errors(index_dir, "write the index"),
-        IndexLock(index_dir, wait=config.wait, on_wait=on_wait),
+        IndexLock(index_dir, wait=config.wait, on_wait=on_wait) as live_lock,
+        ExitStack() as rebuilding,
     ):
+        # what a forced run killed before its swap left (none can be running: we hold
+        # the live lock)
+        clear_leftovers(index_dir, read_identity(index_dir), config.qdrant_api_key)
         # an unusable identity.json or manifest leaves nothing to trust: rebuild
         damage = "" if force else index_damage(index_dir)
         force = force or bool(damage)
         _, stored = check_identity(index_dir, identity, config.qdrant_url, force)
+        # a forced run over an index builds beside it (stores/swap.py): searches answer
+        # from the old index until the new one replaces it in one step
+        target = index_dir
+        if force and stored is not None:
+            target = rebuild_dir(index_dir)
+            rebuilding.enter_context(_rebuild(index_dir, target, live_lock, config))
         if isinstance(embedder, Embedder):
             # a broken model folder fails here, before an index records it as its identity
             # (after the identity check: a run the index refuses anyway says why first)
@@ -265,7 +276,8 @@ def index(
         # (stores without a manifest are unaccounted for: the writer clears them)
         if stored is not None and not force and (index_dir / MANIFEST_FILE).exists():
             repair = check_stores(index_dir, stored, known, pending, config.qdrant_api_key)
-        plan = plan_run(root, config, index_dir, known, request.discovery, pending, repair.paths)
+        plan = plan_run(root, config, target, known, request.discovery, pending, repair.paths)
+        plan.stats.index_dir = str(index_dir)
         plan.stats.repairs = [f"{damage}: rebuilt from scratch"] if damage else []
         plan.stats.repairs += repair.notes
         plan.stats.files_repaired += repair.restored
@@ -273,7 +285,9 @@ def index(
         if plan.todo:  # refuse now, not half-way through: a full disk kills the shard
             keeps = identity.get("vectors") != "none" and not config.qdrant_url
             dims = int(identity["dimensions"]) if keeps else None
-            require_run_space(index_dir, plan.todo_bytes, dims, len(plan.todo))
+            require_run_space(
+                target, plan.todo_bytes, dims, len(plan.todo), beside=target != index_dir
+            )
         # deleted chunks go on counting in BM25's statistics: purged after a crash or a
         # repair (scores equal a clean build's), after edits once they add up; a forced
         # run starts from empty stores
@@ -294,7 +308,7 @@ def index(
                 raise ConfigError(
                     "--performance-report needs a cluster mode (parallel or pipeline)"
                 )
-            with IndexWriter(index_dir, identity, **writer_options(config, force)) as writer:
+            with IndexWriter(target, identity, **writer_options(config, force)) as writer:
                 stats = run_sequential(plan, config, embedder, writer, progress)
         else:
             with ExitStack() as stack:
@@ -314,10 +328,31 @@ def index(
                 stats = run.run(pipelined=chosen == "pipeline")
         # one way to finish, whatever the mode
         with _timed(stats, "write"):
-            purge_bm25_deletes(index_dir, rewrite_bm25)
+            purge_bm25_deletes(target, rewrite_bm25)
         stats.seconds = time.perf_counter() - started
-        _save_last_run(index_dir, stats)
+        _save_last_run(target, stats)
     return stats
+
+
+@contextmanager
+def _rebuild(
+    index_dir: Path, target: Path, live_lock: IndexLock, config: IndexConfig
+) -> Iterator[None]:
+    """Hold a forced rebuild's folder ``target`` for the block; when the block ends well,
+    swap it in for ``index_dir`` and delete the old tree, else delete the rebuild."""
+    # its own lock: after the swap it is the live folder's, and we must hold it
+    lock = IndexLock(target).acquire()
+    try:
+        yield
+        exchange_dirs(index_dir, target)
+        live_lock.exchange(lock)  # each object now holds the file in its own folder
+    finally:
+        # ``target`` is now the old tree (swapped) or the rebuild (failed): either goes,
+        # and the collection it names unless the live index uses it
+        try:
+            remove_tree(target, read_identity(index_dir), config.qdrant_api_key)
+        finally:
+            lock.release()
 
 
 @contextmanager

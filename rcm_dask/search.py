@@ -53,6 +53,7 @@ from .stores import StoreHit
 from .stores.bm25 import Bm25Store
 from .stores.lock import describe_holder, is_locked, read_holder
 from .stores.manifest import MANIFEST_FILE, Manifest, read_identity, read_manifest
+from .stores.swap import leftovers
 from .stores.vectors import VectorStore, edge_shard_exists
 
 if TYPE_CHECKING:
@@ -249,6 +250,15 @@ def _file_hit(group: FileGroup) -> FileHit:
     )
 
 
+def _folder_id(folder: Path) -> tuple[int, int]:
+    """(device, inode) of a folder: another one after a forced rebuild's swap."""
+    try:
+        st = folder.stat()
+    except OSError:
+        return (0, 0)
+    return (st.st_dev, st.st_ino)
+
+
 class SearchIndex(Closing):
     """The read side of an index folder.
 
@@ -291,6 +301,7 @@ class SearchIndex(Closing):
     ) -> None:
         self.index_dir = Path(index_dir).expanduser()
         self.config = config or IndexConfig()
+        self._folder = _folder_id(self.index_dir)
         identity = read_identity(self.index_dir)
         locked = is_locked(self.index_dir)
         # a run in progress may be between the commits of its stores: trust it
@@ -321,6 +332,21 @@ class SearchIndex(Closing):
         self.notices: list[str] = []
         """What the last search could not do as asked (e.g. vectors busy: BM25 only)."""
         self._symbols: CodeIntel | None = None
+        self._pending_db: sqlite3.Connection | None = None
+
+    def _follow_swap(self) -> None:
+        """Reopen on the folder's stores when a forced rebuild has replaced the folder
+        since they were opened (:mod:`~rcm_dask.stores.swap`); the model stays loaded
+        when the rebuild kept it."""
+        if _folder_id(self.index_dir) == self._folder:
+            return
+        embedder = self._embedder
+        self.close()
+        SearchIndex.__init__(self, self.index_dir, self.config)
+        if embedder is not None and getattr(embedder, "fingerprint", None) == self.identity.get(
+            "model_fingerprint"
+        ):
+            self._embedder = embedder
 
     def _damaged(self, what: str, rebuild: bool = False) -> IndexDamagedError:
         """The error for a damaged index, naming the run that repairs it."""
@@ -335,6 +361,33 @@ class SearchIndex(Closing):
         except IndexDamagedError as e:
             raise self._damaged(str(e), rebuild=True) from e
         return settled_chunks(files, pending), pending
+
+    def unsettled(self) -> list[str]:
+        """Paths whose chunks no answer shows: files a run began to rewrite (or add) that
+        no commit has recorded since, read afresh from the manifest's ``pending`` table.
+
+        Search answers from the last commit, and the stores cannot tell a pending file's
+        committed chunks from the new ones a run wrote (or half wrote) before it stopped: a
+        chunk id names an item (path, kind, name, occurrence), not its content. So every
+        chunk of a pending file is left out, inside each store's query (the top-k stays
+        full), until a run settles the file. Nothing is pending between runs that finished,
+        and then nothing is left out."""
+        try:
+            if self._pending_db is None:
+                # kept open: asked before every query, and a connection costs more than
+                # the query (the MCP server asks from several threads, one at a time)
+                self._pending_db = sqlite3.connect(
+                    f"file:{self.index_dir / MANIFEST_FILE}?mode=ro",
+                    uri=True,
+                    timeout=30,
+                    check_same_thread=False,
+                )
+            rows = self._pending_db.execute("SELECT path FROM pending ORDER BY path")
+            return [r[0] for r in rows]
+        except sqlite3.Error:
+            # unreadable now, or a manifest from before the table: the open-time check
+            # is what refuses damage
+            return []
 
     def _check_stores(self) -> None:
         """Refuse an index whose manifest is unreadable, or whose BM25 store disagrees
@@ -378,7 +431,12 @@ class SearchIndex(Closing):
         if self.keyword_only:
             raise self._no_vectors_error()
         if self._vectors is None:
-            if not self.identity.get("qdrant_url") and is_locked(self.index_dir):
+            # a forced rebuild (building beside: stores/swap.py) leaves the live shard free
+            if (
+                not self.identity.get("qdrant_url")
+                and is_locked(self.index_dir)
+                and not leftovers(self.index_dir)
+            ):
                 raise StoreBusyError(
                     f"the vector store of {self.index_dir} is in use by an index run "
                     f"({describe_holder(read_holder(self.index_dir))})"
@@ -595,6 +653,7 @@ class SearchIndex(Closing):
         if mode not in SEARCH_MODES:
             raise ConfigError(f"unknown search mode {mode!r}; choose one of {SEARCH_MODES}")
         kinds = check_kinds(kinds)
+        self._follow_swap()
         self.notices = []
         ranking = self._ranking(ranking)
         if self.keyword_only and mode != "bm25":
@@ -611,10 +670,13 @@ class SearchIndex(Closing):
             return []
         query_kind = classify_query(query)
         n = pool or self.config.candidates
+        hidden = self.unsettled() or None
         lexical: list[StoreHit] = []
         semantic: list[StoreHit] = []
         if mode in ("hybrid", "bm25"):
-            lexical = _collapse(self.bm25.search(query, limit=n, kinds=kinds, paths=paths))
+            lexical = _collapse(
+                self.bm25.search(query, limit=n, kinds=kinds, paths=paths, exclude_paths=hidden)
+            )
         if mode in ("hybrid", "vector"):
             try:
                 vectors = self.vectors
@@ -627,7 +689,9 @@ class SearchIndex(Closing):
             else:
                 vec = self.embedder.embed_batch([query])[0]
                 semantic = _collapse(
-                    vectors.search(vec.tolist(), limit=n, kinds=kinds, paths=paths)
+                    vectors.search(
+                        vec.tolist(), limit=n, kinds=kinds, paths=paths, exclude_paths=hidden
+                    )
                 )
         k = self.config.rrf_k
         # one method alone is scored as its own rank fusion (1 / (k + rank)), so that the
@@ -655,7 +719,7 @@ class SearchIndex(Closing):
                 for sid, score in fused
             ]
         if ranking.definitions:
-            self._add_definitions(cands, query, query_kind, ranking, kinds, paths)
+            self._add_definitions(cands, query, query_kind, ranking, kinds, paths, hidden)
         return cands
 
     def search_files(
@@ -694,11 +758,13 @@ class SearchIndex(Closing):
         ranking: RankingConfig,
         kinds: list[str] | None,
         paths: list[str] | None,
+        hidden: Sequence[str] | None = None,
     ) -> None:
         """Mark (and add, when fusion missed them) the symbol table's definitions of the
         names a query holds: the name a symbol lookup asks for, or the identifiers a
         question names; for a symbol lookup, also the file records of the module roots
-        whose ``pub use`` re-exports it."""
+        whose ``pub use`` re-exports it. Chunks of ``hidden`` files (:meth:`unsettled`)
+        are never added."""
         names = [symbol_of(query)] if query_kind == "symbol" else named_identifiers(query)[:3]
         if not names:
             return
@@ -725,7 +791,10 @@ class SearchIndex(Closing):
             return
         by_key = {c.key: c for c in cands}
         missing = [sid for sid in found if sid not in by_key]
+        unsettled = set(hidden or ())
         for h in self.bm25.get(missing):
+            if unsettled and str(h.payload.get("path")) in unsettled:
+                continue
             added = _candidate(h, 0.0, None, None)
             by_key[added.key] = added
             cands.append(added)
@@ -770,6 +839,7 @@ class SearchIndex(Closing):
         index:    /home/me/.local/share/rcm_dask/indexes/crate-1a2b3c4d
         ...
         """
+        self._follow_swap()
         try:
             manifest = Manifest(self.index_dir, readonly=True)
             try:
@@ -815,6 +885,9 @@ class SearchIndex(Closing):
         if self._symbols is not None:
             self._symbols.close()
             self._symbols = None
+        if self._pending_db is not None:
+            self._pending_db.close()
+            self._pending_db = None
         self.bm25.close()
 
 

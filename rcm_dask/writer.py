@@ -9,8 +9,9 @@ has one store, Tantivy, and the same protocol otherwise. Before a file's chunks 
 in either store, its path is committed to the manifest's ``pending`` table; the next
 run re-indexes every pending path, so a crash at any point converges (see
 :mod:`rcm_dask.stores.manifest`). Stores without a manifest beside them are
-unaccounted for (a crash during ``--force`` or before the first commit) and are
-cleared before writing. Damage that no crash explains is found and repaired by
+unaccounted for (a crash before the first commit) and are cleared before writing. A
+``--force`` run over an index writes a new folder beside it (:mod:`rcm_dask.stores.swap`),
+so the writer's own wipe only ever meets such leftovers. Damage that no crash explains is found and repaired by
 :mod:`rcm_dask.integrity`.
 """
 

@@ -205,6 +205,36 @@ def test_writer_refuses_a_batch_the_disk_cannot_take(
         assert ix.search("widget frame module", limit=1)[0].name.startswith("widget_frame_")
 
 
+def test_forced_rebuild_needs_room_for_both_indexes(small_disk: Mount, tmp_path: Path) -> None:
+    """``--force`` builds beside the live index, which keeps its space until the swap: with
+    too little free for a whole new index beside it, the run is refused before it starts,
+    the old index answers as before, and no rebuild folder is left; with room, the swap
+    gives the old index's space back."""
+    from rcm_dask.stores.swap import leftovers
+
+    disk = small_disk(40)
+    idx, root = disk / "idx", _crate(tmp_path)
+    config = IndexConfig(index_dir=str(idx), mode="sequential")
+    index(str(root), config, embedder=HashEmbedder())
+    with open_index(index_dir=idx, embedder=HashEmbedder()) as ix:  # fills tmpfs holes
+        before = [h.id for h in ix.search("parse toml config", limit=5)]
+    settled = free_bytes(disk)
+
+    filler = _fill(disk, leave=6 * MIB)  # less than a new embedded shard needs on tmpfs
+    with pytest.raises(DiskFullError, match="beside the current index"):
+        index(str(root), config, embedder=HashEmbedder(), force=True)
+    assert leftovers(idx) == []
+    with open_index(index_dir=idx, embedder=HashEmbedder()) as ix:
+        assert [h.id for h in ix.search("parse toml config", limit=5)] == before
+
+    filler.unlink()
+    index(str(root), config, embedder=HashEmbedder(), force=True)
+    assert leftovers(idx) == []
+    with open_index(index_dir=idx, embedder=HashEmbedder()) as ix:
+        assert [h.id for h in ix.search("parse toml config", limit=5)] == before
+    assert abs(free_bytes(disk) - settled) < 2 * MIB  # one index on the disk, not two
+
+
 # --------------------------------------------------------------------------- finding 3
 
 

@@ -202,6 +202,10 @@ def test_kill_9_at_random_points_converges(
         with SearchIndex(idx, embedder=HashEmbedder()) as s:
             assert s.status()["files"] >= 1
             assert s.search("push", mode="bm25", limit=3)
+            # answers come from the last commit: nothing of a file the kill left pending
+            hidden = set(s.unsettled())
+            for q in QUERIES:
+                assert not {h.path for h in s.search(q, mode="bm25", limit=10)} & hidden
     assert kills >= 1
     stats = _full(corpus, idx, env, "--mode", mode)
     assert stats["files_indexed"] + stats["files_unchanged"] == stats["files_seen"]

@@ -461,7 +461,7 @@ def _find_symbol(idx: SearchIndex, symbol: str) -> tuple[dict[str, Any] | None, 
     name = path[-1] + ("!" if symbol.endswith("!") else "")
     suffix = "::".join(path)
     candidates: dict[str, tuple[int, float, dict[str, Any]]] = {}
-    for h in idx.bm25.search(" ".join(path), limit=200):
+    for h in idx.bm25.search(" ".join(path), limit=200, exclude_paths=idx.unsettled() or None):
         p = h.payload
         if str(p.get("name", "")) != name:
             continue

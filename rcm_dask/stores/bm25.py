@@ -541,6 +541,7 @@ class Bm25Store(Closing):
         limit: int = 100,
         kinds: Sequence[str] | None = None,
         paths: Sequence[str] | None = None,
+        exclude_paths: Sequence[str] | None = None,
     ) -> list[StoreHit]:
         """Rank chunks by BM25 over their symbol, docs, code, module and path words.
 
@@ -557,6 +558,9 @@ class Bm25Store(Closing):
             Keep only chunks of these kinds; None or empty keeps all.
         paths
             Keep only chunks of these files (exact paths); None or empty keeps all.
+        exclude_paths
+            Leave out the chunks of these files (exact paths), inside the query: the
+            ``limit`` best of the others come back.
 
         Returns
         -------
@@ -582,6 +586,9 @@ class Bm25Store(Closing):
                 # Score 0: a filter must not change the BM25 ranking.
                 allowed = tantivy.Query.term_set_query(schema, field, list(values))
                 clauses.append((tantivy.Occur.Must, tantivy.Query.const_score_query(allowed, 0.0)))
+        if exclude_paths:
+            unwanted = tantivy.Query.term_set_query(schema, "path", list(exclude_paths))
+            clauses.append((tantivy.Occur.MustNot, unwanted))
         searcher = self._searcher()
         result = searcher.search(tantivy.Query.boolean_query(clauses), limit, count=False)
         hits: list[StoreHit] = []

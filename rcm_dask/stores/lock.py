@@ -128,6 +128,11 @@ class IndexLock:
                 lock.acquire(timeout=timeout, poll_interval=0.2)
             except Timeout:
                 raise self._busy(read_holder(self.index_dir), waited=self.wait) from None
+        if not _holds_current(lock, self.index_dir / LOCK_FILE):
+            # a forced rebuild swapped the folder (lock file included) while we waited:
+            # what we hold is the old tree's lock; queue on the new one
+            lock.release()
+            return self.acquire()
         self._lock = lock
         note = {
             "pid": os.getpid(),
@@ -168,6 +173,11 @@ class IndexLock:
         """Whether this object holds the lock now."""
         return self._lock is not None
 
+    def exchange(self, other: IndexLock) -> None:
+        """Trade held locks with ``other`` after their two folders traded places (a forced
+        rebuild's swap): each then releases the lock file now in its own folder."""
+        self._lock, other._lock = other._lock, self._lock
+
     def __enter__(self) -> IndexLock:
         return self.acquire()
 
@@ -178,6 +188,18 @@ class IndexLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def _holds_current(lock: FileLock, path: Path) -> bool:
+    """Whether the lock file ``lock`` holds is still the file at ``path``."""
+    fd = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+    if not isinstance(fd, int):
+        return True  # no descriptor to compare (another filelock version): trust it
+    try:
+        held, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
 
 
 def is_locked(index_dir: str | Path) -> bool:

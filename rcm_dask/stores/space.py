@@ -291,10 +291,13 @@ def disk_full_error(path: str | Path, error: BaseException, what: str) -> DiskFu
 
 
 def require_run_space(
-    index_dir: str | Path, source_bytes: int, dims: int | None, files: int
+    index_dir: str | Path, source_bytes: int, dims: int | None, files: int, beside: bool = False
 ) -> None:
     """Refuse a run whose plan (``files`` files, ``source_bytes`` bytes to read) the disk
     holding ``index_dir`` cannot take; ``dims`` None when no embedded shard is written.
+    ``beside``: a forced rebuild, written into a new folder while the live index keeps its
+    space until the swap (:mod:`~rcm_dask.stores.swap`), so the whole new index must fit
+    in what is free now.
 
     Raises
     ------
@@ -304,7 +307,10 @@ def require_run_space(
     shard = Path(index_dir) / "vectors"
     new = dims is not None and not (shard / "edge_config.json").exists()
     needed = estimate_source_bytes(source_bytes, dims, new_shard_bytes(shard) if new else 0)
-    require_space(index_dir, needed, f"index {files:,} files ({_size(source_bytes)} of source)")
+    what = f"index {files:,} files ({_size(source_bytes)} of source)"
+    if beside:
+        what += " beside the current index, which keeps its space until the rebuild replaces it"
+    require_space(index_dir, needed, what)
 
 
 @contextmanager

@@ -100,8 +100,10 @@ class VectorStore(Protocol):
         limit: int = 100,
         kinds: Sequence[str] | None = None,
         paths: Sequence[str] | None = None,
+        exclude_paths: Sequence[str] | None = None,
     ) -> list[StoreHit]:
-        """The nearest points by cosine similarity, best first, payload included."""
+        """The nearest points by cosine similarity, best first, payload included; none of
+        the files ``exclude_paths`` names."""
         ...
 
     def count(self, paths: Sequence[str] | None = None) -> int:
@@ -387,11 +389,12 @@ class EdgeVectorStore(Closing):
         limit: int = 100,
         kinds: Sequence[str] | None = None,
         paths: Sequence[str] | None = None,
+        exclude_paths: Sequence[str] | None = None,
     ) -> list[StoreHit]:
         """The nearest chunks by cosine similarity (:meth:`VectorStore.search`): at most
         ``limit``, best first, of the given kinds and exact file paths (None or empty
-        keeps all). :class:`~rcm_dask.errors.IndexIdentityError` when the query vector's
-        dimension is not the shard's.
+        keeps all), none of ``exclude_paths``. :class:`~rcm_dask.errors.IndexIdentityError`
+        when the query vector's dimension is not the shard's.
         """
         query = _query_vector(vector, self.dim, f"the vector shard at {self.path}")
         if limit <= 0:
@@ -401,10 +404,14 @@ class EdgeVectorStore(Closing):
             for field, values in (("kind", kinds), ("path", paths))
             if values
         ]
+        # inside the query, so that the top ``limit`` is full whatever is left out
+        unwanted = [_edge_condition("path", exclude_paths)] if exclude_paths else []
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(query),
-            filter=qe.Filter(must=list(conditions)) if conditions else None,
+            filter=qe.Filter(must=list(conditions) or None, must_not=list(unwanted) or None)
+            if conditions or unwanted
+            else None,
             with_payload=True,
         )
         hits: list[StoreHit] = []
@@ -743,11 +750,12 @@ class QdrantClientVectorStore(Closing):
         limit: int = 100,
         kinds: Sequence[str] | None = None,
         paths: Sequence[str] | None = None,
+        exclude_paths: Sequence[str] | None = None,
     ) -> list[StoreHit]:
         """The nearest chunks by cosine similarity (:meth:`VectorStore.search`): at most
         ``limit``, best first, of the given kinds and exact file paths (None or empty
-        keeps all). :class:`~rcm_dask.errors.IndexIdentityError` when the query vector's
-        dimension is not the collection's.
+        keeps all), none of ``exclude_paths``. :class:`~rcm_dask.errors.IndexIdentityError`
+        when the query vector's dimension is not the collection's.
         """
         from qdrant_client.http import models as qm
 
@@ -762,7 +770,12 @@ class QdrantClientVectorStore(Closing):
         response = self.client.query_points(
             self.collection,
             query=query,
-            query_filter=qm.Filter(must=conditions) if conditions else None,
+            query_filter=qm.Filter(
+                must=conditions or None,
+                must_not=[_client_condition("path", exclude_paths)] if exclude_paths else None,
+            )
+            if conditions or exclude_paths
+            else None,
             limit=limit,
             with_payload=True,
         )
