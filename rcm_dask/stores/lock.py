@@ -115,9 +115,7 @@ class IndexLock:
         try:
             # a short grace: `rcm-dask status` probes the lock for an instant
             lock.acquire(timeout=0.5, poll_interval=0.05)
-        except OSError as e:  # read-only mount, no permission: the lock file cannot be made
-            raise unwritable_error(self.index_dir, e) from e
-        except Timeout:
+        except Timeout:  # (a TimeoutError, so an OSError: this clause goes first)
             holder = read_holder(self.index_dir)
             if self.wait == 0:
                 raise self._busy(holder, waited=None) from None
@@ -128,6 +126,8 @@ class IndexLock:
                 lock.acquire(timeout=timeout, poll_interval=0.2)
             except Timeout:
                 raise self._busy(read_holder(self.index_dir), waited=self.wait) from None
+        except OSError as e:  # read-only mount, no permission: the lock file cannot be made
+            raise unwritable_error(self.index_dir, e) from e
         if not _holds_current(lock, self.index_dir / LOCK_FILE):
             # a forced rebuild swapped the folder (lock file included) while we waited:
             # what we hold is the old tree's lock; queue on the new one
