@@ -46,6 +46,7 @@ from .stores.space import (
     on_disk_full,
     require_space,
 )
+from .stores.swap import drop_collection
 from .stores.symbol_tables import FileSymbols
 from .stores.vectors import EdgeVectorStore, VectorStore
 from .symbols import SymbolCollector
@@ -171,15 +172,14 @@ class IndexWriter:
         for name in (BM25_DIR, VECTORS_DIR):
             shutil.rmtree(self.index_dir / name, ignore_errors=True)
         if stored and stored.get("qdrant_url"):
-            from qdrant_client import QdrantClient
-
-            client = QdrantClient(url=str(stored["qdrant_url"]), api_key=self._qdrant_api_key)
+            name = str(stored.get("collection") or collection_name(self.index_dir))
             try:
-                name = str(stored.get("collection") or collection_name(self.index_dir))
-                if client.collection_exists(name):
-                    client.delete_collection(name)
-            finally:
-                client.close()
+                drop_collection(str(stored["qdrant_url"]), name, self._qdrant_api_key)
+            except Exception:
+                # the server the old index used may be gone (this run may use another, or
+                # none): a stray collection costs only space; a run that uses that server
+                # says at open that it cannot reach it
+                pass
 
     # -- the writer's protocol -----------------------------------------------------
     def expect_files(self, files: Sequence[IndexedFile]) -> None:
