@@ -2,10 +2,13 @@
 
 Damage that no crash explains (a store deleted or cut short, a manifest or
 ``identity.json`` overwritten) is found by comparing each store's chunk count with
-the manifest's (:func:`count_problem`): readers refuse with
+the manifest's (:func:`count_problem`), and for the embedded vector shard by checking
+its files' sizes and reading a few points back
+(:meth:`~rcm_dask.stores.vectors.EdgeVectorStore.damage`): readers refuse with
 :class:`~rcm_dask.errors.IndexDamagedError` (:func:`damaged_error`), and the next index
-run repairs it (:func:`check_stores`: the files a store lacks are re-added; an
-unreadable manifest or identity means a rebuild, :func:`index_damage`). Deleted chunks
+run repairs it (:func:`check_stores`: the files a store lacks are re-added, a damaged
+vector shard is moved aside and every file re-embedded; an unreadable manifest or
+identity means a rebuild, :func:`index_damage`). Deleted chunks
 are purged from Tantivy at the end of a run that recovered or repaired files, and once
 edits have deleted a set share of the chunks (:func:`plan_bm25_purge`,
 :func:`purge_bm25_deletes`): BM25 scores after a crash equal a clean build's, and edits
@@ -49,14 +52,44 @@ def damaged_error(
     what: str,
     rebuild: bool = False,
     force: bool = False,
+    reembed: bool = False,
 ) -> IndexDamagedError:
     """The error for a damaged index: what is wrong, and the run that repairs it (with
-    ``--force`` where a plain run cannot tell damage from a passing failure)."""
-    does = (
-        "rebuilds it from scratch"
-        if rebuild or force
-        else "re-adds only what the stores lack, without re-embedding what they hold"
-    )
+    ``--force`` where a plain run cannot repair it).
+
+    Parameters
+    ----------
+    index_dir, identity
+        The index folder and its identity (None when unreadable): they name the run.
+    what
+        What is wrong, for the message.
+    rebuild, force
+        The run rebuilds the whole index (``force``: and needs ``--force`` to).
+    reembed
+        The embedded vector store is unreadable: the run moves it aside
+        (:data:`DAMAGED_VECTORS_DIR`) and re-embeds every file into a new one.
+
+    Returns
+    -------
+    IndexDamagedError
+
+    Examples
+    --------
+    >>> str(damaged_error(Path("/i"), {"root": "/src"}, "the BM25 store is missing"))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    'the index at /i is damaged: the BM25 store is missing. Run `rcm-dask index /src
+    --index-dir /i` to repair it (it re-adds only what the stores lack, without
+    re-embedding what they hold).'
+    """
+    if rebuild or force:
+        does = "rebuilds it from scratch"
+    elif reembed:
+        does = (
+            f"moves the damaged vector store aside to {index_dir / DAMAGED_VECTORS_DIR} and "
+            "re-embeds every file into a new one, keeping the BM25 store and the manifest"
+        )
+    else:
+        does = "re-adds only what the stores lack, without re-embedding what they hold"
     command = repair_command(index_dir, identity) + (" --force" if force else "")
     return IndexDamagedError(
         f"the index at {index_dir} is damaged: {what}. Run `{command}` to repair it (it {does})."
@@ -138,10 +171,12 @@ def check_stores(
 
     Run by an index run holding the index lock, before it plans. Each store's count is
     compared with the manifest's (cheap); only a store that disagrees is read chunk by
-    chunk to find the files it lacks. A missing or unreadable store is cleared and
-    counts as lacking every file. BM25 chunks the vector store holds are rebuilt from
-    its payloads at once (no file read, no embedding); every other damaged file is
-    returned, for the run to re-index in both stores.
+    chunk to find the files it lacks. A missing or unreadable BM25 store is cleared and
+    counts as lacking every file; so does an embedded vector shard that cannot be
+    opened or read back (its files cut short, say), moved aside to
+    :data:`DAMAGED_VECTORS_DIR` rather than deleted. BM25 chunks the vector store
+    holds are rebuilt from its payloads at once (no file read, no embedding); every
+    other damaged file is returned, for the run to re-index in both stores.
 
     Parameters
     ----------
@@ -162,8 +197,8 @@ def check_stores(
 
     Raises
     ------
-    IndexDamagedError
-        The embedded vector shard cannot be opened (see :func:`damaged_error`).
+    IndexWriteError
+        A damaged embedded vector shard cannot be moved aside.
     StoreBusyError
         A searcher held the shard for all of ``busy_wait``.
     """
@@ -193,29 +228,20 @@ def check_stores(
     vec_bad: set[str] = set()
     if keeps_vectors(identity):
         server = bool(identity.get("qdrant_url"))
+        damage = ""
         if not server and not edge_shard_exists(index_dir / VECTORS_DIR):
             shutil.rmtree(index_dir / VECTORS_DIR, ignore_errors=True)
             vec_bad = _with_chunks(files, pending)
             repair.notes.append("the vector store was missing")
         else:
-            deadline = time.monotonic() + busy_wait
-            while True:
-                try:
-                    vectors = open_vectors_for(index_dir, dict(identity), qdrant_api_key)
-                    break
-                except StoreBusyError:
-                    # a searcher holds it for a query: the writer would wait as long
-                    if time.monotonic() >= deadline:
-                        raise
-                    time.sleep(0.2)
-                except IndexWriteError as e:
-                    if server or isinstance(e, DiskFullError):
-                        raise
-                    # the costly store, and no telling a damaged shard from a passing
-                    # failure: never thrown away without being asked
-                    raise damaged_error(
-                        index_dir, identity, f"the vector store cannot be opened ({e})", force=True
-                    ) from e
+            vectors, damage = _open_vectors(index_dir, identity, qdrant_api_key, busy_wait)
+        if damage:
+            aside = set_aside_vectors(index_dir)
+            vec_bad = _with_chunks(files, pending)
+            repair.notes.append(
+                f"the vector store was damaged ({damage}): moved aside to {aside} (delete it "
+                "once searches work), every file re-embedded into a new one"
+            )
     try:
         if vectors is not None:
             problem = count_problem("vector", vectors.count(), vectors.count(pend), expected)
@@ -244,6 +270,68 @@ def check_stores(
     if repair.paths:
         repair.notes.append(f"{len(repair.paths)} files re-indexed to repair the stores")
     return repair
+
+
+def _open_vectors(
+    index_dir: Path, identity: Mapping[str, Any], api_key: str | None, busy_wait: float
+) -> tuple[VectorStore | None, str]:
+    """Open an index's vector store for a run: ``(store, "")``, or ``(None, what is
+    damaged)`` when the embedded shard cannot be opened or read back
+    (:meth:`~rcm_dask.stores.vectors.EdgeVectorStore.damage`); a server that cannot be
+    reached, a full disk and a searcher that holds the shard past ``busy_wait`` raise."""
+    server = bool(identity.get("qdrant_url"))
+    deadline = time.monotonic() + busy_wait
+    while True:
+        try:
+            vectors = open_vectors_for(index_dir, dict(identity), api_key)
+            break
+        except StoreBusyError:
+            # a searcher holds it for a query: the writer would wait as long
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+        except IndexWriteError as e:
+            if server or isinstance(e, DiskFullError):
+                raise
+            # moved aside, not deleted: a failure that was only passing loses nothing
+            return None, str(e)
+    damage = vectors.damage()
+    if damage:
+        try:
+            vectors.close()
+        except IndexWriteError:
+            pass  # the shard is set aside whatever its last flush did
+        return None, damage
+    return vectors, ""
+
+
+DAMAGED_VECTORS_DIR = "vectors.damaged"
+"""Where a run moves an embedded vector shard it found damaged (in the index folder),
+before it re-embeds every file into a new one; one such folder, the latest."""
+
+
+def set_aside_vectors(index_dir: Path) -> Path:
+    """Move a damaged embedded vector shard out of the way, replacing an older one.
+
+    Returns
+    -------
+    Path
+        Where it now is (:data:`DAMAGED_VECTORS_DIR`).
+
+    Raises
+    ------
+    IndexWriteError
+        The shard cannot be moved (the folder is not writable).
+    """
+    aside = index_dir / DAMAGED_VECTORS_DIR
+    shutil.rmtree(aside, ignore_errors=True)
+    try:
+        (index_dir / VECTORS_DIR).rename(aside)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise IndexWriteError(f"cannot move the damaged vector store aside to {aside}: {e}") from e
+    return aside
 
 
 def _with_chunks(files: Mapping[str, IndexedFile], pending: Collection[str]) -> set[str]:

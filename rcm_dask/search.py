@@ -408,6 +408,10 @@ class SearchIndex(Closing):
         if self._vectors_checked or is_locked(self.index_dir):
             return
         expected, pending = self._settled()
+        problem = store.damage()  # files cut short, points that do not read back
+        if problem and not is_locked(self.index_dir):
+            what = f"the vector store is damaged ({problem})"
+            raise damaged_error(self.index_dir, self.identity, what, reembed=True)
         problem = count_problem("vector", store.count(), store.count(pending), expected)
         if problem and not is_locked(self.index_dir):
             raise self._damaged(problem)
@@ -456,7 +460,7 @@ class SearchIndex(Closing):
                     self.index_dir,
                     self.identity,
                     f"the vector store cannot be opened ({e})",
-                    force=True,
+                    reembed=True,
                 ) from e
             try:
                 self._check_vectors(store)

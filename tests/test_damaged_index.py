@@ -26,11 +26,12 @@ from rcm_dask import IndexConfig, index
 from rcm_dask.chunking import chunk_source
 from rcm_dask.cli import main
 from rcm_dask.errors import IndexDamagedError
+from rcm_dask.mcp_server.health import check_index
 from rcm_dask.records import EmbeddedBatch, IndexedFile, SourceFile
 from rcm_dask.search import SearchIndex
 from rcm_dask.stores.bm25 import Bm25Store
 from rcm_dask.stores.manifest import Manifest
-from rcm_dask.stores.vectors import EdgeVectorStore
+from rcm_dask.stores.vectors import EdgeVectorStore, edge_shard_damage, mapped_files
 from rcm_dask.testing import (
     CountingEmbedder,
     HashEmbedder,
@@ -227,19 +228,182 @@ def test_vectors_missing_some_points_is_said_and_only_those_reembedded(
     assert_converged(idx, clean)
 
 
-def test_unreadable_vector_shard_is_kept_and_force_named(built: tuple[Path, Path, Path]) -> None:
-    """A shard the engine cannot open may be damaged or may fail for a passing reason: it
-    is the costly store, so a plain run never throws it away; both say to use --force."""
+def _segment(idx: Path) -> Path:
+    """The one segment folder of an index's embedded shard."""
+    (segment,) = (idx / "vectors" / "segments").iterdir()
+    return segment
+
+
+VECTOR_FILE = "vector_storage/vectors/chunk_0.mmap"
+PAYLOAD_FILE = "payload_storage/page_0.dat"
+
+
+def _cut(file: Path, how: str) -> None:
+    if how == "deleted":
+        file.unlink()
+    else:
+        os.truncate(file, 0 if how == "emptied" else file.stat().st_size // 2)
+
+
+def _assert_reembedded(
+    crate: Path, idx: Path, clean: Path, said: str
+) -> tuple[Any, CountingEmbedder]:
+    """A plain run moves the damaged shard aside and re-embeds every file, keeping the
+    manifest and BM25; then the index equals a clean build and searches."""
+    created = json.loads((idx / "identity.json").read_text())["created"]
+    emb = CountingEmbedder()
+    stats = _run(crate, idx, emb)
+    files: dict[str, list[str]] = index_state(clean)["files"]  # type: ignore[assignment]
+    assert emb.embedded == sum(len(ids) for ids in files.values())
+    assert stats.files_repaired == stats.files_indexed == len(files)
+    (note, *_) = [r for r in stats.repairs if r.startswith("the vector store was damaged")]
+    assert said in note and f"moved aside to {idx / 'vectors.damaged'}" in note
+    assert not any("from scratch" in r for r in stats.repairs), "the manifest is kept"
+    assert json.loads((idx / "identity.json").read_text())["created"] == created
+    assert (idx / "vectors.damaged" / "segments").is_dir(), "kept aside, not deleted"
+    assert_converged(idx, clean)
+    assert _bm25_ranks(idx) == _bm25_ranks(clean)
+    assert _cli("status", "--index-dir", str(idx)).exit_code == 0
+    with SearchIndex(idx, embedder=HashEmbedder()) as s:
+        assert s.search("parse config", mode="vector", limit=3) and not s.notices
+    return stats, emb
+
+
+@pytest.mark.parametrize("how", ["emptied", "halved", "deleted"])
+@pytest.mark.parametrize("name", [VECTOR_FILE, PAYLOAD_FILE], ids=["vectors", "payloads"])
+def test_vector_shard_cut_short_is_said_and_reembedded(
+    built: tuple[Path, Path, Path], name: str, how: str
+) -> None:
+    """Before: `status` and `health_check` said ok, a plain run said "12 unchanged", and
+    a search died with a traceback (``vector 0 is not readable``), or, halved, answered
+    until the shard grew into the missing half. Now every reader refuses, naming the
+    plain run, and that run re-embeds every file into a new shard."""
+    crate, idx, clean = built
+    _cut(_segment(idx) / name, how)
+    said = name.rsplit("/", 1)[1] + (" is missing" if how == "deleted" else " holds ")
+    repair = (
+        rf"Run `rcm-dask index {crate} --index-dir {idx}` to repair it \(it moves the "
+        "damaged vector store aside"
+    )
+    with SearchIndex(idx, embedder=HashEmbedder()) as s:
+        assert s.search("parse config", mode="bm25", limit=3), "BM25 still answers"
+        with pytest.raises(IndexDamagedError, match=rf"vector .*{said}.*{repair}"):
+            s.search("parse config", limit=3)
+    result = _cli("status", "--index-dir", str(idx))
+    assert result.exit_code == 1 and said in _said(result.output)
+    assert "moves the damaged vector store aside" in _said(result.output)
+    health = check_index(str(crate), idx, IndexConfig(), "ready")
+    assert health.bm25.ok and not health.vectors.ok and health.vectors.info["damaged"]
+    assert said in health.vectors.detail
+    _assert_reembedded(crate, idx, clean, said)
+
+
+def test_unreadable_vector_shard_is_moved_aside_and_reembedded(
+    built: tuple[Path, Path, Path],
+) -> None:
+    """A shard the engine cannot open. Before: it asked for --force (which rebuilds BM25
+    and the manifest too). Now a plain run repairs it as any damaged shard, and moves it
+    aside rather than deleting it: a failure that was only passing loses nothing."""
     crate, idx, clean = built
     (idx / "vectors" / "edge_config.json").write_text("garbage{")
     with SearchIndex(idx, embedder=HashEmbedder()) as s:
-        with pytest.raises(IndexDamagedError, match=r"cannot be opened.*--force` to repair"):
+        with pytest.raises(IndexDamagedError, match=r"cannot be opened.*moves the damaged"):
             s.search("parse config", limit=3)
-    with pytest.raises(IndexDamagedError, match=r"cannot be opened.*--force` to repair"):
-        _run(crate, idx)
-    assert (idx / "vectors" / "edge_config.json").read_text() == "garbage{"
-    _run(crate, idx, force=True)
+    _assert_reembedded(crate, idx, clean, "edge_config.json")
+    assert (idx / "vectors.damaged" / "edge_config.json").read_text() == "garbage{"
+    # a second repair replaces the first one's leftovers
+    (idx / "vectors" / "edge_config.json").write_text("garbage 2{")
+    _run(crate, idx)
+    assert (idx / "vectors.damaged" / "edge_config.json").read_text() == "garbage 2{"
     assert_converged(idx, clean)
+
+
+def test_vector_points_that_do_not_read_back_are_said_and_reembedded(
+    built: tuple[Path, Path, Path],
+) -> None:
+    """Files of the right size whose content is garbage: the points read back on open
+    fail (the engine's error, not a traceback), and the run re-embeds every file."""
+    crate, idx, clean = built
+    page = _segment(idx) / PAYLOAD_FILE
+    with page.open("r+b") as f:
+        f.write(b"\xff" * 65536)
+    with pytest.raises(IndexDamagedError, match=r"points cannot be read back.*moves the"):
+        with SearchIndex(idx, embedder=HashEmbedder()) as s:
+            s.stats()
+    _assert_reembedded(crate, idx, clean, "points cannot be read back")
+
+
+_HOLD_AND_CUT = """
+import os, sys
+from pathlib import Path
+from rcm_dask.errors import IndexDamagedError
+from rcm_dask.search import SearchIndex
+from rcm_dask.testing import HashEmbedder
+idx = Path(sys.argv[1])
+with SearchIndex(idx, embedder=HashEmbedder()) as s:
+    assert s.search("parse config", limit=3)
+    (segment,) = (idx / "vectors" / "segments").iterdir()
+    os.truncate(segment / sys.argv[2], 0)
+    try:
+        s.search("gen item", limit=3)
+    except IndexDamagedError as e:
+        print("refused:", e)
+"""
+
+
+@pytest.mark.parametrize("name", [VECTOR_FILE, PAYLOAD_FILE], ids=["vectors", "payloads"])
+def test_shard_cut_short_under_an_open_searcher_never_kills_it(
+    built: tuple[Path, Path, Path], name: str
+) -> None:
+    """Reading through a map whose file was cut short kills the process with SIGBUS
+    (before: exit -7 of a long-lived searcher such as the MCP server). Each read first
+    checks the mapped files' sizes, so the searcher refuses and lives on."""
+    _, idx, _ = built
+    out = subprocess.run(
+        [sys.executable, "-c", _HOLD_AND_CUT, str(idx), name],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    assert out.stdout.startswith("refused: the vector shard at") and "holds 0 of" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "name", [VECTOR_FILE, "vector_storage/vectors/status.dat"], ids=["chunk", "status"]
+)
+def test_cli_status_and_search_of_a_cut_shard_exit_1_without_a_crash(
+    built: tuple[Path, Path, Path], name: str
+) -> None:
+    """What a user meets, as real processes: the message and exit 1; no traceback, no
+    SIGBUS, and no Rust panic (an emptied ``status.dat`` made the engine panic on load:
+    the file check runs before the engine opens anything)."""
+    crate, idx, _ = built
+    os.truncate(_segment(idx) / name, 0)
+    for args in (["status"], ["search", "parse config"]):
+        out = subprocess.run(
+            [str(RCM_DASK), *args, "--index-dir", str(idx)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        said = _said(out.stderr)
+        assert out.returncode == 1, (args, out.returncode, out.stderr[-2000:])
+        assert "Traceback" not in out.stderr and "panicked" not in out.stderr
+        assert said.startswith("Error: the index at") and name.rsplit("/", 1)[1] in said
+        assert f"Run `rcm-dask index {crate} --index-dir {idx}` to repair it" in said
+
+
+def test_healthy_shard_check_reads_no_mapped_file(built: tuple[Path, Path, Path]) -> None:
+    """The check costs stats of the mapped files and one small read of a few points;
+    it finds nothing in a healthy shard, and names every mapped file it checks."""
+    _, idx, _ = built
+    files, problem = mapped_files(idx / "vectors")
+    names = sorted(str(f.relative_to(_segment(idx))) for f, _ in files)
+    assert problem == "" and VECTOR_FILE in names and PAYLOAD_FILE in names
+    assert edge_shard_damage(idx / "vectors") == ""
+    with EdgeVectorStore(idx / "vectors", HashEmbedder.dimension, create=False) as store:
+        assert store.damage() == ""
 
 
 def test_server_collection_deleted_is_said_never_recreated_and_reembedded(
@@ -271,6 +435,24 @@ def test_server_collection_deleted_is_said_never_recreated_and_reembedded(
     assert emb.embedded == chunks == len(state["vectors"])  # type: ignore[arg-type]
     assert stats.files_repaired == stats.files_indexed == len(files)
     assert state["bm25"] == state["vectors"]
+
+
+def test_server_index_passes_the_shard_checks_untouched(
+    crate: Path, tmp_path: Path, qdrant_server: LocalQdrantServer
+) -> None:
+    """The file and read-back checks are the embedded shard's: an index on a server
+    opens, reports ok and re-runs as unchanged, with nothing moved aside."""
+    idx = tmp_path / "idx"
+    _run(crate, idx, qdrant_url=qdrant_server.url)
+    with SearchIndex(idx, embedder=HashEmbedder()) as s:
+        assert s.vectors.damage() == ""
+        assert s.search("parse config", limit=3) and s.stats().files
+    assert _cli("status", "--index-dir", str(idx)).exit_code == 0
+    health = check_index(str(crate), idx, IndexConfig(), "ready")
+    assert health.vectors.ok and health.vectors.info["points"] > 0
+    stats = _run(crate, idx, CountingEmbedder(), qdrant_url=qdrant_server.url)
+    assert stats.repairs == [] and stats.files_indexed == 0
+    assert not (idx / "vectors.damaged").exists()
 
 
 def test_cli_search_of_an_index_without_vectors_is_an_error(

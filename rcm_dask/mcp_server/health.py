@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import IndexConfig
-from ..errors import IndexNotFoundError, RcmError
+from ..errors import IndexDamagedError, IndexNotFoundError, RcmError
 from ..search import SearchIndex
 from ..stores.lock import describe_holder, is_locked, read_holder
 from .models import ComponentHealth, IndexHealth, IndexState
@@ -194,7 +194,12 @@ def check_index(
                 )
             except RcmError as e:
                 busy = "in use" in str(e) or "busy" in str(e).lower()
-                vectors = ComponentHealth(ok=busy, detail=str(e), info={"busy": busy})
+                damaged = isinstance(e, IndexDamagedError)  # the message names the repair
+                vectors = ComponentHealth(
+                    ok=busy and not damaged,
+                    detail=str(e),
+                    info={"busy": busy and not damaged, "damaged": damaged},
+                )
             except Exception as e:
                 vectors = ComponentHealth(ok=False, detail=f"{type(e).__name__}: {e}")
     return IndexHealth(

@@ -15,6 +15,11 @@ the filters and per-file deletes stay cheap, and the whole
 payload (:func:`~rcm_dask.stores.unpack_payload`), also for points of format-2 indexes,
 which carry every field spelled out.
 
+A shard whose files were cut short or lost is found cheaply (:func:`edge_shard_damage`:
+file sizes against the layout, :meth:`EdgeVectorStore.damage`: a few points read back),
+and never read through a map past its file's end, which would kill the process with
+SIGBUS: the backend refuses with :class:`~rcm_dask.errors.IndexDamagedError` instead.
+
 Unlike the BM25 store, a vector write is visible to searches as soon as it
 returns (Qdrant has no transactions); :meth:`VectorStore.commit` is a durability
 point, and keeping the two stores consistent is the index writer's job.
@@ -23,8 +28,9 @@ point, and keeping the two stores consistent is the index writer's job.
 from __future__ import annotations
 
 import json
+import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -34,6 +40,7 @@ import qdrant_edge as qe
 
 from ..closing import Closing
 from ..errors import (
+    IndexDamagedError,
     IndexIdentityError,
     IndexNotFoundError,
     IndexWriteError,
@@ -53,6 +60,10 @@ INDEXED_PAYLOAD_FIELDS: tuple[str, ...] = ("path", "kind")
 
 SCROLL_PAGE = 512
 """Points fetched per page by ``iter_points``."""
+
+PROBE_POINTS = 16
+"""Points read back (vectors and payloads) when a shard is checked for damage: the
+first of a scroll by id, so spread at random over the shard's storage."""
 
 VectorsLike = Sequence[Sequence[float]] | npt.NDArray[Any]
 """A batch of vectors: one row per chunk, as nested sequences or a 2-D array."""
@@ -114,6 +125,11 @@ class VectorStore(Protocol):
         """Every point as ``(id, vector, payload)``; vectors come back unit-length."""
         ...
 
+    def damage(self) -> str:
+        """What makes the stored vectors or payloads unreadable (``""``: nothing found);
+        cheap enough for every open."""
+        ...
+
     def close(self) -> None:
         """Flush and release the store; idempotent."""
         ...
@@ -173,6 +189,136 @@ def _point_id(point_id: object, payload: dict[str, Any]) -> str:
     return str(payload.get("id", point_id))
 
 
+def _engine_failed(e: BaseException) -> bool:
+    """Whether an exception is the engine's own failure: an error, or a Rust panic (pyo3's
+    ``PanicException`` derives from ``BaseException``, so ``except Exception`` misses it)."""
+    return isinstance(e, Exception) or type(e).__name__ == "PanicException"
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """A storage folder's ``config.json`` (empty when missing or not a JSON object)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _stored_length(status: Path) -> int | None:
+    """The count a storage keeps in the first 8 bytes of its ``status.dat`` (None: the file
+    is missing or shorter than that)."""
+    try:
+        with status.open("rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    return int.from_bytes(head, "little") if len(head) == 8 else None
+
+
+def _status_short(status: Path, beside: Collection[str]) -> bool:
+    """Whether a ``status.dat`` is shorter than its layout: 16 bytes beside the flag
+    files of a bit set, else 8 (a count). The engine panics on a short one."""
+    try:
+        held = status.stat().st_size
+    except OSError:
+        return True
+    return held < (16 if "flags_a.dat" in beside else 8)
+
+
+def mapped_files(path: str | Path) -> tuple[list[tuple[Path, int]], str]:
+    """The files of an embedded shard that the engine maps and reads in place, each with
+    the size its layout requires, and what is missing from that layout.
+
+    Only small files are read (each storage's ``config.json`` and ``status.dat``), never
+    the mapped ones: a read past the end of a map whose file was cut short kills the
+    process with SIGBUS. Two layouts are known (qdrant-edge 0.9): chunked vectors
+    (``chunk_N.mmap`` files of ``chunk_size_bytes``, as many as the ``chunk_size_vectors``
+    the stored count needs) and Gridstore pages (``page_N.dat`` of ``page_size_bytes``:
+    the payloads and the keyword indexes). Both are allocated whole when created, so a
+    shorter file has lost data. Folders of another layout are left to the engine's own
+    checks.
+
+    Parameters
+    ----------
+    path
+        The shard folder (``INDEX/vectors``).
+
+    Returns
+    -------
+    files : list of (Path, int)
+        Each mapped file and its required size in bytes.
+    problem : str
+        What is missing (a storage's ``status.dat``, a chunk or page file), or ``""``.
+    """
+    root = Path(path)
+    files: list[tuple[Path, int]] = []
+    for folder, _, names in os.walk(root / "segments"):
+        here = Path(folder)
+        present = set(names)
+        if "status.dat" in present and _status_short(here / "status.dat", present):
+            return files, f"{_relative(root, here / 'status.dat')} is cut short"
+        config = _read_config(here / "config.json") if "config.json" in present else {}
+        try:
+            if "chunk_size_bytes" in config and "chunk_size_vectors" in config:
+                size, per_chunk = int(config["chunk_size_bytes"]), int(config["chunk_size_vectors"])
+                stored = _stored_length(here / "status.dat")
+                if stored is None:
+                    return files, f"{_relative(root, here / 'status.dat')} is missing"
+                chunks = -(-stored // max(per_chunk, 1))
+                files += [(here / f"chunk_{i}.mmap", size) for i in range(chunks)]
+            elif "page_size_bytes" in config:
+                size = int(config["page_size_bytes"])
+                pages = sum(1 for n in present if n.startswith("page_") and n.endswith(".dat"))
+                files += [(here / f"page_{i}.dat", size) for i in range(max(pages, 1))]
+        except (TypeError, ValueError):
+            continue  # a config of another shape: the engine's checks decide
+    return files, ""
+
+
+def _short_file(root: Path, files: Sequence[tuple[Path, int]]) -> str:
+    """The first of ``files`` that is missing or shorter than its size (``""``: none)."""
+    for file, size in files:
+        try:
+            held = file.stat().st_size
+        except FileNotFoundError:
+            return f"{_relative(root, file)} is missing"
+        except OSError as e:
+            return f"{_relative(root, file)} cannot be read ({e})"
+        if held < size:
+            return f"{_relative(root, file)} holds {held:,} of its {size:,} bytes"
+    return ""
+
+
+def _relative(root: Path, file: Path) -> str:
+    """A shard file named from the shard folder."""
+    try:
+        return str(file.relative_to(root))
+    except ValueError:
+        return str(file)
+
+
+def edge_shard_damage(path: str | Path) -> str:
+    """What is missing or cut short in an embedded shard's mapped files (``""``: nothing).
+
+    A few file stats (:func:`mapped_files`): cheap enough for every open, and it reads
+    nothing through a map, so it never faults on a truncated file.
+
+    Parameters
+    ----------
+    path
+        The shard folder (``INDEX/vectors``).
+
+    Returns
+    -------
+    str
+        e.g. ``segments/<id>/vector_storage/vectors/chunk_0.mmap holds 0 of its
+        33,554,432 bytes``.
+    """
+    root = Path(path)
+    files, problem = mapped_files(root)
+    return problem or _short_file(root, files)
+
+
 class EdgeVectorStore(Closing):
     """Qdrant embedded in-process (``qdrant_edge``), one shard in a folder.
 
@@ -197,8 +343,9 @@ class EdgeVectorStore(Closing):
     IndexNotFoundError
         ``create`` is false and the folder holds no shard.
     IndexWriteError
-        The shard cannot be created or opened (folder not writable, or the shard is
-        already open elsewhere).
+        The shard cannot be created or opened (folder not writable, the shard already
+        open elsewhere), or a file it maps is missing or cut short
+        (:func:`edge_shard_damage`: checked before the engine opens anything).
 
     Examples
     --------
@@ -223,12 +370,21 @@ class EdgeVectorStore(Closing):
             )
         )
         require_space(self.path, shard_open_bytes(self.path), "open the vector shard")
+        self._mapped: list[tuple[Path, int]] = []
         if self._shard_exists():
             self._check_stored_config()
+            # before the engine maps anything: a file cut short faults the reads (SIGBUS)
+            # and an emptied status file makes the engine panic
+            self._mapped, problem = mapped_files(self.path)
+            problem = problem or _short_file(self.path, self._mapped)
+            if problem:
+                raise IndexWriteError(f"the vector shard at {self.path} is damaged: {problem}")
             try:
                 # Passing the config makes the engine verify the stored vectors match it.
                 self._shard = qe.EdgeShard.load(str(self.path), config)
-            except Exception as e:
+            except BaseException as e:
+                if not _engine_failed(e):
+                    raise
                 if is_disk_full(e):
                     raise disk_full_error(self.path, e, "open the vector shard") from e
                 if "incompatible" in str(e).lower():
@@ -251,6 +407,7 @@ class EdgeVectorStore(Closing):
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
                 self._shard = qe.EdgeShard.create(str(self.path), config)
+                self._mapped = mapped_files(self.path)[0]
             except Exception as e:
                 if is_disk_full(e):
                     raise disk_full_error(self.path, e, "create the vector shard") from e
@@ -415,7 +572,7 @@ class EdgeVectorStore(Closing):
             with_payload=True,
         )
         hits: list[StoreHit] = []
-        for point in self._shard.query(request):
+        for point in self._read(self._shard.query, request):
             payload = unpack_payload(point.payload)
             hits.append(StoreHit(_point_id(point.id, payload), float(point.score), payload))
         return hits
@@ -435,7 +592,7 @@ class EdgeVectorStore(Closing):
         if paths is not None and not paths:
             return 0
         where = _edge_filter("path", paths) if paths is not None else None
-        return int(self._shard.count(qe.CountRequest(exact=True, filter=where)))
+        return int(self._read(self._shard.count, qe.CountRequest(exact=True, filter=where)))
 
     def iter_points(self) -> Iterator[tuple[str, list[float], dict[str, Any]]]:
         """Every point as ``(id, vector, payload)``, in id order.
@@ -448,16 +605,70 @@ class EdgeVectorStore(Closing):
         """
         offset: qe.PointId | None = None
         while True:
-            records, offset = self._shard.scroll(
+            records, offset = self._read(
+                self._shard.scroll,
                 qe.ScrollRequest(
                     offset=offset, limit=SCROLL_PAGE, with_payload=True, with_vector=True
-                )
+                ),
             )
             for record in records:
                 payload = unpack_payload(record.payload)
                 yield _point_id(record.id, payload), _plain_vector(record.vector), payload
             if offset is None:
                 return
+
+    def _read(self, call: Any, request: Any) -> Any:
+        """One engine read, refused before it starts when a mapped file was cut short since
+        the shard opened (the read would kill the process with SIGBUS), and the engine's
+        failure turned into :class:`~rcm_dask.errors.IndexDamagedError`."""
+        problem = _short_file(self.path, self._mapped)
+        if problem:
+            raise self._damaged(f"{problem}, since it was opened")
+        try:
+            return call(request)
+        except BaseException as e:
+            if not _engine_failed(e):
+                raise
+            raise self._damaged(f"a read failed ({e})") from e
+
+    def _damaged(self, problem: str) -> IndexDamagedError:
+        """The error for a shard found damaged while open."""
+        return IndexDamagedError(
+            f"the vector shard at {self.path} is damaged: {problem}. A plain "
+            f"`rcm-dask index PATH --index-dir {self.path.parent}` run repairs it"
+        )
+
+    def damage(self) -> str:
+        """What makes the shard unreadable (``""``: nothing found).
+
+        Cheap enough for every open (a few file stats and one small read: about 1 ms on a
+        warm 50,000-point shard): every file the engine maps must have the size its layout
+        requires (:func:`edge_shard_damage`), and :data:`PROBE_POINTS` points must read back
+        whole, vectors and payloads, without an engine error or panic. That the shard holds
+        the points the manifest records is the caller's count check.
+
+        Returns
+        -------
+        str
+            What is wrong, for a message (``""`` when nothing is).
+        """
+        problem = edge_shard_damage(self.path)
+        if problem:
+            return problem
+        try:
+            records, _ = self._shard.scroll(
+                qe.ScrollRequest(limit=PROBE_POINTS, with_payload=True, with_vector=True)
+            )
+            for record in records:
+                size = len(_plain_vector(record.vector))
+                if size != self.dim:
+                    return f"point {record.id} holds a vector of dimension {size}, not {self.dim}"
+                unpack_payload(record.payload)
+        except BaseException as e:
+            if not _engine_failed(e):
+                raise
+            return f"its points cannot be read back ({type(e).__name__}: {e})"
+        return ""
 
     def close(self) -> None:
         """Flush and close the shard, releasing its lock; idempotent.
@@ -828,6 +1039,11 @@ class QdrantClientVectorStore(Closing):
             if offset is None:
                 return
 
+    def damage(self) -> str:
+        """Always ``""``: the server keeps its own files, and a read that fails there is the
+        server's to report, not damage to this index (its count is still checked)."""
+        return ""
+
     def close(self) -> None:
         """Close the client if this store made it; idempotent."""
         if self._closed:
@@ -897,10 +1113,13 @@ def open_vector_store(
 
 __all__ = [
     "INDEXED_PAYLOAD_FIELDS",
+    "PROBE_POINTS",
     "SCROLL_PAGE",
     "EdgeVectorStore",
     "QdrantClientVectorStore",
     "VectorStore",
+    "edge_shard_damage",
     "edge_shard_exists",
+    "mapped_files",
     "open_vector_store",
 ]
