@@ -247,9 +247,10 @@ def index(
         precision=config.precision,
     )
     identity = run_identity(root, embedder, config.vectors)
+    forced: list[bool] = []  # True once a forced run builds beside the index
     # One run per index: taken before anything is read from or written to the folder
     with (
-        _reporting_interrupt(index_dir),
+        _reporting_interrupt(index_dir, forced),
         disk_full_errors(index_dir, "write the index"),
         IndexLock(index_dir, wait=config.wait, on_wait=on_wait) as live_lock,
         ExitStack() as rebuilding,
@@ -267,6 +268,7 @@ def index(
         if force and stored is not None:
             target = rebuild_dir(index_dir)
             rebuilding.enter_context(_rebuild(index_dir, target, live_lock, config))
+            forced.append(True)
         if isinstance(embedder, Embedder):
             # a broken model folder fails here, before an index records it as its identity
             # (after the identity check: a run the index refuses anyway says why first)
@@ -356,17 +358,18 @@ def _rebuild(
 
 
 @contextmanager
-def _reporting_interrupt(index_dir: Path) -> Iterator[None]:
-    """Turn Ctrl-C into :class:`IndexInterrupted`, saying what the index kept."""
+def _reporting_interrupt(index_dir: Path, forced: list[bool]) -> Iterator[None]:
+    """Turn Ctrl-C into :class:`IndexInterrupted`, saying what the index kept (``forced``
+    holds True once the run builds beside the index: the live one was not touched)."""
     try:
         yield
     except KeyboardInterrupt as e:
         if isinstance(e, IndexInterrupted):
             raise
-        raise _interrupted(index_dir) from e
+        raise _interrupted(index_dir, rebuild=bool(forced)) from e
 
 
-def _interrupted(index_dir: Path) -> IndexInterrupted:
+def _interrupted(index_dir: Path, rebuild: bool = False) -> IndexInterrupted:
     """What Ctrl-C left: the committed counts, read back from the manifest."""
     files = chunks = pending = 0
     if (index_dir / MANIFEST_FILE).exists():
@@ -380,10 +383,15 @@ def _interrupted(index_dir: Path) -> IndexInterrupted:
         except Exception:  # the counts are a courtesy; the interrupt is what matters
             pass
     rest = f"; {pending} files were half-written and will be redone" if pending else ""
+    then = (
+        "Run the same command again to finish: only what is missing is read."
+        if not rebuild
+        else "The forced rebuild was dropped and the index is as it was: run it again to "
+        "rebuild from scratch, or without --force to bring the index up to date."
+    )
     return IndexInterrupted(
         f"Interrupted. The index at {index_dir} keeps {files} files ({chunks} chunks) "
-        f"committed{rest}. Run the same command again to finish: only what is missing "
-        "is read.",
+        f"committed{rest}. {then}",
         files,
         chunks,
         pending,

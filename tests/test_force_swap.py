@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from rcm_dask import IndexConfig, index
-from rcm_dask.errors import IndexWriteError
+from rcm_dask.errors import IndexInterrupted, IndexWriteError
 from rcm_dask.mcp_server.state import Searchers
 from rcm_dask.search import SearchIndex
 from rcm_dask.stores.lock import IndexLock, is_locked
@@ -155,6 +155,29 @@ def test_a_failed_rebuild_leaves_the_old_index_and_no_folder(
     assert leftovers(idx) == [] and not is_locked(idx)
     with SearchIndex(idx, embedder=HashEmbedder()) as s:
         assert (s.stats().files, _names(s, "parse toml config")) == old
+
+
+def test_ctrl_c_during_a_rebuild_says_the_index_is_as_it_was(
+    built: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in a forced rebuild: the live index was never touched, and the message says
+    so (not "run again: only what is missing is read", which fits a plain run)."""
+    root, idx = built
+    calls = 0
+    real = IndexWriter.write_batch
+
+    def interrupted(self: IndexWriter, batch: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(IndexWriter, "write_batch", interrupted)
+    with pytest.raises(IndexInterrupted, match="forced rebuild was dropped") as stopped:
+        _run(root, idx, force=True)
+    assert "only what is missing" not in str(stopped.value)
+    assert stopped.value.files > 0 and leftovers(idx) == [] and not is_locked(idx)
 
 
 @pytest.mark.slow
