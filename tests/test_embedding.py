@@ -342,3 +342,11 @@ def test_a_token_budget_past_the_model_s_positions_is_refused(tiny_model: Path) 
         Embedder(str(tiny_model), max_tokens=513)
     assert Embedder(str(tiny_model), max_tokens=512).max_tokens == 512
     assert Embedder(str(tiny_model)).max_tokens == 128  # the model's own max_seq_length
+
+
+def test_the_bundled_folder_named_by_its_path_is_the_default_model() -> None:
+    """Was: named after its config's base model, so an index built with --model <that
+    folder> refused a plain run (and the repair command it printed) as another model."""
+    from rcm_dask.embedding import DEFAULT_MODEL_NAME, bundled_model_dir
+
+    assert Embedder(str(bundled_model_dir())).name == DEFAULT_MODEL_NAME == Embedder().name
