@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from rcm_dask.mcp_server.health import check_index
 from rcm_dask.records import EmbeddedBatch, IndexedFile, SourceFile
 from rcm_dask.search import SearchIndex
 from rcm_dask.stores.bm25 import Bm25Store
-from rcm_dask.stores.manifest import Manifest
+from rcm_dask.stores.manifest import Manifest, read_identity
 from rcm_dask.stores.vectors import EdgeVectorStore, edge_shard_damage, mapped_files
 from rcm_dask.testing import (
     CountingEmbedder,
@@ -174,7 +175,8 @@ def test_cli_status_then_index_repairs_a_deleted_bm25_meta(
     status = cli("status", "--index-dir", str(idx))
     said = _said(status.stderr)
     assert status.returncode == 1 and "Traceback" not in status.stderr
-    assert f"Run `rcm-dask index {crate} --index-dir {idx}` to repair it" in said
+    assert f"Run `{repair_command(idx, read_identity(idx))}` to repair it" in said
+    assert f"rcm-dask index {crate} --index-dir {idx} --model " in said  # the tiny model's
     repair = cli("index", str(crate), "--index-dir", str(idx))
     assert repair.returncode == 0, repair.stderr
     said = _said(repair.stdout)
@@ -283,8 +285,8 @@ def test_vector_shard_cut_short_is_said_and_reembedded(
     _cut(_segment(idx) / name, how)
     said = name.rsplit("/", 1)[1] + (" is missing" if how == "deleted" else " holds ")
     repair = (
-        rf"Run `rcm-dask index {crate} --index-dir {idx}` to repair it \(it moves the "
-        "damaged vector store aside"
+        rf"Run `{re.escape(repair_command(idx, read_identity(idx)))}` to repair it \(it "
+        "moves the damaged vector store aside"
     )
     with SearchIndex(idx, embedder=HashEmbedder()) as s:
         assert s.search("parse config", mode="bm25", limit=3), "BM25 still answers"
@@ -392,7 +394,7 @@ def test_cli_status_and_search_of_a_cut_shard_exit_1_without_a_crash(
         assert out.returncode == 1, (args, out.returncode, out.stderr[-2000:])
         assert "Traceback" not in out.stderr and "panicked" not in out.stderr
         assert said.startswith("Error: the index at") and name.rsplit("/", 1)[1] in said
-        assert f"Run `rcm-dask index {crate} --index-dir {idx}` to repair it" in said
+        assert f"Run `{repair_command(idx, read_identity(idx))}` to repair it" in said
 
 
 def test_healthy_shard_check_reads_no_mapped_file(built: tuple[Path, Path, Path]) -> None:
