@@ -22,7 +22,7 @@ from rich.syntax import Syntax
 from rich.text import Text
 
 from . import __version__
-from .config import MODES, VECTORS, IndexConfig, env_name
+from .config import FUSIONS, MODES, VECTORS, IndexConfig, env_name
 from .errors import IndexInterrupted, RcmError
 from .progress import ProgressDisplay
 from .records import CHUNK_KINDS, FileHit, Hit, IndexStats, display_path
@@ -379,6 +379,13 @@ def _print_dry_run(plan: DryRun) -> None:
     help="Ranking steps after fusion: default (definitions,tests,diversity), all, none, "
     "or a list such as definitions,paths,tests,diversity [RCM_RANKING].",
 )
+@click.option(
+    "--fusion",
+    type=click.Choice(FUSIONS),
+    default=None,
+    help="How hybrid search fuses BM25 and vectors: score (their normalised scores, the "
+    "default) or rrf (reciprocal rank fusion) [RCM_FUSION].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON.")
 def search_cmd(
     query: str,
@@ -394,6 +401,7 @@ def search_cmd(
     qdrant_url: str | None,
     by_file: bool,
     ranking: str | None,
+    fusion: str | None,
     as_json: bool,
 ) -> None:
     """Search an index for QUERY: words, identifiers, a question or a code fragment.
@@ -411,7 +419,12 @@ def search_cmd(
         from .reader import open_index
 
         config = _config(
-            index_dir=index_dir, model=model, device=device, qdrant_url=qdrant_url, ranking=ranking
+            index_dir=index_dir,
+            model=model,
+            device=device,
+            qdrant_url=qdrant_url,
+            ranking=ranking,
+            fusion=fusion,
         )
         with open_index(path=codebase, config=config) as idx:
             if by_file:

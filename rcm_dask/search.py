@@ -112,6 +112,61 @@ def fuse_rrf(
     return sorted(scores.items(), key=lambda kv: (-kv[1], best[kv[0]], kv[0]))
 
 
+def fuse_scores(
+    rankings: Sequence[Sequence[tuple[str, float]]],
+    weights: Sequence[float],
+    k: int = 60,
+) -> list[tuple[str, float]]:
+    """Score-aware fusion: the weighted sum of each ranking's scores, min-max normalised.
+
+    Where reciprocal rank fusion sees only ranks, this keeps how far apart the scores
+    are: a BM25 hit far ahead of the rest, or a vector hit barely ahead, counts as such.
+    Each ranking's scores are mapped to 0..1 (its best 1, its worst 0; all equal: 1),
+    an id missing from a ranking gets 0 there, and the sum is scaled by ``2 / (k + 1)``
+    (the best two-ranking RRF score) so the ranking steps that add shares of a score
+    weigh the same after either fusion.
+
+    Parameters
+    ----------
+    rankings
+        Each a list of ``(id, score)``, best first (duplicates after the first ignored).
+    weights
+        One weight per ranking.
+    k
+        The RRF constant whose scale the scores take.
+
+    Returns
+    -------
+    list of (id, score)
+        Best first; ties broken by the best single rank, then by id.
+
+    Examples
+    --------
+    >>> fused = fuse_scores([[("a", 9.0), ("b", 1.0)], [("b", 0.8), ("a", 0.7)]], [0.5, 0.5])
+    >>> [doc for doc, _ in fused]
+    ['a', 'b']
+    """
+    if len(weights) != len(rankings):
+        raise ValueError("one weight per ranking")
+    scale = 2.0 / (k + 1)
+    scores: dict[str, float] = {}
+    best: dict[str, int] = {}
+    for ranking, weight in zip(rankings, weights):
+        firsts: dict[str, float] = {}
+        for rank, (doc, score) in enumerate(ranking, start=1):
+            if doc not in firsts:
+                firsts[doc] = score
+                best[doc] = min(best.get(doc, rank), rank)
+        if not firsts:
+            continue
+        low, high = min(firsts.values()), max(firsts.values())
+        span = high - low
+        for doc, score in firsts.items():
+            share = (score - low) / span if span > 0 else 1.0
+            scores[doc] = scores.get(doc, 0.0) + weight * share * scale
+    return sorted(scores.items(), key=lambda kv: (-kv[1], best[kv[0]], kv[0]))
+
+
 def snippet_of(code: str, signature: str = "", lines: int = SNIPPET_LINES) -> str:
     """A few dedented lines of a chunk from its signature on (docs and attributes skipped).
 
@@ -706,18 +761,28 @@ class SearchIndex(Closing):
         elif mode == "vector":
             cands = [_candidate(h, 1.0 / (k + i), None, i) for i, h in enumerate(semantic, 1)]
         else:
-            bm25_weight = self.config.bm25_weight
-            if query_kind == "symbol" and ranking.definitions:
-                bm25_weight *= ranking.symbol_bm25_weight
             by_key = {_key(h): h for h in semantic}
             by_key.update({_key(h): h for h in lexical})
             rank_l = {_key(h): i for i, h in enumerate(lexical, 1)}
             rank_v = {_key(h): i for i, h in enumerate(semantic, 1)}
-            fused = fuse_rrf(
-                [[_key(h) for h in lexical], [_key(h) for h in semantic]],
-                [bm25_weight, self.config.vector_weight],
-                k=self.config.rrf_k,
-            )
+            symbol = query_kind == "symbol" and ranking.definitions
+            if self.config.fusion == "score":
+                # a symbol lookup leans on the words: its vector share halves
+                share = self.config.vector_share / (2.0 if symbol else 1.0)
+                fused = fuse_scores(
+                    [[(_key(h), h.score) for h in lexical], [(_key(h), h.score) for h in semantic]],
+                    [self.config.bm25_weight * (1 - share), self.config.vector_weight * share],
+                    k=k,
+                )
+            else:
+                bm25_weight = self.config.bm25_weight
+                if symbol:
+                    bm25_weight *= ranking.symbol_bm25_weight
+                fused = fuse_rrf(
+                    [[_key(h) for h in lexical], [_key(h) for h in semantic]],
+                    [bm25_weight, self.config.vector_weight],
+                    k=k,
+                )
             cands = [
                 _candidate(by_key[sid], score, rank_l.get(sid), rank_v.get(sid))
                 for sid, score in fused
@@ -901,5 +966,6 @@ __all__ = [
     "SearchIndex",
     "check_kinds",
     "fuse_rrf",
+    "fuse_scores",
     "snippet_of",
 ]

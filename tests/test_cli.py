@@ -347,6 +347,20 @@ def test_status_text_and_json(indexed: tuple[Path, Path, str]) -> None:
     assert st["vectors"] == "qdrant"
 
 
+def test_search_fusion_option_and_variable(indexed: tuple[Path, Path, str]) -> None:
+    """--fusion picks how hybrid search fuses (RCM_FUSION mirrors it); both find the
+    struct a query names, and an unknown one is a usage error."""
+    _, idx, _ = indexed
+    for args, env in ((["--fusion", "rrf"], {}), ([], {"RCM_FUSION": "rrf"}), ([], {})):
+        result = CliRunner(env=env).invoke(
+            main, ["search", "ConnectionPool", "--json", *args, "--index-dir", str(idx)]
+        )
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)[0]["qualname"].startswith("net::ConnectionPool")
+    bad = _cli("search", "ConnectionPool", "--fusion", "max", "--index-dir", str(idx))
+    assert bad.exit_code == 2 and "'max' is not one of 'score', 'rrf'" in bad.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "env", "code", "said"),
     [

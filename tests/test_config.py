@@ -45,6 +45,9 @@ def test_explicit_wins_over_env_and_none_falls_through() -> None:
         ({"RCM_COMMIT_SECONDS": "-1"}, "commit_seconds must not be negative"),
         ({"RCM_WAIT": "nan"}, "wait .* must be a finite number"),
         ({"RCM_BM25_WEIGHT": "0", "RCM_VECTOR_WEIGHT": "0"}, "both 0"),
+        ({"RCM_FUSION": "max"}, "unknown fusion 'max'; choose one of score, rrf"),
+        ({"RCM_VECTOR_SHARE": "1.5"}, r"vector_share \(RCM_VECTOR_SHARE\) must lie in 0..1"),
+        ({"RCM_VECTOR_SHARE": "nan"}, "vector_share .* must lie in 0..1"),
         ({"RCM_EXCLUDE": "gen/[ab"}, "exclude 'gen/\\[ab' is not a valid glob: '\\[' is never"),
     ],
 )

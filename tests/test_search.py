@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from rcm_dask.search import fuse_rrf, snippet_of
+from rcm_dask.search import fuse_rrf, fuse_scores, snippet_of
 
 
 @pytest.mark.parametrize(
@@ -31,6 +31,45 @@ def test_fuse_rrf_scores() -> None:
 def test_fuse_rrf_weight_count_must_match() -> None:
     with pytest.raises(ValueError):
         fuse_rrf([["a"]], [1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("rankings", "weights", "expected"),
+    [
+        # a BM25 hit far ahead of the rest keeps its lead over a vector hit barely ahead
+        ([[("a", 20.0), ("b", 2.0), ("c", 1.0)], [("b", 0.61), ("a", 0.60), ("c", 0.1)]],
+         [0.5, 0.5], ["a", "b", "c"]),
+        ([[("a", 1.0)], [("b", 1.0)]], [0.4, 0.6], ["b", "a"]),
+        ([[("a", 1.0)], [("b", 1.0)]], [0.6, 0.4], ["a", "b"]),
+        ([[("a", 3.0), ("b", 1.0)], []], [0.4, 0.6], ["a", "b"]),
+        ([[], []], [0.5, 0.5], []),
+        ([[("a", 2.0), ("a", 1.0), ("b", 1.0)]], [1.0], ["a", "b"]),  # duplicates count once
+        ([[("x", 1.0), ("y", 1.0)], [("y", 1.0), ("x", 1.0)]], [0.5, 0.5], ["x", "y"]),
+    ],
+)  # fmt: skip
+def test_fuse_scores(
+    rankings: list[list[tuple[str, float]]], weights: list[float], expected: list[str]
+) -> None:
+    assert [d for d, _ in fuse_scores(rankings, weights)] == expected
+
+
+def test_score_fusion_sees_what_rrf_does_not() -> None:
+    """Both rankings put a and b in opposite orders: RRF calls it a tie (broken by id);
+    score fusion asks by how much each ranking prefers its first."""
+    lexical = [("b", 10.0), ("a", 9.9), ("z", 0.0)]  # b barely ahead
+    vectors = [("a", 0.9), ("b", 0.2), ("z", 0.1)]  # a far ahead
+    rrf = fuse_rrf([[d for d, _ in lexical], [d for d, _ in vectors]], k=10)
+    assert rrf[0][1] == pytest.approx(rrf[1][1])
+    assert [d for d, _ in fuse_scores([lexical, vectors], [0.5, 0.5], k=10)][:2] == ["a", "b"]
+
+
+def test_fuse_scores_scale_and_normalisation() -> None:
+    fused = dict(fuse_scores([[("a", 4.0), ("b", 2.0), ("c", 0.0)], [("a", 0.5)]], [0.4, 0.6], k=10))
+    scale = 2 / 11  # the best two-ranking RRF score: the ranking steps' scale
+    assert fused["a"] == pytest.approx((0.4 + 0.6) * scale)  # a lone hit counts fully
+    assert fused["b"] == pytest.approx(0.4 * 0.5 * scale) and fused["c"] == 0.0
+    with pytest.raises(ValueError):
+        fuse_scores([[("a", 1.0)]], [1.0, 2.0])
 
 
 def test_snippet_starts_at_the_signature() -> None:
