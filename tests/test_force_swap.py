@@ -133,23 +133,28 @@ def test_searches_answer_from_the_old_index_until_the_swap(built: tuple[Path, Pa
     assert _run(root, idx).files_unchanged == stats.files_seen
 
 
-def test_a_failed_rebuild_leaves_the_old_index_and_no_folder(
-    built: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    root, idx = built
-    with SearchIndex(idx, embedder=HashEmbedder()) as s:
-        old = (s.stats().files, _names(s, "parse toml config"))
+def _fail_write(monkeypatch: pytest.MonkeyPatch, at: int, error: BaseException) -> None:
+    """The writer's ``at``-th batch raises ``error`` (the others are written)."""
     calls = 0
     real = IndexWriter.write_batch
 
     def failing(self: IndexWriter, batch: Any) -> int:
         nonlocal calls
         calls += 1
-        if calls == 5:
-            raise IndexWriteError("the disk said no")
+        if calls == at:
+            raise error
         return real(self, batch)
 
     monkeypatch.setattr(IndexWriter, "write_batch", failing)
+
+
+def test_a_failed_rebuild_leaves_the_old_index_and_no_folder(
+    built: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, idx = built
+    with SearchIndex(idx, embedder=HashEmbedder()) as s:
+        old = (s.stats().files, _names(s, "parse toml config"))
+    _fail_write(monkeypatch, 5, IndexWriteError("the disk said no"))
     with pytest.raises(IndexWriteError, match="the disk said no"):
         _run(root, idx, force=True)
     assert leftovers(idx) == [] and not is_locked(idx)
@@ -163,17 +168,7 @@ def test_ctrl_c_during_a_rebuild_says_the_index_is_as_it_was(
     """Ctrl-C in a forced rebuild: the live index was never touched, and the message says
     so (not "run again: only what is missing is read", which fits a plain run)."""
     root, idx = built
-    calls = 0
-    real = IndexWriter.write_batch
-
-    def interrupted(self: IndexWriter, batch: Any) -> int:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            raise KeyboardInterrupt
-        return real(self, batch)
-
-    monkeypatch.setattr(IndexWriter, "write_batch", interrupted)
+    _fail_write(monkeypatch, 3, KeyboardInterrupt())
     with pytest.raises(IndexInterrupted, match="forced rebuild was dropped") as stopped:
         _run(root, idx, force=True)
     assert "only what is missing" not in str(stopped.value)
