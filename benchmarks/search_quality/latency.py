@@ -1,12 +1,13 @@
 """Warm query latency on an index of at least 50,000 chunks (issue 15's latency target).
 
 Indexes rust-src ``library/`` without stdarch's x86/x86_64 intrinsics and generated NEON
-tables (about 55,000 chunks with the bundled model; incremental on a re-run), then times
+tables (48,314 chunks with the bundled model and chunker 5, 54,936 with chunker 4;
+incremental on a re-run), then times
 ``SearchIndex.search`` one call at a time, query embedding included: every question of
 ``questions.jsonl`` and of ``crates/*.jsonl`` as the query text (437 queries), methods
 interleaved query by query, after untimed warm-up queries. Prints p50/p95 per method.
 
-  python benchmarks/search_quality/latency.py              # ~20 min the first time on 2 cores
+  python benchmarks/search_quality/latency.py              # ~8 min the first time on 2 idle cores
   python benchmarks/search_quality/latency.py --repeat 2   # every query twice
   python benchmarks/search_quality/latency.py --no-build --index-dir DIR   # time any index
 """
