@@ -21,8 +21,9 @@ candidates without an index:
                          good hits count as evidence for its best one
     group_by_file        one result per file with its best items (``--files``)
 
-Scores are fused RRF scores (about ``1/(k + rank)``); the steps multiply or add to them,
-so their effect does not depend on how many candidates there were.
+Scores are fused scores on the scale of RRF's (at most ``2/(k + 1)``, whether fusion was by
+score or by rank); the steps multiply or add to them, so their effect does not depend on
+how many candidates there were.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ class Candidate:
     payload: dict[str, Any]
     """The stored chunk payload (path, qualname, kind, code...)."""
     score: float
-    """Current score, best first (fused RRF score, then adjusted by the steps)."""
+    """Current score, best first (fused score, then adjusted by the steps)."""
     bm25_rank: int | None = None
     """1-based rank among BM25 candidates."""
     vector_rank: int | None = None
@@ -461,7 +462,8 @@ def rank_candidates(
     Parameters
     ----------
     candidates
-        Fused candidates (scores from :func:`~rcm_dask.search.fuse_rrf`), definitions of
+        Fused candidates (scores from :func:`~rcm_dask.search.fuse_scores` or
+        :func:`~rcm_dask.search.fuse_rrf`), definitions of
         the query's names marked with :attr:`Candidate.definition`.
     query
         The query as the user typed it.

@@ -242,7 +242,9 @@ class Hit:
     kind: str
     """Item kind."""
     score: float
-    """Fused score (RRF) in hybrid mode, else the store's own score."""
+    """The ranking score: in hybrid mode the fused score (:func:`~rcm_dask.search.fuse_scores`
+    or RRF, on the scale of a two-ranking RRF score), with one method ``1 / (k + rank)``;
+    then adjusted by the ranking steps. Comparable within one result list only."""
     snippet: str
     """A few lines of the chunk, starting at its signature."""
     signature: str = ""

@@ -1,6 +1,7 @@
-"""Search an index: BM25, vectors, or both fused by reciprocal rank fusion.
+"""Search an index: BM25, vectors, or both fused by score or by reciprocal rank fusion.
 
-:func:`fuse_rrf` is a pure function over rankings. :class:`SearchIndex` opens the
+:func:`fuse_scores` (the default: min-max normalised scores, weighted) and
+:func:`fuse_rrf` are pure functions over rankings. :class:`SearchIndex` opens the
 read side of an index folder (Tantivy reader, Qdrant store, the model the index
 was built with) and answers queries with :class:`~rcm_dask.records.Hit` records.
 A keyword-only index (built with ``vectors="none"``) answers from BM25 alone: hybrid
