@@ -24,11 +24,12 @@ Index folder layout::
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import IndexIdentityError
+from .errors import IndexIdentityError, StoreBusyError
 from .stores.manifest import IDENTITY_FILE, INDEX_FORMAT, READABLE_FORMATS, read_identity
 from .stores.vectors import VectorStore, open_vector_store
 
@@ -229,6 +230,21 @@ def open_vectors_for(
         api_key=qdrant_api_key,
         create=create,
     )
+
+
+def open_vectors_waiting(
+    index_dir: Path, identity: dict[str, Any], qdrant_api_key: str | None, busy_wait: float
+) -> VectorStore:
+    """:func:`open_vectors_for` for a writer: a searcher holding the embedded shard for a
+    query is waited for, up to ``busy_wait`` seconds, before its StoreBusyError is raised."""
+    deadline = time.monotonic() + busy_wait
+    while True:
+        try:
+            return open_vectors_for(index_dir, identity, qdrant_api_key)
+        except StoreBusyError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def identity_problem(identity: Mapping[str, Any]) -> str:

@@ -18,7 +18,6 @@ move them by a bounded amount without a rewrite on every edit.
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,13 @@ from .errors import (
     IndexWriteError,
     StoreBusyError,
 )
-from .identity import BM25_DIR, VECTORS_DIR, identity_problem, keeps_vectors, open_vectors_for
+from .identity import (
+    BM25_DIR,
+    VECTORS_DIR,
+    identity_problem,
+    keeps_vectors,
+    open_vectors_waiting,
+)
 from .records import IndexedFile
 from .stores.bm25 import Bm25Store
 from .stores.manifest import MANIFEST_FILE, Manifest, read_identity, read_manifest
@@ -287,21 +292,16 @@ def _open_vectors(
     (:meth:`~rcm_dask.stores.vectors.EdgeVectorStore.damage`); a server that cannot be
     reached, a full disk and a searcher that holds the shard past ``busy_wait`` raise."""
     server = bool(identity.get("qdrant_url"))
-    deadline = time.monotonic() + busy_wait
-    while True:
-        try:
-            vectors = open_vectors_for(index_dir, dict(identity), api_key)
-            break
-        except StoreBusyError:
-            # a searcher holds it for a query: the writer would wait as long
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.2)
-        except IndexWriteError as e:
-            if server or isinstance(e, DiskFullError):
-                raise
-            # moved aside, not deleted: a failure that was only passing loses nothing
-            return None, str(e)
+    try:
+        # a searcher holding it for a query is waited for, as long as the writer would
+        vectors = open_vectors_waiting(index_dir, dict(identity), api_key, busy_wait)
+    except StoreBusyError:
+        raise
+    except IndexWriteError as e:
+        if server or isinstance(e, DiskFullError):
+            raise
+        # moved aside, not deleted: a failure that was only passing loses nothing
+        return None, str(e)
     damage = vectors.damage()
     if damage:
         try:

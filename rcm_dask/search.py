@@ -388,7 +388,7 @@ class SearchIndex(Closing):
         self.notices: list[str] = []
         """What the last search could not do as asked (e.g. vectors busy: BM25 only)."""
         self._symbols: CodeIntel | None = None
-        self._pending_db: sqlite3.Connection | None = None
+        self._reader: Manifest | None = None
 
     def _follow_swap(self) -> None:
         """Reopen on the folder's stores when a forced rebuild has replaced the folder
@@ -429,21 +429,17 @@ class SearchIndex(Closing):
         full), until a run settles the file. Nothing is pending between runs that finished,
         and then nothing is left out."""
         try:
-            if self._pending_db is None:
-                # kept open: asked before every query, and a connection costs more than
-                # the query (the MCP server asks from several threads, one at a time)
-                self._pending_db = sqlite3.connect(
-                    f"file:{self.index_dir / MANIFEST_FILE}?mode=ro",
-                    uri=True,
-                    timeout=30,
-                    check_same_thread=False,
-                )
-            rows = self._pending_db.execute("SELECT path FROM pending ORDER BY path")
-            return [r[0] for r in rows]
+            return self._manifest().pending()
         except sqlite3.Error:
-            # unreadable now, or a manifest from before the table: the open-time check
-            # is what refuses damage
+            # unreadable now: the open-time check is what refuses damage
             return []
+
+    def _manifest(self) -> Manifest:
+        """The manifest, read-only, opened once: asked before every query, and opening a
+        connection costs more than the query."""
+        if self._reader is None:
+            self._reader = Manifest(self.index_dir, readonly=True)
+        return self._reader
 
     def _check_stores(self) -> None:
         """Refuse an index whose manifest is unreadable, or whose BM25 store disagrees
@@ -581,11 +577,7 @@ class SearchIndex(Closing):
                 "exclude them (a search keeps only the files it matches)"
             )
         spec = check_globs([path_glob], "path_glob")
-        manifest = Manifest(self.index_dir, readonly=True)
-        try:
-            return [p for p in manifest.paths() if spec.match_file(p)]
-        finally:
-            manifest.close()
+        return [p for p in self._manifest().paths() if spec.match_file(p)]
 
     @overload
     def search(
@@ -955,9 +947,9 @@ class SearchIndex(Closing):
         if self._symbols is not None:
             self._symbols.close()
             self._symbols = None
-        if self._pending_db is not None:
-            self._pending_db.close()
-            self._pending_db = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         self.bm25.close()
 
 

@@ -27,14 +27,14 @@ from types import TracebackType
 from typing import Any
 
 from .config import IndexConfig
-from .errors import IndexWriteError, StoreBusyError
+from .errors import IndexWriteError
 from .identity import (
     BM25_DIR,
     VECTORS_DIR,
     check_identity,
     collection_name,
     keeps_vectors,
-    open_vectors_for,
+    open_vectors_waiting,
 )
 from .records import EmbeddedBatch, IndexedFile
 from .stores import encode_payloads
@@ -152,14 +152,7 @@ class IndexWriter:
 
     def _open_vectors(self, busy_wait: float) -> VectorStore:
         """Open the vector store, waiting up to ``busy_wait`` s for a searcher to let go."""
-        deadline = time.monotonic() + busy_wait
-        while True:
-            try:
-                return open_vectors_for(self.index_dir, self.identity, self._qdrant_api_key)
-            except StoreBusyError:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.2)
+        return open_vectors_waiting(self.index_dir, self.identity, self._qdrant_api_key, busy_wait)
 
     def _wipe(self, stored: dict[str, Any] | None) -> None:
         """Delete every store of the folder (``--force``, or stores nothing accounts for).

@@ -61,7 +61,10 @@ class Manifest:
     def __init__(self, index_dir: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(index_dir) / MANIFEST_FILE
         if readonly:
-            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+            # a searcher keeps one open and asks from several threads, one at a time
+            self._db = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, timeout=30, check_same_thread=False
+            )
         else:
             # the index writer may be built in one thread and called from another (a
             # Dask actor); it is never used by two threads at once

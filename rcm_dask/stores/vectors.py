@@ -377,7 +377,7 @@ class EdgeVectorStore(Closing):
             # and an emptied status file makes the engine panic
             self._mapped, problem = mapped_files(self.path)
             problem = problem or _short_file(self.path, self._mapped)
-            if problem:
+            if problem:  # (edge_shard_damage, keeping the list for the reads' guard)
                 raise IndexWriteError(f"the vector shard at {self.path} is damaged: {problem}")
             try:
                 # Passing the config makes the engine verify the stored vectors match it.
@@ -642,8 +642,9 @@ class EdgeVectorStore(Closing):
         """What makes the shard unreadable (``""``: nothing found).
 
         Cheap enough for every open (a few file stats and one small read: about 1 ms on a
-        warm 50,000-point shard): every file the engine maps must have the size its layout
-        requires (:func:`edge_shard_damage`), and :data:`PROBE_POINTS` points must read back
+        warm 50,000-point shard): every file the engine maps must still have the size its
+        layout requires (the files :func:`mapped_files` listed when the shard opened: no
+        second walk of its folders), and :data:`PROBE_POINTS` points must read back
         whole, vectors and payloads, without an engine error or panic. That the shard holds
         the points the manifest records is the caller's count check.
 
@@ -652,7 +653,7 @@ class EdgeVectorStore(Closing):
         str
             What is wrong, for a message (``""`` when nothing is).
         """
-        problem = edge_shard_damage(self.path)
+        problem = _short_file(self.path, self._mapped)
         if problem:
             return problem
         try:
