@@ -451,13 +451,6 @@ def search_cmd(
     _run(body)
 
 
-STOPWORDS = frozenset(
-    {"and", "are", "can", "does", "for", "from", "how", "onto", "the", "what", "when", "where"}
-    | {"which", "who", "why", "with", "into", "that", "this"}
-)
-"""Query words not worth highlighting in snippets (words under 3 letters never are)."""
-
-
 def query_terms(query: str) -> list[str]:
     """Words of a query to highlight in snippets, longest first.
 
@@ -466,9 +459,11 @@ def query_terms(query: str) -> list[str]:
     >>> query_terms("push an item onto a BinaryHeap")
     ['binaryheap', 'item', 'push']
     """
+    from .stores.bm25 import STOP_WORDS  # the words BM25 does not search either
+
     words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query)}
     return sorted(
-        (w for w in words if len(w) > 2 and w not in STOPWORDS), key=lambda w: (-len(w), w)
+        (w for w in words if len(w) > 2 and w not in STOP_WORDS), key=lambda w: (-len(w), w)
     )
 
 

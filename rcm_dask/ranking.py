@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from .stores.bm25 import query_terms, split_identifier_words
+from .stores.bm25 import STOP_WORDS, query_terms, split_identifier_words
 
 QueryKind = Literal["symbol", "question"]
 
@@ -56,11 +56,9 @@ _NAMED = re.compile(
     r"|\b([A-Za-z_][A-Za-z0-9_]*)(?:\(\)|!)"
 )
 # Path words that say nothing about what a file does.
-_PATH_NOISE = frozenset(
+_PATH_NOISE = STOP_WORDS | frozenset(
     {"src", "lib", "mod", "main", "rs", "crate", "crates", "library", "imp", "impls", "util",
-     "utils", "internal", "common", "sys", "core", "std", "private", "inner", "the", "a",
-     "an", "of", "in", "to", "is", "and", "or", "for", "how", "does", "what", "where",
-     "when", "which", "why", "do", "it", "its", "be", "are", "with", "on", "by"}
+     "utils", "internal", "common", "sys", "core", "std", "private", "inner"}
 )
 _TEST_DIRS = frozenset(
     {"tests", "test", "benches", "bench", "benchmarks", "examples", "example", "fuzz",

@@ -45,14 +45,29 @@ if TYPE_CHECKING:
     pass
 
 FIELD_BOOSTS: dict[str, float] = {
-    "symbol": 3.0,
-    "docs": 1.5,
-    "code": 1.0,
-    "module": 1.0,
+    "symbol": 1.0,
+    "docs": 1.0,
+    "code": 2.0,
+    "module": 0.5,
     "path_text": 0.5,
 }
-"""Weight of a matching term in each searched field: a chunk that *defines* a name
-outranks one that merely mentions it."""
+"""Weight of a matching term in each searched field. The code counts most: it holds the
+item's name and signature as well as what it does, so a question's words meet the items
+that do the work there. Chosen on the tuning half of ``benchmarks/search_quality``'s
+twelve crates (BM25 alone, file nDCG@10: 0.751 with symbol 3, docs 1.5, code 1, module 1,
+path 0.5; 0.789 with these); a symbol lookup finds its definition through the symbol
+table (:mod:`rcm_dask.ranking`), not through this weight."""
+
+STOP_WORDS = frozenset(
+    "a an the is are was were be been being how does do did what where when which why who "
+    "whom whose this that these those it its of in on at to for from by with and or not no "
+    "as into onto than then there here can could should would will shall may might must "
+    "i we you they he she me my our your their get gets got".split()
+)
+"""English function words a question is made of ("how does the ... work"). A query's
+free-standing stop words are not searched (unless it has no other words): in code and
+its comments they match nearly every chunk, and their small weights add up to a long
+chunk's advantage. Parts of identifiers (``is`` in ``is_empty``) are kept."""
 
 MAX_QUERY_TERMS = 64
 """Distinct terms kept from one query; a pasted file must not become a huge query."""
@@ -177,7 +192,7 @@ def _with_identifier_words(*texts: str) -> str:
     return "\n".join([*texts, " ".join(extra)])
 
 
-def query_terms(query: str) -> list[str]:
+def query_terms(query: str, skip_stop_words: bool = False) -> list[str]:
     """Reduce free text to the distinct index terms to look up, in first-seen order.
 
     Each word-like token is kept whole (``parsetomlconfig`` matches the name as
@@ -189,6 +204,9 @@ def query_terms(query: str) -> list[str]:
     ----------
     query
         Any text a person typed.
+    skip_stop_words
+        Leave out tokens that are :data:`STOP_WORDS` ("how", "the"), unless nothing
+        else is left; identifiers that contain one (``is_empty``) are kept whole.
 
     Returns
     -------
@@ -199,9 +217,14 @@ def query_terms(query: str) -> list[str]:
     --------
     >>> query_terms("fn ParseTomlConfig(&mut self) -> Result<(), E>")
     ['fn', 'parsetomlconfig', 'pars', 'toml', 'config', 'mut', 'self', 'result', 'e']
+    >>> query_terms("how is the heap grown", skip_stop_words=True)
+    ['heap', 'grown']
     """
+    tokens = _WORD.findall(query)
+    if skip_stop_words:
+        tokens = [t for t in tokens if t.lower() not in STOP_WORDS] or tokens
     terms: dict[str, None] = {}
-    for token in _WORD.findall(query):
+    for token in tokens:
         for word in (token, *split_identifier_words(token)):
             for term in _ANALYZER.analyze(word):
                 terms.setdefault(term, None)
@@ -550,8 +573,8 @@ class Bm25Store(Closing):
         query
             Free text in any form: words, identifiers (``ParseTomlConfig``), Rust
             (``fn foo(&mut self)``), stray quotes or operators. Never a syntax error:
-            it is reduced to terms (:func:`query_terms`) that are OR-ed, each
-            weighted by :data:`FIELD_BOOSTS`.
+            it is reduced to terms (:func:`query_terms`, stop words left out) that
+            are OR-ed, each weighted by :data:`FIELD_BOOSTS`.
         limit
             Most hits returned.
         kinds
@@ -568,7 +591,7 @@ class Bm25Store(Closing):
             Best first; the score is the (boosted) BM25 score. Empty when the
             query holds no word.
         """
-        terms = query_terms(query)
+        terms = query_terms(query, skip_stop_words=True)
         if not terms or limit <= 0:
             return []
         schema = _SCHEMA
