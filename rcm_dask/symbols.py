@@ -46,6 +46,7 @@ indexes written before this rule hold value references only for the files writte
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -140,15 +141,19 @@ def _split_at_src(path: str) -> tuple[list[str], int]:
     return parts, 0
 
 
-def expand_use(text: str) -> list[str]:
+@functools.lru_cache(maxsize=8192)
+def expand_use(text: str) -> tuple[str, ...]:
     """The paths one ``use`` argument imports, braces expanded, aliases dropped.
+
+    Cached: every item of a file asks about the same few ``use`` lines (the embedded
+    header names the imports an item uses), 80,000 calls for syn's 92 files.
 
     Examples
     --------
     >>> expand_use("crate::vec::{self, AsVecIntoIter, Vec as V}")
-    ['crate::vec', 'crate::vec::AsVecIntoIter', 'crate::vec::Vec']
+    ('crate::vec', 'crate::vec::AsVecIntoIter', 'crate::vec::Vec')
     >>> expand_use("core::{fmt, iter::{Peekable, *}}")
-    ['core::fmt', 'core::iter::Peekable', 'core::iter::*']
+    ('core::fmt', 'core::iter::Peekable', 'core::iter::*')
     """
     out: list[str] = []
     # A prefix stack instead of recursion: a hostile ``{{{{...}}}}`` cannot overflow.
@@ -176,7 +181,7 @@ def expand_use(text: str) -> list[str]:
             current += token
     if current.strip():
         emit()
-    return out
+    return tuple(out)
 
 
 def resolve_use(path: str, module: str, crate: str) -> tuple[str, str]:

@@ -515,7 +515,7 @@ def test_missing_or_old_index(tmp_path: Path, indexed: tuple[Path, Path]) -> Non
     ],
 )
 def test_expand_use(text: str, expected: list[str]) -> None:
-    assert expand_use(text) == expected
+    assert list(expand_use(text)) == expected
 
 
 @pytest.mark.parametrize(
