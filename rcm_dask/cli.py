@@ -376,8 +376,8 @@ def _print_dry_run(plan: DryRun) -> None:
 @click.option(
     "--ranking",
     default=None,
-    help="Ranking steps after fusion: default (definitions,tests,diversity), all, none, "
-    "or a list such as definitions,paths,tests,diversity [RCM_RANKING].",
+    help="Ranking steps after fusion: default (definitions,tests,diversity,whole_file), all, none, "
+    "or a list such as definitions,paths,tests [RCM_RANKING].",
 )
 @click.option(
     "--fusion",

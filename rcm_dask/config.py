@@ -131,8 +131,8 @@ class IndexConfig:
     """Weight of the vector ranking in fusion."""
     ranking: str = "default"
     """Ranking steps after fusion (:mod:`rcm_dask.ranking`): ``default``
-    (``definitions,tests,diversity``), ``all``, ``none``, or steps joined by ``,``
-    (``definitions,paths,tests,diversity``; ``default,-diversity`` drops one)."""
+    (``definitions,tests,diversity,whole_file``), ``all``, ``none``, or steps joined by
+    ``,`` (``definitions,paths,tests``; ``default,-diversity`` drops one)."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -12,7 +12,9 @@ identity means a rebuild, :func:`index_damage`). Deleted chunks
 are purged from Tantivy at the end of a run that recovered or repaired files, and once
 edits have deleted a set share of the chunks (:func:`plan_bm25_purge`,
 :func:`purge_bm25_deletes`): BM25 scores after a crash equal a clean build's, and edits
-move them by a bounded amount without a rewrite on every edit.
+move them by a bounded amount without a rewrite on every edit. An index from before the
+whole-file records (:mod:`~rcm_dask.stores.file_records`) gets them at the end of its next
+run, from its stored chunks (:func:`complete_file_records`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from .identity import (
 )
 from .records import IndexedFile
 from .stores.bm25 import Bm25Store
+from .stores.file_records import FILES_SUBDIR
 from .stores.manifest import MANIFEST_FILE, Manifest, read_identity, read_manifest
 from .stores.vectors import VectorStore, edge_shard_exists
 
@@ -444,3 +447,20 @@ def purge_bm25_deletes(index_dir: Path, due: bool) -> int:
     finally:
         manifest.close()
     return rewritten
+
+
+def complete_file_records(index_dir: Path) -> bool:
+    """Give an index built before the whole-file records its records, made from the
+    stored chunks (nothing is read or embedded again): the end of every run, also one that
+    changed nothing. Returns whether they were made. A store that cannot be written now
+    (a read-only folder) is left as it is: searches go on without the records."""
+    bm25_dir = index_dir / BM25_DIR
+    if not (bm25_dir / "meta.json").exists() or (bm25_dir / FILES_SUBDIR).is_dir():
+        return False
+    try:
+        # a writable open makes them (Bm25Store), in one commit of their own
+        with Bm25Store.open(bm25_dir, writable=True):
+            pass
+    except IndexWriteError:
+        return False
+    return True

@@ -40,6 +40,7 @@ from .identity import check_identity, run_identity
 from .integrity import (
     StoreRepair,
     check_stores,
+    complete_file_records,
     index_damage,
     plan_bm25_purge,
     purge_bm25_deletes,
@@ -331,6 +332,7 @@ def index(
         # one way to finish, whatever the mode
         with _timed(stats, "write"):
             purge_bm25_deletes(target, rewrite_bm25)
+            complete_file_records(target)
         stats.seconds = time.perf_counter() - started
         _save_last_run(target, stats)
     return stats

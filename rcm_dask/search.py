@@ -39,10 +39,12 @@ from .errors import (
 from .identity import BM25_DIR, VECTORS_DIR, identity_problem, open_vectors_for, vectors_setting
 from .integrity import count_problem, damaged_error, settled_chunks
 from .ranking import (
+    WHOLE_FILE_POOL,
     Candidate,
     FileGroup,
     RankingConfig,
     classify_query,
+    file_shares,
     group_by_file,
     named_identifiers,
     rank_candidates,
@@ -696,7 +698,9 @@ class SearchIndex(Closing):
     ) -> list[Candidate]:
         """What competes for a query's results, before the ranking steps: fused candidates
         (RRF scores), plus the symbol table's definitions of the names the query holds
-        (when ``ranking`` has ``definitions`` on), unranked.
+        (when ``ranking`` has ``definitions`` on), each with its file's whole-file BM25
+        share (:attr:`~rcm_dask.ranking.Candidate.file_match`, when ``ranking`` has
+        ``whole_file`` on and the search uses BM25), unranked.
 
         :meth:`search` is this, then :func:`~rcm_dask.ranking.rank_candidates`; the
         benchmark calls the two apart to try ranking settings on the same candidates.
@@ -782,6 +786,12 @@ class SearchIndex(Closing):
             ]
         if ranking.definitions:
             self._add_definitions(cands, query, query_kind, ranking, kinds, paths, hidden)
+        if ranking.whole_file and mode != "vector" and cands:
+            shares = file_shares(
+                self.bm25.search_files(query, WHOLE_FILE_POOL, paths=paths, exclude_paths=hidden)
+            )
+            for c in cands:
+                c.file_match = shares.get(c.path, 0.0)
         return cands
 
     def search_files(

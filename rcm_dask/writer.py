@@ -39,6 +39,7 @@ from .identity import (
 from .records import EmbeddedBatch, IndexedFile
 from .stores import encode_payloads
 from .stores.bm25 import Bm25Store
+from .stores.file_records import record_text
 from .stores.manifest import MANIFEST_FILE, Manifest, write_identity
 from .stores.space import (
     RESERVE_BYTES,
@@ -144,6 +145,10 @@ class IndexWriter:
         # they are collected while a file's chunks arrive and handed over at commit.
         self._collector = SymbolCollector()
         self._symbols: dict[str, FileSymbols] = {}
+        self._file_code: dict[str, list[str]] = {}
+        """Code of the chunks written so far of files not yet complete: a file's
+        whole-file record (:mod:`~rcm_dask.stores.file_records`) is added when its last
+        chunk is."""
         self._since_commit = 0
         self.chunks_written = 0
         self.commits = 0
@@ -231,8 +236,10 @@ class IndexWriter:
         except Exception as e:
             raise IndexWriteError(f"writing to the index at {self.index_dir} failed: {e}") from e
         add = self._collector.add
+        code = self._file_code
         for c in chunks:
             add(c)
+            code.setdefault(c.path, []).append(c.code)
         remaining = self._remaining
         # files finish in the order of their last chunk in the batch, as chunk by chunk
         last = {c.path: i for i, c in enumerate(chunks)}
@@ -316,6 +323,9 @@ class IndexWriter:
         self._complete.append(self._expected.pop(path))
         del self._remaining[path]
         self._symbols[path] = self._collector.finish(path)
+        code = self._file_code.pop(path, None)
+        if code:
+            self.bm25.add_file_records({path: record_text(code)})
 
     @on_disk_full("commit the index")
     def commit(self) -> None:

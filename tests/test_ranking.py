@@ -211,13 +211,13 @@ def test_every_step_off_is_plain_fusion() -> None:
 @pytest.mark.parametrize(
     ("spec", "on"),
     [
-        ("all", "definitions,paths,tests,diversity"),
-        ("default", "definitions,tests,diversity"),
-        ("", "definitions,tests,diversity"),
-        ("default,-diversity,paths", "definitions,paths,tests"),
+        ("all", "definitions,paths,tests,diversity,whole_file"),
+        ("default", "definitions,tests,diversity,whole_file"),
+        ("", "definitions,tests,diversity,whole_file"),
+        ("default,-diversity,paths", "definitions,paths,tests,whole_file"),
         ("none", "none"),
         ("tests", "tests"),
-        ("all,-diversity", "definitions,paths,tests"),
+        ("all,-diversity,-whole_file", "definitions,paths,tests"),
         (" Paths , tests ", "paths,tests"),
     ],
 )

@@ -23,6 +23,10 @@ module     en_stem             module path, plus its identifier words
 path_text  en_stem             file path as words
 payload    stored only         :func:`~rcm_dask.stores.chunk_payload` as JSON bytes
 =========  ==================  ===========================================================
+
+Beside the chunks, the store keeps one record per whole file in an index of its own
+(:mod:`~rcm_dask.stores.file_records`, searched by :meth:`Bm25Store.search_files`); the
+store's writes, deletes by path, commits and rewrites reach both.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from ..closing import Closing
 from ..errors import IndexIdentityError, IndexNotFoundError, IndexWriteError
 from ..records import Chunk
 from . import PAYLOAD_FIELDS, StoreHit, encode_payloads
+from .file_records import FileRecords, file_texts
 
 if TYPE_CHECKING:
     pass
@@ -77,6 +82,9 @@ DEFAULT_HEAP_BYTES = 64_000_000
 
 DEFAULT_WRITER_THREADS = 1
 """Writer indexing threads; embedding competes for the same few cores."""
+
+FILE_RECORDS_HEAP_BYTES = 20_000_000
+"""Writer memory budget of the whole-file records (:mod:`~rcm_dask.stores.file_records`)."""
 
 _TEXT_TOKENIZER = "en_stem"
 
@@ -190,6 +198,17 @@ def _with_identifier_words(*texts: str) -> str:
             if len(parts) > 1:
                 extra.extend(parts)
     return "\n".join([*texts, " ".join(extra)])
+
+
+def document_text(text: str) -> str:
+    """Text as the index analyses a chunk's code: the text, then once each the words of
+    every identifier that glues several together (``parse_toml`` is split by the
+    analyzer itself, ``ParseToml`` by this).
+
+    >>> document_text("let cfg = ParseToml::new(raw);")
+    'let cfg = ParseToml::new(raw);\\nparse toml'
+    """
+    return _with_identifier_words(text)
 
 
 def query_terms(query: str, skip_stop_words: bool = False) -> list[str]:
@@ -323,6 +342,7 @@ class Bm25Store(Closing):
         self._index = index
         self._writer: tantivy.IndexWriter | None = None
         self._closed = False
+        self._files: FileRecords | None = None
         if writable:
             try:
                 self._writer = index.writer(heap_size=heap_bytes, num_threads=num_threads)
@@ -334,6 +354,15 @@ class Bm25Store(Closing):
                         "index: wait for the other run to finish, or close its store"
                     ) from e
                 raise IndexWriteError(f"cannot write the BM25 index at {path}: {e}") from e
+        try:
+            self._files = FileRecords(path, writable=writable, heap_bytes=FILE_RECORDS_HEAP_BYTES)
+            if self._files.created and self.count():
+                # an index from before the records: made once from the stored chunks
+                self._files.add(file_texts(self.iter_payloads()))
+                self._files.commit()
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def create(
@@ -501,6 +530,50 @@ class Bm25Store(Closing):
             The store is read-only or closed, or Tantivy refused the delete.
         """
         self._delete_terms("path", paths)
+        self._records().delete_paths(paths)
+
+    def add_file_records(self, texts: Mapping[str, str]) -> None:
+        """Add the whole-file records of complete files (``path -> text``, the file's
+        chunks' code: :func:`~rcm_dask.stores.file_records.file_texts`); visible after
+        :meth:`commit`. Delete the files' old ones first (:meth:`delete_paths` does).
+
+        Raises
+        ------
+        IndexWriteError
+            The store is read-only or closed, or Tantivy refused a record.
+        """
+        self._records().add(texts)
+
+    def _records(self) -> FileRecords:
+        """The whole-file records, writable (this store is the writer)."""
+        self._require_writer()
+        assert self._files is not None
+        return self._files
+
+    def search_files(
+        self,
+        query: str,
+        limit: int = 50,
+        paths: Sequence[str] | None = None,
+        exclude_paths: Sequence[str] | None = None,
+    ) -> list[tuple[str, float]]:
+        """Rank whole files by BM25 over all their code (:mod:`~rcm_dask.stores.file_records`).
+
+        The query is reduced to terms as :meth:`search` reduces it. Returns ``(path,
+        score)`` pairs, best first; empty when the index has no file records yet (it
+        was built before them and no run has added to it since).
+        """
+        if self._files is None or (not self._files.present and not self.writable):
+            # a read-only store opened before a run made the records: look again
+            self._files = FileRecords(self.path, writable=False, heap_bytes=0)
+        terms = query_terms(query, skip_stop_words=True)
+        return self._files.search(terms, limit, paths=paths, exclude_paths=exclude_paths)
+
+    def file_record_paths(self) -> list[str]:
+        """The paths that have a whole-file record, sorted (for tests and tools)."""
+        if self._files is None:
+            self._files = FileRecords(self.path, writable=False, heap_bytes=0)
+        return self._files.paths()
 
     def delete_ids(self, ids: Sequence[str]) -> None:
         """Delete chunks by id (visible after :meth:`commit`).
@@ -546,6 +619,9 @@ class Bm25Store(Closing):
         except ValueError as e:
             raise IndexWriteError(f"commit of the BM25 index at {self.path} failed: {e}") from e
         self._index.reload()
+        # after the chunks: a crash between the two leaves the files pending (the
+        # manifest is committed last), and the next run writes both again
+        self._records().commit()
 
     def reload(self) -> None:
         """Point searches at the latest commit (every read does this already)."""
@@ -708,14 +784,15 @@ class Bm25Store(Closing):
             The store is read-only or closed, or Tantivy refused a document.
         """
         writer = self._require_writer()
-        n = 0
+        code: list[dict[str, Any]] = []  # the files' records are made of their chunks' code
         try:
             for payload in payloads:
                 writer.add_document(_payload_document(payload))
-                n += 1
+                code.append({"path": payload["path"], "code": payload.get("code", "")})
         except ValueError as e:
             raise IndexWriteError(f"the BM25 index at {self.path} refused a chunk: {e}") from e
-        return n
+        self.add_file_records(file_texts(code))
+        return len(code)
 
     def purge_deleted(self) -> int:
         """Rewrite the index when it keeps deleted documents (see :meth:`rewrite`).
@@ -743,7 +820,8 @@ class Bm25Store(Closing):
         every score, become those of an index that never held a deleted chunk. Not
         only deleted documents skew them: a segment merged from segments that held
         deleted documents keeps counting their tokens in its average field length.
-        Costs about one second per 15,000 chunks. A crash before the commit leaves
+        The whole-file records are made again from the same payloads. Costs about one
+        second per 15,000 chunks. A crash before the commit leaves
         the previous commit as it was.
 
         Returns
@@ -758,11 +836,14 @@ class Bm25Store(Closing):
             commit stays intact).
         """
         writer = self._require_writer()
+        records = self._records()
         searcher = self._searcher()
         total = int(searcher.num_docs)
+        code: list[dict[str, Any]] = []
         try:
             # the searcher keeps reading the old segments until the commit
             writer.delete_all_documents()
+            records.delete_all()
             if total:
                 result = searcher.search(tantivy.Query.all_query(), total, count=False)
                 for _score, address in result.hits:
@@ -771,8 +852,11 @@ class Bm25Store(Closing):
                         raise ValueError("a document without a stored payload")
                     payload = json.loads(bytes(raw).decode("utf-8"))
                     writer.add_document(_payload_document(payload, bytes(raw)))
-        except ValueError as e:
+                    code.append({"path": payload["path"], "code": payload.get("code", "")})
+            records.add(file_texts(code))
+        except (ValueError, IndexWriteError) as e:
             writer.rollback()
+            records.rollback()
             raise IndexWriteError(
                 f"rewriting the BM25 index at {self.path} failed: {e}; its last commit "
                 "is intact"
@@ -806,6 +890,8 @@ class Bm25Store(Closing):
         """
         writer, self._writer = self._writer, None
         self._closed = True
+        if self._files is not None:
+            self._files.close()
         if writer is not None:
             writer.rollback()
             # Consumes the writer: merges finish and the lock file is released now,
@@ -833,6 +919,7 @@ __all__ = [
     "FIELD_BOOSTS",
     "MAX_QUERY_TERMS",
     "Bm25Store",
+    "document_text",
     "query_terms",
     "split_identifier_words",
 ]
