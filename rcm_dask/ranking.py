@@ -210,7 +210,7 @@ class Candidate:
     """Its file's whole-file BM25 score as a share of the best file's (:func:`file_shares`),
     0 when the file is not among the best :data:`WHOLE_FILE_POOL` or not looked up."""
     reasons: list[str] = field(default_factory=list)
-    """What the steps did to it (for ``--explain`` and for tests)."""
+    """What the steps did to it (for tests and for reading a benchmark's candidates)."""
 
     @property
     def path(self) -> str:

@@ -312,9 +312,11 @@ def index_snapshot(
 ) -> dict[str, Any]:
     """Everything an index holds, in comparable form.
 
-    ``docs``: BM25 documents by chunk id; ``files``: the manifest's records by path; with
-    ``vectors``, ``vectors``: each point's vector by id; with ``queries``, ``searches``: each
-    query's top 8 hybrid hits as (id, BM25 rank, vector rank).
+    ``docs``: BM25 documents by chunk id; ``records``: the paths with a whole-file record;
+    ``files``: the manifest's records by path; with ``vectors``, ``vectors``: each point's
+    vector by id; with ``queries``, ``searches``: each query's top 8 hybrid hits as (id, BM25
+    rank, vector rank), and ``file_searches``: its top 8 whole-file records as (path, score
+    to 4 places).
     """
     from .search import SearchIndex
     from .stores.manifest import Manifest
@@ -322,6 +324,7 @@ def index_snapshot(
     out: dict[str, Any] = {}
     with SearchIndex(index_dir, embedder=_as_embedder(HashEmbedder())) as idx:
         out["docs"] = {p["id"]: p for p in idx.bm25.iter_payloads()}
+        out["records"] = idx.bm25.file_record_paths()
         if vectors:
             out["vectors"] = {
                 pid: np.asarray(vec, dtype=np.float32) for pid, vec, _ in idx.vectors.iter_points()
@@ -329,6 +332,10 @@ def index_snapshot(
         if queries:
             out["searches"] = {
                 q: [(h.id, h.bm25_rank, h.vector_rank) for h in idx.search(q, limit=8)]
+                for q in queries
+            }
+            out["file_searches"] = {
+                q: [(p, round(s, 4)) for p, s in idx.bm25.search_files(q, limit=8)]
                 for q in queries
             }
     m = Manifest(index_dir, readonly=True)
@@ -341,12 +348,14 @@ def index_snapshot(
 
 def index_state(index_dir: Path) -> dict[str, Any]:
     """What an index folder holds, store by store: chunk ids (duplicates kept) of BM25
-    and of the vectors, the manifest's ids per path, and its pending paths."""
+    and of the vectors, the paths with a whole-file record, the manifest's ids per path,
+    and its pending paths."""
     from .search import SearchIndex
     from .stores.manifest import Manifest
 
     with SearchIndex(index_dir, embedder=_as_embedder(HashEmbedder())) as idx:
         bm25 = sorted(p["id"] for p in idx.bm25.iter_payloads())
+        records = idx.bm25.file_record_paths()
         vectors = sorted(pid for pid, _, _ in idx.vectors.iter_points())
     m = Manifest(index_dir, readonly=True)
     try:
@@ -354,15 +363,23 @@ def index_state(index_dir: Path) -> dict[str, Any]:
         pending = m.pending()
     finally:
         m.close()
-    return {"bm25": bm25, "vectors": vectors, "files": files, "pending": pending}
+    return {
+        "bm25": bm25,
+        "records": records,
+        "vectors": vectors,
+        "files": files,
+        "pending": pending,
+    }
 
 
 def assert_converged(index_dir: Path, clean_dir: Path) -> None:
     """The index holds exactly what a clean full run built: same ids in BM25, vectors and
-    manifest, no duplicates, no orphans, nothing pending."""
+    manifest, a whole-file record for the same files, no duplicates, no orphans, nothing
+    pending."""
     got, want = index_state(index_dir), index_state(clean_dir)
     assert got["pending"] == []
     assert got["files"] == want["files"]
     ids = sorted(i for ids in want["files"].values() for i in ids)
     assert got["bm25"] == ids, "BM25 holds duplicates or orphans"
     assert got["vectors"] == ids, "the vector store holds duplicates or orphans"
+    assert got["records"] == want["records"], "whole-file records missing or left over"

@@ -51,10 +51,13 @@ def test_index_and_search(crate: Path, tmp_path: Path) -> None:
         assert top[0].qualname == "parse_toml_config" and top[0].kind == "function"
         assert top[0].path == "src/lib.rs" and top[0].start_line == 6
         assert top[0].bm25_rank == 1 and top[0].vector_rank is None
+        words = idx.search("connection pool reconnect backoff", limit=1, mode="bm25")
+        assert words[0].qualname == "net::ConnectionPool::acquire"
+        # the fake embedder's vectors mean nothing: fused, acquire stays near the top
         hybrid = idx.search("connection pool reconnect backoff", limit=5)
-        assert hybrid[0].qualname == "net::ConnectionPool::acquire"
-        assert hybrid[0].bm25_rank is not None and hybrid[0].vector_rank is not None
-        assert "pub fn acquire" in hybrid[0].snippet
+        acquire = next(h for h in hybrid[:2] if h.qualname == "net::ConnectionPool::acquire")
+        assert acquire.bm25_rank is not None and acquire.vector_rank is not None
+        assert "pub fn acquire" in acquire.snippet
         vec = idx.search("connection pool reconnect backoff", limit=5, mode="vector")
         assert vec and all(h.vector_rank for h in vec)
         kinds = idx.search("config", limit=20, kinds=["struct"])
@@ -217,7 +220,9 @@ def test_qdrant_server_backend(
         assert idx.identity["qdrant_url"] == url and idx.identity["collection"] == "rcm_idx"
         assert idx.vectors.count() == stats.chunks
         hits = idx.search("connection pool reconnect backoff", limit=3)
-        assert hits[0].qualname == "net::ConnectionPool::acquire" and hits[0].vector_rank
+        # fused with the fake embedder's vectors: acquire near the top, found by both
+        acquire = [h for h in hits[:2] if h.qualname == "net::ConnectionPool::acquire"]
+        assert acquire and acquire[0].vector_rank and acquire[0].bm25_rank
     # the vectors live on the server: an embedded-store run must not silently start afresh
     with pytest.raises(IndexIdentityError, match="--force"):
         index(str(crate), IndexConfig(index_dir=str(idx_dir)), embedder=HashEmbedder())

@@ -477,8 +477,12 @@ def test_real_default_model_run_loads_no_weights(
         m.close()
     assert parts["src/long.rs"] > 2
     with open_index(idx) as found:
-        assert found.search("sum everything", limit=1)[0].name == "sum_everything"
+        assert found.search("sum_everything", limit=1)[0].name == "sum_everything"
         assert found.notices == [KEYWORD_ONLY_NOTICE]
+        # a question of its words: the function and its file's outline, nothing else first
+        top = found.search("sum everything", limit=2)
+        assert {h.path for h in top} == {"src/long.rs"}
+        assert "sum_everything" in {h.name for h in top}
     assert calls == []
 
 

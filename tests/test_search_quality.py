@@ -212,7 +212,7 @@ def test_runner_end_to_end_on_one_file(rust_src: Path, tmp_path: Path) -> None:
     # the chunk searches rank items: BM25 finds some of them among ~250 chunks
     assert result["summary"]["bm25"]["mrr"] > 0.0
     assert "| hybrid |" in done.stdout
-    assert "hash embedder" in (out / "REPORT.md").read_text()
+    assert "hash embedder" in (out / "REPORT_RUST_SRC.md").read_text()
 
 
 @pytest.mark.slow

@@ -47,12 +47,14 @@ sys.path.insert(0, str(HERE.parent))
 from _env import environment_lines  # noqa: E402
 from run import FileBm25  # noqa: E402  (the whole-file floor, shared with the rust-src runner)
 
+from rcm_dask.ranking import RANKING_STEPS  # noqa: E402
+
 K = 10
 TUNING = ("regex", "clap", "nom", "crossbeam-channel", "bytes", "tracing-core")
 HELD_BACK = ("hyper", "rayon", "syn", "rustls", "mio", "url")
 """Whole crates held back from every tuning decision: settings are judged on these last."""
 KINDS = ("behaviour", "architecture", "symbol")
-STEPS = ("definitions", "paths", "tests", "diversity")
+STEPS = RANKING_STEPS
 
 
 @dataclass(frozen=True)

@@ -37,11 +37,11 @@ from crates_run import (  # noqa: E402
 def trials() -> dict[str, Any]:
     """Name -> RankingConfig of every trial: each step alone, all, and strengths around
     the defaults, one knob at a time."""
-    from rcm_dask.ranking import RankingConfig
+    from rcm_dask.ranking import RANKING_STEPS, RankingConfig
 
     base = RankingConfig()
     out: dict[str, Any] = {"none": RankingConfig.from_spec("none")}
-    for step in ("definitions", "paths", "tests", "diversity"):
+    for step in RANKING_STEPS:
         out[f"only {step}"] = RankingConfig.only(step)
         out[f"all but {step}"] = base.without(step)
     out["all (defaults)"] = base
@@ -51,6 +51,7 @@ def trials() -> dict[str, Any]:
         "diversity_decay": (0.3, 0.45, 0.8),
         "file_evidence": (0.0, 0.05, 0.3, 0.5),
         "named_boost": (0.0, 0.25, 1.0),
+        "whole_file_boost": (0.25, 1.0, 2.0),
     }
     for knob, values in knobs.items():
         for v in values:

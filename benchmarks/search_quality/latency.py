@@ -35,6 +35,7 @@ EXCLUDES = (
 METHODS = {
     "hybrid (default ranking)": {"mode": "hybrid"},
     "hybrid, ranking none": {"mode": "hybrid", "ranking": "none"},
+    "hybrid, without whole-file records": {"mode": "hybrid", "ranking": "default,-whole_file"},
     "hybrid --files": {"mode": "hybrid", "group": "file"},
     "bm25 (default ranking)": {"mode": "bm25"},
 }

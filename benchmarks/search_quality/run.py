@@ -15,7 +15,7 @@ Usage:
   python benchmarks/search_quality/run.py --index-dir DIR  # reuse an index this script built
   python benchmarks/search_quality/run.py --embedder hash  # quick check of the runner: fake vectors
   python benchmarks/search_quality/run.py --model DIR      # another local model
-Writes last_run.json and (for a real run: the default model, a named size) REPORT.md
+Writes last_run.json and (for a real run: the default model, a named size) REPORT_RUST_SRC.md
 beside this script, or in --out DIR.
 """
 
@@ -391,7 +391,8 @@ def scope_rule(scope: dict[str, Any]) -> str:
 
 
 def report(result: dict[str, Any]) -> str:
-    """REPORT.md: what was run, where, and the figures."""
+    """REPORT_RUST_SRC.md: what was run, where, and the figures (REPORT.md is the folder's
+    written report, which this run leaves alone)."""
     m, v, s = result["machine"], result["versions"], result["scope"]
     ix = result["index"]
     if ix["reused"]:
@@ -430,7 +431,7 @@ Per-question scores and top hits are in `last_run.json`.
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; print the figures; write last_run.json and REPORT.md."""
+    """Run the benchmark; print the figures; write last_run.json and REPORT_RUST_SRC.md."""
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -441,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", help="embedding precision (default: RCM_PRECISION, else auto)")
     ap.add_argument("--library", type=Path, help="rust-src library/ folder")
     ap.add_argument("--warmup", type=int, default=3, help="untimed questions per method")
-    ap.add_argument("--out", type=Path, help="where last_run.json and REPORT.md go")
+    ap.add_argument("--out", type=Path, help="where last_run.json and REPORT_RUST_SRC.md go")
     ap.add_argument("--force", action="store_true", help="rebuild the index from scratch")
     # a few files instead of a named size: for tests of this script, not for figures
     ap.add_argument("--scope", action="append", default=[], help=argparse.SUPPRESS)
@@ -596,10 +597,10 @@ def main(argv: list[str] | None = None) -> int:
     print(table(summary))
     real = args.embedder == "model" and not args.model and not args.scope
     if real or args.out:
-        (out / "REPORT.md").write_text(report(result))
-        log(f"wrote {out / 'REPORT.md'} and {out / 'last_run.json'}")
+        (out / "REPORT_RUST_SRC.md").write_text(report(result))
+        log(f"wrote {out / 'REPORT_RUST_SRC.md'} and {out / 'last_run.json'}")
     else:
-        log(f"wrote {out / 'last_run.json'} (no REPORT.md for a quick check)")
+        log(f"wrote {out / 'last_run.json'} (no REPORT_RUST_SRC.md for a quick check)")
     return 0
 
 

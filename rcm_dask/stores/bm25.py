@@ -64,11 +64,16 @@ path 0.5; 0.789 with these); a symbol lookup finds its definition through the sy
 table (:mod:`rcm_dask.ranking`), not through this weight."""
 
 STOP_WORDS = frozenset(
-    "a an the is are was were be been being how does do did what where when which why who "
-    "whom whose this that these those it its of in on at to for from by with and or not no "
-    "as into onto than then there here can could should would will shall may might must "
-    "i we you they he she me my our your their get gets got".split()
-)
+    {
+        "a", "an", "the", "is", "are", "was", "were", "be", "been", "being", "how", "does",
+        "do", "did", "what", "where", "when", "which", "why", "who", "whom", "whose", "this",
+        "that", "these", "those", "it", "its", "of", "in", "on", "at", "to", "for", "from",
+        "by", "with", "and", "or", "not", "no", "as", "into", "onto", "than", "then", "there",
+        "here", "can", "could", "should", "would", "will", "shall", "may", "might", "must",
+        "i", "we", "you", "they", "he", "she", "me", "my", "our", "your", "their", "get",
+        "gets", "got",
+    }
+)  # fmt: skip
 """English function words a question is made of ("how does the ... work"). A query's
 free-standing stop words are not searched (unless it has no other words): in code and
 its comments they match nearly every chunk, and their small weights add up to a long

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             }
     pairs: dict[str, Any] = {}
     for g in ("all", "half:tuning", "half:held-back"):
-        for ours_name in ("hybrid (default)", "files (default)"):
+        for ours_name in ("hybrid (default)", "files (default)", "bm25 (default)"):
             for peer in PEERS:
                 both = [r for r in groups.get(g, []) if ours_name in r["scores"]]
                 diffs = [r["scores"][ours_name]["file_ndcg"] - r["scores"][peer]["file_ndcg"] for r in both]
