@@ -15,7 +15,8 @@ Index folder layout::
 
     <index_dir>/
       identity.json      this module's subject
-      bm25/              Tantivy index (BM25_DIR)
+      bm25/              Tantivy index of the chunks (BM25_DIR)
+        files/           Tantivy index of the whole-file records (stores/file_records.py)
       vectors/           embedded Qdrant shard (VECTORS_DIR; absent with --qdrant-url: a
                          server collection, and with --vectors none: no vectors at all)
       manifest.sqlite    per file: size, mtime, sha256, chunk ids; the symbol tables

@@ -13,6 +13,7 @@ fusing the two rankings is :mod:`rcm_dask.search`'s job.
 ::
 
     Bm25Store                       bm25.py     Tantivy, words and identifiers
+    FileRecords                     file_records.py  whole files, kept by Bm25Store
     VectorStore (Protocol)          vectors.py  what every vector backend offers
     ├── EdgeVectorStore                         Qdrant embedded in-process (default)
     └── QdrantClientVectorStore                 a Qdrant server (or qdrant-client local mode)

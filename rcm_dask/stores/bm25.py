@@ -216,6 +216,11 @@ def document_text(text: str) -> str:
     return _with_identifier_words(text)
 
 
+def _record_bodies(texts: Mapping[str, str]) -> dict[str, str]:
+    """Whole-file record texts as the records index them (:func:`document_text`)."""
+    return {path: document_text(text) for path, text in texts.items()}
+
+
 def query_terms(query: str, skip_stop_words: bool = False) -> list[str]:
     """Reduce free text to the distinct index terms to look up, in first-seen order.
 
@@ -363,7 +368,7 @@ class Bm25Store(Closing):
             self._files = FileRecords(path, writable=writable, heap_bytes=FILE_RECORDS_HEAP_BYTES)
             if self._files.created and self.count():
                 # an index from before the records: made once from the stored chunks
-                self._files.add(file_texts(self.iter_payloads()))
+                self._files.add(_record_bodies(file_texts(self.iter_payloads())))
                 self._files.commit()
         except BaseException:
             self.close()
@@ -547,7 +552,7 @@ class Bm25Store(Closing):
         IndexWriteError
             The store is read-only or closed, or Tantivy refused a record.
         """
-        self._records().add(texts)
+        self._records().add(_record_bodies(texts))
 
     def _records(self) -> FileRecords:
         """The whole-file records, writable (this store is the writer)."""
@@ -858,7 +863,7 @@ class Bm25Store(Closing):
                     payload = json.loads(bytes(raw).decode("utf-8"))
                     writer.add_document(_payload_document(payload, bytes(raw)))
                     code.append({"path": payload["path"], "code": payload.get("code", "")})
-            records.add(file_texts(code))
+            records.add(_record_bodies(file_texts(code)))
         except (ValueError, IndexWriteError) as e:
             writer.rollback()
             records.rollback()

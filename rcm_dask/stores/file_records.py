@@ -113,20 +113,20 @@ class FileRecords:
             raise IndexWriteError(f"the file records at {self.path} are not open for writing")
         return self._writer
 
-    def add(self, texts: Mapping[str, str]) -> None:
-        """Add one record per file (``path -> text``; visible after :meth:`commit`).
+    def add(self, bodies: Mapping[str, str]) -> None:
+        """Add one record per file (``path -> body``; visible after :meth:`commit`).
 
-        The text goes through :func:`~rcm_dask.stores.bm25.document_text` as a chunk's
-        code does. Adding does not replace: :meth:`delete_paths` first.
+        The body is the text as it is to be analysed: the BM25 store hands in its chunks'
+        code with the identifier words spelled out
+        (:func:`~rcm_dask.stores.bm25.document_text`). Adding does not replace:
+        :meth:`delete_paths` first.
         """
-        from .bm25 import document_text
-
         writer = self._require_writer()
         try:
-            for path, text in texts.items():
+            for path, body in bodies.items():
                 doc = tantivy.Document()
                 doc.add_text("path", path)
-                doc.add_text("body", document_text(text))
+                doc.add_text("body", body)
                 writer.add_document(doc)
         except ValueError as e:
             raise IndexWriteError(f"the file records at {self.path} refused a file: {e}") from e
