@@ -5,7 +5,9 @@ the Model2Vec model ``distill.sh`` makes from the bundled MiniLM (semble's own d
 comes from the hub, unreachable here), asks the same questions and scores the files of the
 top 10 results exactly as ``crates_run.py`` scores ours (file nDCG@10 and MRR@10). Two
 semble methods: ``semble`` (its hybrid as shipped, alpha chosen per query) and ``semble
-alpha=0`` (BM25 and its ranking only, no model at all).
+alpha=0`` (BM25 and its ranking only, no model at all). Each crate is also indexed, right after
+semble's index of it, by our keyword-only index (``vectors="none"``, sequential mode, from
+nothing): the two model-free indexes' times side by side.
 
 Our side is read from ``crates_last_run.json`` (``crates_run.py``'s last real run: the same
 questions and crates), so the comparison is paired question by question; the report gives
@@ -24,8 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -35,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent.parent))
 
+import rcm_dask  # noqa: E402
 from _env import environment_lines  # noqa: E402
 from crates_run import (  # noqa: E402
     HELD_BACK,
@@ -88,11 +93,20 @@ def main(argv: list[str] | None = None) -> int:
     roots = crate_roots()
     rows: list[dict[str, Any]] = []
     runs: dict[str, Any] = {}
+    scratch = Path(tempfile.mkdtemp(prefix="rcm-keyword-"))
     for crate in sorted(wanted):
         asked = [q for q in questions if q.crate == crate]
         t0 = time.perf_counter()
         index = SembleIndex.from_path(roots[crate], model_path=str(model))
         runs[crate] = {"index_seconds": round(time.perf_counter() - t0, 2)}
+        # the same crate, right after: our keyword-only index, built from nothing (a peer
+        # without a model against ours without one; sequential: no cluster to start)
+        t0 = time.perf_counter()
+        rcm_dask.index(
+            str(roots[crate]), index_dir=str(scratch / crate), vectors="none",
+            mode="sequential", progress=False,
+        )  # fmt: skip
+        runs[crate]["ours_keyword_index_seconds"] = round(time.perf_counter() - t0, 2)
         t0 = time.perf_counter()
         for q in asked:
             row: dict[str, Any] = {
@@ -112,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
                     row["scores"][name] = ours[q.id][name]
             rows.append(row)
         runs[crate]["ask_seconds"] = round(time.perf_counter() - t0, 2)
-        print(f"{crate}: {len(asked)} questions, indexed in {runs[crate]['index_seconds']} s",
+        print(f"{crate}: {len(asked)} questions, indexed in {runs[crate]['index_seconds']} s "
+              f"(ours, keyword-only: {runs[crate]['ours_keyword_index_seconds']} s)",
               file=sys.stderr)  # fmt: skip
+    shutil.rmtree(scratch, ignore_errors=True)
     methods = [*PEERS, *OURS]
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -149,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, p in pairs.items():
         print(f"{name}: {p['mean']:+.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] "
               f"({p['better']} better, {p['worse']} worse of {p['n']})")  # fmt: skip
+    theirs = sum(r["index_seconds"] for r in runs.values())
+    mine = sum(r["ours_keyword_index_seconds"] for r in runs.values())
+    ratios = sorted(r["ours_keyword_index_seconds"] / max(r["index_seconds"], 1e-3) for r in runs.values())
+    print(f"indexing, all crates: semble {theirs:.1f} s, ours keyword-only {mine:.1f} s "
+          f"(per crate, ours / semble: median {ratios[len(ratios) // 2]:.1f})")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "semble_last_run.json").write_text(
         json.dumps(
