@@ -25,6 +25,7 @@ from rcm_dask.identity import run_identity as _run_identity
 from rcm_dask.search import KEYWORD_ONLY_NOTICE, SearchIndex
 from rcm_dask.sources import discover_sources, open_root
 from rcm_dask.stages import gather_segments, keyword_batch, read_chunk_partition
+from rcm_dask.stores.bm25 import Bm25Store
 from rcm_dask.stores.manifest import Manifest, read_identity
 from rcm_dask.testing import HashEmbedder, config_for, index_snapshot
 
@@ -241,6 +242,20 @@ class TestKeywordOnlyModes:
         want, got = built["qdrant"][1], built[mode][1]
         assert got["docs"] == want["docs"]
         assert any(int(d.get("parts") or 1) > 1 for d in got["docs"].values())
+
+    def test_same_whole_file_records_as_with_vectors(self, built: dict, mode: str) -> None:
+        """Files whose chunks came in several cross-file batches get the same record."""
+        queries = ("split a node of the tree", "drain the ring buffer slices", "sum everything")
+        found = {}
+        for name in ("qdrant", mode):
+            with Bm25Store.open(built[name][2] / "bm25") as store:
+                found[name] = (
+                    store.file_record_paths(),
+                    [[(p, round(s, 4)) for p, s in store.search_files(q)] for q in queries],
+                )
+        assert found[mode] == found["qdrant"]
+        paths, results = found[mode]
+        assert paths == sorted(built[mode][1]["files"]) and all(results)
 
     def test_nothing_embedded_and_no_vector_store(self, built: dict, mode: str) -> None:
         stats, _, idx = built[mode]
