@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -207,7 +207,7 @@ class Candidate:
     the query holds, ``reexport`` for the record of a file whose ``pub use`` re-exports
     it; ``""`` otherwise."""
     file_match: float = 0.0
-    """Its file's whole-file BM25 score as a share of the best file's (:func:`file_shares`),
+    """Its file's whole-file BM25 score as a share of the best file's (:func:`min_max_shares`),
     0 when the file is not among the best :data:`WHOLE_FILE_POOL` or not looked up."""
     reasons: list[str] = field(default_factory=list)
     """What the steps did to it (for tests and for reading a benchmark's candidates)."""
@@ -347,19 +347,19 @@ def _stems(words: Iterable[str]) -> set[str]:
     return {t for w in words for t in query_terms(w)}
 
 
-def file_shares(ranked: Sequence[tuple[str, float]]) -> dict[str, float]:
-    """Whole-file BM25 scores as shares of the best: ``(score - worst) / (best - worst)``
-    over the files given (all equal: 1.0), so the last file of the pool gets 0 and the
-    boost does not depend on the scale of BM25 scores.
+def min_max_shares(scores: Mapping[str, float]) -> dict[str, float]:
+    """Scores as shares of their range: ``(score - worst) / (best - worst)``, so the best
+    gets 1.0 and the worst 0 (all equal: 1.0), whatever the scale of the scores (BM25's,
+    a cosine's). Both score fusion and the whole-file step weigh scores this way.
 
-    >>> file_shares([("a.rs", 12.0), ("b.rs", 9.0), ("c.rs", 6.0)])
+    >>> min_max_shares({"a.rs": 12.0, "b.rs": 9.0, "c.rs": 6.0})
     {'a.rs': 1.0, 'b.rs': 0.5, 'c.rs': 0.0}
     """
-    if not ranked:
+    if not scores:
         return {}
-    best, worst = ranked[0][1], ranked[-1][1]
-    span = best - worst
-    return {path: (score - worst) / span if span > 0 else 1.0 for path, score in ranked}
+    low, high = min(scores.values()), max(scores.values())
+    span = high - low
+    return {key: (score - low) / span if span > 0 else 1.0 for key, score in scores.items()}
 
 
 # ----------------------------------------------------------------------------- steps
@@ -580,9 +580,9 @@ __all__ = [
     "classify_query",
     "demote_tests",
     "diversify",
-    "file_shares",
     "group_by_file",
     "is_test_like",
+    "min_max_shares",
     "named_identifiers",
     "path_words",
     "query_words",

@@ -44,8 +44,8 @@ from .ranking import (
     FileGroup,
     RankingConfig,
     classify_query,
-    file_shares,
     group_by_file,
+    min_max_shares,
     named_identifiers,
     rank_candidates,
     symbol_of,
@@ -160,12 +160,7 @@ def fuse_scores(
             if doc not in firsts:
                 firsts[doc] = score
                 best[doc] = min(best.get(doc, rank), rank)
-        if not firsts:
-            continue
-        low, high = min(firsts.values()), max(firsts.values())
-        span = high - low
-        for doc, score in firsts.items():
-            share = (score - low) / span if span > 0 else 1.0
+        for doc, share in min_max_shares(firsts).items():
             scores[doc] = scores.get(doc, 0.0) + weight * share * scale
     return sorted(scores.items(), key=lambda kv: (-kv[1], best[kv[0]], kv[0]))
 
@@ -787,9 +782,10 @@ class SearchIndex(Closing):
         if ranking.definitions:
             self._add_definitions(cands, query, query_kind, ranking, kinds, paths, hidden)
         if ranking.whole_file and mode != "vector" and cands:
-            shares = file_shares(
-                self.bm25.search_files(query, WHOLE_FILE_POOL, paths=paths, exclude_paths=hidden)
+            files = self.bm25.search_files(
+                query, WHOLE_FILE_POOL, paths=paths, exclude_paths=hidden
             )
+            shares = min_max_shares(dict(files))
             for c in cands:
                 c.file_match = shares.get(c.path, 0.0)
         return cands

@@ -117,6 +117,20 @@ async def stdio_session(
             yield session
 
 
+@contextlib.asynccontextmanager
+async def http_session(url: str, token: str) -> AsyncIterator[ClientSession]:
+    """The SDK's own client over streamable HTTP to ``url``, sending ``token`` as the
+    bearer token, initialised."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
 async def call(session: ClientSession, tool: str, **args: Any) -> tuple[dict[str, Any], str]:
     """Call a tool that must succeed: its structured content and its text."""
     result = await session.call_tool(tool, args)
@@ -525,13 +539,7 @@ def test_streamable_http_transport(tmp_path: Path, server_env: dict[str, str]) -
             time.sleep(0.1)
 
         async def scenario() -> None:
-            headers = {"Authorization": f"Bearer {token}"}
-            async with (
-                httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http,
-                streamable_http_client(url, http_client=http) as (read, write),
-                ClientSession(read, write) as session,
-            ):
-                await session.initialize()
+            async with http_session(url, token) as session:
                 assert {t.name for t in (await session.list_tools()).tools} == TOOLS
                 status, text = await call(session, "index_status", directory=str(tmp_path))
                 assert status["state"] == "not_indexed"

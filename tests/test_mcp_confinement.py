@@ -23,15 +23,13 @@ import anyio
 import httpx2
 import mcp.types as types
 import pytest
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from rcm_dask.errors import ConfigError
 from rcm_dask.roots import ENV_VAR, AllowedRoots, RootNotAllowedError, roots_from_uris
 
 from . import REPO
-from .test_mcp import call, refused, stdio_session, wait_ready
+from .test_mcp import call, http_session, refused, stdio_session, wait_ready
 
 RUST = "pub fn visible() -> u32 {\n    42\n}\n"
 SECRET_WORDS = ("hunter2", "sk_live_", "s3cr3t-db", "root:x:0", "VmRSS", "not for agents")
@@ -534,13 +532,7 @@ def http_server(
 
 async def http_status(url: str, token: str, directory: Path) -> str:
     """The SDK's own client over HTTP, sending ``token``: index_status's state."""
-    headers = {"Authorization": f"Bearer {token}"}
-    async with (
-        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as client,
-        streamable_http_client(url, http_client=client) as (read, write),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
+    async with http_session(url, token) as session:
         status, _ = await call(session, "index_status", directory=str(directory))
         return str(status["state"])
 
