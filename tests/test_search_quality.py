@@ -295,6 +295,8 @@ def _commits_build() -> ModuleType:
         ("Split the parser into three modules", ["a.rs", "b.rs", "c.rs"], ()),
         ("Move the parser to its own file", ["gone.rs"], ()),  # not in the snapshot
         ("Update README with examples", ["README.md"], ()),
+        ("globset: fix compilation when serde is enabled", ["a.rs"], ()),  # reserved
+        ("Port the scheduler to Tokio tasks", ["a.rs"], ()),
     ],
 )
 def test_commit_subjects_that_make_questions(
@@ -320,3 +322,4 @@ def test_commit_question_set_is_well_formed() -> None:
     for r in rows:
         assert 1 <= len(r["files"]) <= 2 and not any(map(build.is_test_path, r["files"]))
         assert all(f.endswith(".rs") for f in r["files"]) and len(r["question"].split()) >= 4
+        assert not build.RESERVED_WORD.search(r["question"]), r["question"]

@@ -41,6 +41,9 @@ from pathlib import Path
 RESERVED = ("tokio", "serde", "axum", "burn")
 """Projects never used in an evaluation set, a trial or a tuning run."""
 
+RESERVED_WORD = re.compile(r"(?i)\b(?:" + "|".join(RESERVED) + r")\b")
+"""A subject that names a reserved project (``globset: fix compilation when serde is enabled``)."""
+
 HOUSEKEEPING = re.compile(
     r"""(?ix)
     ^\s*(?:v?\d+\.\d+|release|releasing|prepare\s+release|bump|version|changelog|
@@ -136,6 +139,8 @@ def qualifies(subject: str, paths: Sequence[str], snapshot_files: set[str]) -> t
     text = PR_SUFFIX.sub("", subject).strip()
     if len(text.split()) < 4 or HOUSEKEEPING.search(text):
         return ()
+    if RESERVED_WORD.search(text):
+        return ()  # even another project's code for a reserved one stays out of the set
     return targets
 
 
