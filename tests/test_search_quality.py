@@ -260,9 +260,7 @@ def test_file_level_metrics_count_a_file_once_at_its_first_rank() -> None:
     assert crates_run.file_ndcg(["x.rs"], relevant) == 0.0
     assert crates_run.file_mrr(["x.rs", "x.rs", "b.rs"], relevant) == pytest.approx(1 / 3)
     items = {("a.rs", "f"): 2}
-    assert crates_run.item_ndcg([("a.rs", "g"), ("a.rs", "f")], items) == pytest.approx(
-        1 / LOG2_3
-    )
+    assert crates_run.item_ndcg([("a.rs", "g"), ("a.rs", "f")], items) == pytest.approx(1 / LOG2_3)
 
 
 # --------------------------------------------------------------------------- commit subjects
@@ -323,3 +321,89 @@ def test_commit_question_set_is_well_formed() -> None:
         assert 1 <= len(r["files"]) <= 2 and not any(map(build.is_test_path, r["files"]))
         assert all(f.endswith(".rs") for f in r["files"]) and len(r["question"].split()) >= 4
         assert not build.RESERVED_WORD.search(r["question"]), r["question"]
+
+
+def test_commit_runner_end_to_end_on_a_small_repository(tmp_path: Path) -> None:
+    """``commits/run.py`` as documented, on a git repository made here: the snapshot is
+    exported from git, indexed (real Tantivy and Qdrant, fake vectors) and asked; each
+    question's changed file is scored in every method."""
+    repo = tmp_path / "demo"
+    (repo / "src").mkdir(parents=True)
+    files = {
+        "src/channel.rs": "/// A bounded channel.\npub fn send_blocking(msg: u8) { wait_for_room(); }\n"
+        "fn wait_for_room() { /* the sender sleeps until a receiver takes a message */ }\n",
+        "src/config.rs": "/// Settings read from a TOML file.\n"
+        "pub fn parse_toml_config(text: &str) -> Option<u8> { text.parse().ok() }\n",
+        "src/lib.rs": "pub mod channel;\npub mod config;\n",
+    }
+    for rel, text in files.items():
+        (repo / rel).write_text(text)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "first"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True)
+    snapshot = head.stdout.strip()
+    questions = tmp_path / "questions.jsonl"
+    rows = [
+        ("demo-1", "Make the sender wait for room in a full bounded channel", "src/channel.rs"),
+        ("demo-2", "Parse the TOML config text into settings", "src/config.rs"),
+    ]
+    questions.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": i,
+                    "repo": "demo",
+                    "snapshot": snapshot,
+                    "commit": snapshot,
+                    "question": q,
+                    "files": [f],
+                    "half": "tuning",
+                    "names_a_file": False,
+                }
+            )
+            + "\n"
+            for i, q, f in rows
+        )  # fmt: skip
+    )
+    out, work = tmp_path / "out", tmp_path / "work"
+    cmd = [sys.executable, str(BENCH / "commits" / "run.py"), f"demo={repo}",
+           "--questions", str(questions), "--embedder", "hash", "--work", str(work),
+           "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((out / "last_run.json").read_text())
+    assert [r["id"] for r in result["rows"]] == ["demo-1", "demo-2"]
+    assert sorted(p.name for p in (work / "demo" / "src" / "src").iterdir()) == sorted(
+        Path(f).name for f in files
+    )
+    for method in ("file-bm25", "bm25", "hybrid (default)", "files (default)"):
+        for r in result["rows"]:
+            s = r["scores"][method]
+            assert 0.0 <= s["mrr"] <= 1.0 and s["hit"] in (0.0, 1.0)
+    # the words name each answer's file plainly: keyword methods find it first
+    for method in ("file-bm25", "bm25", "files (default)"):
+        assert result["summary"]["all"][method]["mrr"] == 1.0, method
+    assert result["summary"]["all"]["n"] == 2 and "| all | 2 |" in done.stdout
+
+
+def test_semble_runner_reads_paths_and_pairs_questions() -> None:
+    """``peers/semble_run.py``'s own parts (semble itself is the ``peers`` extra and runs in
+    the benchmark): result paths as ours are written, and the paired interval."""
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location(
+        "search_quality_semble_run", BENCH / "peers" / "semble_run.py"
+    )
+    assert spec is not None and spec.loader is not None
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    hits = [SimpleNamespace(chunk=SimpleNamespace(file_path=p))
+            for p in ("./src/a.rs", "src/b.rs", ".cargo/c.rs")]  # fmt: skip
+    assert runner.file_paths(hits) == ["src/a.rs", "src/b.rs", ".cargo/c.rs"]
+    low, high = runner.bootstrap([0.1] * 20)
+    assert low == high == pytest.approx(0.1)
+    low, high = runner.bootstrap([-1.0, 1.0] * 50)
+    assert low < 0.0 < high
+    assert runner.bootstrap([0.2, 0.4, 0.3] * 10) == runner.bootstrap([0.2, 0.4, 0.3] * 10)

@@ -66,7 +66,7 @@ def distilled_model() -> Path:
 
 def file_paths(results: list[Any]) -> list[str]:
     """Root-relative paths of semble's results, in rank order."""
-    return [str(r.chunk.file_path).lstrip("./") for r in results]
+    return [str(r.chunk.file_path).removeprefix("./") for r in results]
 
 
 def bootstrap(diffs: list[float], rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
