@@ -375,6 +375,13 @@ class SearchIndex(Closing):
         try:
             self.bm25 = Bm25Store.open(self.index_dir / BM25_DIR, writable=False)
         except (IndexNotFoundError, IndexWriteError) as e:
+            if locked:
+                # the run made the folder and has not yet written the store's first
+                # metadata (or is rebuilding an unreadable one): nothing to read yet
+                raise IndexNotFoundError(
+                    f"the index at {self.index_dir} has no readable commit yet: "
+                    f"{describe_holder(read_holder(self.index_dir))} is writing it"
+                ) from e
             raise self._damaged("the BM25 store is missing or unreadable") from e
         try:
             if not locked:

@@ -390,6 +390,31 @@ def test_cli_reports_the_lock_and_waits(tmp_path: Path) -> None:
     assert waiting.returncode == 0 and "Waiting: this index is being written by" in err
 
 
+def test_a_store_the_run_has_not_yet_made_is_not_damage(tmp_path: Path) -> None:
+    """A first run makes the BM25 folder before Tantivy writes its metadata: a status
+    asked in that window is "indexing, nothing committed", not "damaged" (a CI run's
+    MCP test once polled inside it). Without the run the same folder is damage."""
+    import shutil
+
+    from rcm_dask.errors import IndexDamagedError, IndexNotFoundError
+    from rcm_dask.mcp_server.state import derive_state
+
+    idx = tmp_path / "idx"
+    index(str(_small(tmp_path)), IndexConfig(index_dir=str(idx)), embedder=HashEmbedder())
+    shutil.rmtree(idx / "bm25")
+    (idx / "bm25").mkdir()  # what Bm25Store.create has made before the index exists
+    holder = _hold_lock(idx)
+    try:
+        with pytest.raises(IndexNotFoundError, match=rf"no readable commit yet: pid {holder.pid}"):
+            SearchIndex(idx)
+        state = derive_state("crate", idx, IndexConfig(), None)
+        assert state.state == "indexing" and not state.searchable, state
+    finally:
+        holder.communicate("", timeout=30)
+    with pytest.raises(IndexDamagedError, match="BM25 store is missing or unreadable"):
+        SearchIndex(idx)
+
+
 def test_search_during_a_run_answers_from_committed_state(
     corpus: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
