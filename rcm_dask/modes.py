@@ -47,6 +47,7 @@ from .integrity import (
 )
 from .planning import RunPlan, choose_mode, plan_run, read_known, request_run
 from .records import EmbeddedBatch, IndexStats, ProgressCallback
+from .sources import SourceRoot
 from .stages import IN_PROCESS, embed_segments, keyword_batch, read_chunk_partition
 from .stores.lock import IndexLock
 from .stores.manifest import MANIFEST_FILE, Manifest, read_identity
@@ -114,7 +115,7 @@ def _no_vectors(embedder: Embedder) -> Any:
 
 
 def index(
-    path: str,
+    path: str | SourceRoot,
     config: IndexConfig | None = None,
     *,
     mode: str | None = None,
@@ -147,7 +148,9 @@ def index(
     Parameters
     ----------
     path
-        Folder of the codebase: ``./crate``, ``file:///abs``, ``memory://x``, ``s3://b/p``.
+        Folder of the codebase: ``./crate``, ``file:///abs``, ``memory://x``, ``s3://b/p``,
+        or a :class:`~rcm_dask.sources.SourceRoot` already opened (the MCP server's runs:
+        :func:`~rcm_dask.sources.open_local_root`, a local folder taken as it is).
     config
         Settings; default from ``RCM_*`` variables.
     mode

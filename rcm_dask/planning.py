@@ -47,7 +47,8 @@ class RunRequest:
     """What the listing took."""
 
 
-def request_run(path: str, config: IndexConfig | None = None, **overrides: Any) -> RunRequest:
+def request_run(
+    path: str | SourceRoot, config: IndexConfig | None = None, **overrides: Any) -> RunRequest:
     """Settle a run's settings, list its codebase and find its index folder.
 
     Parameters
@@ -71,7 +72,7 @@ def request_run(path: str, config: IndexConfig | None = None, **overrides: Any) 
     return RunRequest(config, root, discovery, index_folder(config, root), seconds)
 
 
-def list_codebase(path: str, config: IndexConfig) -> tuple[SourceRoot, Discovery, float]:
+def list_codebase(path: str | SourceRoot, config: IndexConfig) -> tuple[SourceRoot, Discovery, float]:
     """List a codebase's ``.rs`` files under a run's filters, timed.
 
     Raises
@@ -80,7 +81,7 @@ def list_codebase(path: str, config: IndexConfig) -> tuple[SourceRoot, Discovery
         The path is missing, not a folder, or holds no ``.rs`` files (the message
         counts what was skipped, by reason).
     """
-    root = open_root(path)
+    root = path if isinstance(path, SourceRoot) else open_root(path)
     start = time.perf_counter()
     discovery = discover_sources(
         root,
@@ -96,7 +97,7 @@ def list_codebase(path: str, config: IndexConfig) -> tuple[SourceRoot, Discovery
             counts[s.reason] = counts.get(s.reason, 0) + 1
         why = ", ".join(f"{n} {r}" for r, n in sorted(counts.items()))
         raise SourceError(
-            f"No .rs files found under {path}" + (f" (skipped: {why})" if why else "")
+            f"No .rs files found under {root.url}" + (f" (skipped: {why})" if why else "")
         )
     return root, discovery, seconds
 

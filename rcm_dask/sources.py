@@ -83,6 +83,7 @@ bounded or possessive).
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import os
 import posixpath
@@ -430,6 +431,171 @@ def open_root(path_or_url: str) -> SourceRoot:
     return SourceRoot(fs=fs, path=path, url=url)
 
 
+def open_local_root(path: str | os.PathLike[str]) -> SourceRoot:
+    """A local folder given as a plain path that must already be its real location.
+
+    Unlike :func:`open_root`, nothing in ``path`` is read as a URL (no protocol, no
+    ``::`` chaining: a folder named ``a::b`` is that folder) and no symlink is followed:
+    the folder is opened a component at a time from ``/`` (:func:`open_nofollow`), so
+    a path that a symlink now stands in is refused, never followed. For callers that
+    resolved and checked a path and must index exactly that place (the MCP server).
+
+    Raises
+    ------
+    SourceError
+        The path is relative, missing, not a folder, or a symlink stands in it.
+
+    Examples
+    --------
+    >>> open_local_root("/usr").url
+    '/usr'
+    """
+    text = os.fspath(path)
+    if not os.path.isabs(text):
+        raise SourceError(f"{text} is not an absolute path")
+    norm = os.path.normpath(text)
+    if not _NOFOLLOW:  # pragma: no cover - Windows
+        if not os.path.isdir(norm) or os.path.islink(norm):
+            raise SourceError(f"{text} is not a folder (or is a symlink)")
+        return SourceRoot(fs=LocalFileSystem(), path=norm, url=norm)
+    try:
+        fd = open_nofollow(norm, folder=True)
+    except SymlinkInPath as e:
+        raise SourceError(
+            f"refused {text}: a symlink stands in its path ({e}); symlinks are not followed here"
+        ) from e
+    except FileNotFoundError as e:
+        raise SourceError(f"{text} does not exist") from e
+    except NotADirectoryError as e:
+        raise SourceError(
+            f"{text} is a file, not a folder: give the folder of the codebase to index"
+        ) from e
+    except OSError as e:
+        raise SourceError(f"cannot read {text}: {e.strerror or e}") from e
+    os.close(fd)
+    return SourceRoot(fs=LocalFileSystem(), path=norm, url=norm)
+
+
+class SymlinkInPath(OSError):
+    """A symlink stands where :func:`open_nofollow` expected a folder or a file."""
+
+
+_NOFOLLOW = (
+    hasattr(os, "O_NOFOLLOW")
+    and hasattr(os, "O_DIRECTORY")
+    and os.open in os.supports_dir_fd
+    and os.stat in os.supports_dir_fd
+)
+"""Whether paths can be opened a component at a time, refusing symlinks (POSIX)."""
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def open_nofollow(path: str, *, folder: bool = False) -> int:
+    """A read-only descriptor of an absolute local path, opened without following symlinks.
+
+    Each folder from ``/`` down, and the file itself, is opened relative to the one
+    above it with ``O_NOFOLLOW``: a symlink anywhere in the path (one swapped in after
+    the path was listed or checked) is refused, never followed, so what is opened is
+    exactly the place the path names. A file that is not a regular file (FIFO, socket,
+    device) is never opened: a FIFO would block.
+
+    Parameters
+    ----------
+    path
+        An absolute path with no symlink in it (a real path, or one listed from one).
+    folder
+        Open a folder (``os.scandir`` takes the descriptor) instead of a regular file.
+
+    Returns
+    -------
+    int
+        The descriptor; the caller closes it.
+
+    Raises
+    ------
+    SymlinkInPath
+        A component (or the file itself) is a symlink.
+    OSError
+        ``FileNotFoundError``, ``NotADirectoryError``..., or the file is not a regular
+        file (``NotRegularFile``, the message saying what it is).
+    """
+    path = os.path.abspath(path)
+    if not _NOFOLLOW:  # pragma: no cover - Windows: no O_NOFOLLOW nor dir_fd
+        if folder:
+            raise OSError("opening a folder as a descriptor needs POSIX")
+        if os.path.islink(path):
+            raise SymlinkInPath(f"{path} is a symlink")
+        return os.open(path, _OPEN_FLAGS)
+    parts = [p for p in path.split(os.sep) if p]
+    downs = parts if folder else parts[:-1]
+    fd = os.open(os.sep, _OPEN_FLAGS | os.O_DIRECTORY)
+    try:
+        for i, part in enumerate(downs):
+            try:
+                nxt = os.open(part, _OPEN_FLAGS | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR) and stat.S_ISLNK(
+                    os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode
+                ):
+                    where = os.sep + os.sep.join(parts[: i + 1])
+                    raise SymlinkInPath(f"{where} is a symlink") from e
+                raise
+            os.close(fd)
+            fd = nxt
+        if folder:
+            out, fd = fd, -1
+            return out
+        mode = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False).st_mode
+        if stat.S_ISLNK(mode):
+            raise SymlinkInPath(f"{path} is a symlink")
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(_mode_kind(mode), mode)
+        # non-blocking: a FIFO swapped in since the stat is opened, then refused by
+        # the caller's fstat, instead of blocking until something writes to it
+        try:
+            return os.open(parts[-1], _OPEN_FLAGS | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise SymlinkInPath(f"{path} is a symlink") from e
+            raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _list_local(folder: str) -> list[dict[str, Any]]:
+    """The entries of a local folder as ``fs.ls(folder, detail=True)`` gives them, listed
+    from a descriptor opened by :func:`open_nofollow` (symlinks show as ``islink``, with
+    the kind of the link itself, never followed)."""
+    fd = open_nofollow(folder, folder=True)
+    base = folder.rstrip("/")
+    out = []
+    try:
+        with os.scandir(fd) as listing:
+            for entry in listing:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                mode = st.st_mode
+                kind = "directory" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+                out.append(
+                    {
+                        "name": f"{base}/{entry.name}",
+                        "type": kind,
+                        "size": st.st_size,
+                        "islink": stat.S_ISLNK(mode),
+                        "mtime": st.st_mtime,
+                        "mode": mode,
+                        "nlink": st.st_nlink,
+                    }
+                )
+    finally:
+        os.close(fd)
+    return out
+
+
 def discover_sources(
     root: SourceRoot,
     *,
@@ -475,7 +641,10 @@ def discover_sources(
         folder = stack.pop()
         rel_folder = "" if folder == root.path else root.relpath(folder)
         try:
-            entries = fs.ls(folder, detail=True)
+            # a local folder is listed from a descriptor opened without following
+            # symlinks: one swapped in for a folder during the walk is refused, never
+            # listed (and its files, read the same way, never read)
+            entries = _list_local(folder) if local and _NOFOLLOW else fs.ls(folder, detail=True)
         except (OSError, ValueError) as e:
             found.skipped.append(Skipped(rel_folder or ".", "unreadable", str(e)))
             continue
@@ -573,8 +742,16 @@ def _mode_kind(mode: int) -> str:
 
 
 def _link_detail(full: str, real_root: str) -> str:
-    """Why a symlink is not followed: it leaves the root, or its target is listed anyway."""
+    """Why a symlink is not followed: it leaves the root, loops, or its target is listed anyway."""
     target = os.path.realpath(full)
+    folder = os.path.dirname(full)
+    if target == folder or folder.startswith(target.rstrip(os.sep) + os.sep) or (
+        not os.path.exists(target) and os.path.islink(target)
+    ):
+        # realpath stops at a cycle (a -> b -> a) and leaves a link there
+        inside = target == real_root or target.startswith(real_root + os.sep)
+        shown = os.path.relpath(target, real_root) if inside else target
+        return f"symlink to {shown}, the folder it is in or one above it: a loop, not followed"
     if target == real_root or target.startswith(real_root + os.sep):
         rel = os.path.relpath(target, real_root)
         return (
@@ -622,8 +799,7 @@ def _skip_reason(
 def _load_gitignore(fs: Any, path: str) -> pathspec.GitIgnoreSpec | None:
     """Parse one .gitignore; an unreadable one is treated as absent."""
     try:
-        with fs.open(path, "rb") as f:
-            text = f.read().decode("utf-8", errors="replace")
+        text = read_bytes(fs, path, 1 << 20).decode("utf-8", errors="replace")
     except OSError:
         return None
     return pathspec.GitIgnoreSpec.from_lines(text.splitlines())
@@ -647,8 +823,13 @@ def _mtime(info: dict[str, Any]) -> float | None:
     return None
 
 
-class _NotRegular(OSError):
-    """A local path is a FIFO, socket or device (the message says which)."""
+class NotRegularFile(OSError):
+    """A local path is a FIFO, socket, device or folder (the message says which)."""
+
+    def __init__(self, kind: str, mode: int = 0) -> None:
+        super().__init__(kind)
+        self.mode = mode
+        """The ``st_mode`` that was found."""
 
 
 class _HardLinked(OSError):
@@ -675,17 +856,16 @@ def read_bytes(fs: Any, url: str, limit: int = -1) -> bytes:
 
 
 def _read_local(path: str, limit: int) -> bytes:
-    """Up to ``limit`` bytes of a local regular file; raises :class:`_NotRegular` for any
-    other kind without blocking (the file may have been swapped for a FIFO since it was
-    listed: opened non-blocking, its kind is checked on the open descriptor)."""
-    mode = os.stat(path).st_mode
-    if not stat.S_ISREG(mode):  # a socket or device is not even opened
-        raise _NotRegular(_mode_kind(mode))
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    """Up to ``limit`` bytes of a local regular file, opened by :func:`open_nofollow` (a
+    symlink anywhere in the path raises :class:`SymlinkInPath`); raises
+    :class:`NotRegularFile` for any other kind without blocking (the file may have been
+    swapped for a FIFO since it was listed: opened non-blocking, its kind is checked on
+    the open descriptor)."""
+    fd = open_nofollow(path)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise _NotRegular(_mode_kind(info.st_mode))
+            raise NotRegularFile(_mode_kind(info.st_mode), info.st_mode)
         if info.st_nlink > 1:
             raise _HardLinked(info.st_nlink)
         if hasattr(os, "set_blocking"):
@@ -810,10 +990,17 @@ def read_source(
         return Skipped(ref.path, "too-large", f"{ref.size} bytes > limit {max_file_size}")
     try:
         data = read_bytes(fs, ref.url, max_file_size + 1)
-    except _NotRegular as e:
+    except NotRegularFile as e:
         return Skipped(ref.path, "not-regular", f"{e}: only regular files are read")
     except _HardLinked as e:
         return Skipped(ref.path, "hard-link", str(e))
+    except SymlinkInPath as e:
+        return Skipped(
+            ref.path,
+            "not-regular",
+            f"a symlink now stands in its path ({e}), since it was listed: symlinks are "
+            "never followed",
+        )
     except FileNotFoundError:
         return Skipped(ref.path, "vanished", "deleted after it was listed")
     except (OSError, ValueError) as e:

@@ -119,8 +119,28 @@ def test_symlinks_do_not_leave_the_root_or_loop(tmp_path: Path) -> None:
     assert [f.path for f in found.files] == ["src/lib.rs"]
     reasons = {s.path: s.detail for s in found.skipped}
     assert "outside the root" in reasons["src/escape/"]
-    assert "inside the root" in reasons["src/loop/"]
+    assert "a loop, not followed" in reasons["src/loop/"]
+    assert "own path" not in reasons["src/loop/"]
     assert "outside the root" in reasons["src/file_escape.rs"]
+
+
+def test_symlink_loops_and_in_root_links_are_told_apart(tmp_path: Path) -> None:
+    """A link to its own folder, to an ancestor, or in a cycle is a loop; a link to a
+    sibling folder is skipped because that folder is indexed at its own path."""
+    root = tmp_path / "root"
+    _write_local(root, {"src/lib.rs": b"fn a() {}\n", "other/b.rs": b"fn b() {}\n"})
+    os.symlink(".", root / "src" / "here")
+    os.symlink("..", root / "src" / "up")
+    os.symlink("cycle_b", root / "src" / "cycle_a")
+    os.symlink("cycle_a", root / "src" / "cycle_b")
+    os.symlink(root / "other", root / "src" / "sibling")
+    found = discover_sources(open_root(str(root)))
+    assert [f.path for f in found.files] == ["other/b.rs", "src/lib.rs"]
+    reasons = {s.path.rstrip("/"): s.detail for s in found.skipped}
+    for loop in ("src/here", "src/up"):
+        assert "a loop" in reasons[loop], reasons[loop]
+    assert "indexed at its own path" in reasons["src/sibling"]
+    assert "a loop" not in reasons["src/sibling"]
 
 
 @pytest.mark.parametrize(

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import RcmError
+from ..errors import RcmError, RootNotAllowedError
 from ..records import IndexStats
+from ..sources import SourceRoot, open_local_root
 from .models import RunOut, RunState, run_summary
 
 PROGRESS_INTERVAL = 0.25
@@ -107,7 +108,10 @@ def run_index_child(spec_json: str) -> int:
     Parameters
     ----------
     spec_json
-        ``{"directory", "index_dir", "mode", "force", "vectors"}`` as JSON.
+        ``{"directory", "index_dir", "mode", "force", "vectors", "roots"}`` as JSON:
+        ``directory`` is the real path the server checked, ``roots`` the allowed roots
+        of the call. The child checks both again (the folder may have been swapped for
+        a symlink since) and indexes exactly that place (:func:`_confined_root`).
 
     Returns
     -------
@@ -139,7 +143,7 @@ def run_index_child(spec_json: str) -> int:
 
     try:
         stats = index(
-            str(spec["directory"]),
+            _confined_root(str(spec["directory"]), spec.get("roots")),
             mode=str(spec["mode"]),
             force=bool(spec["force"]),
             index_dir=str(spec["index_dir"]),
@@ -161,6 +165,26 @@ def run_index_child(spec_json: str) -> int:
     return 0
 
 
+def _confined_root(directory: str, roots: Sequence[str] | None) -> SourceRoot:
+    """The folder a child indexes: ``directory`` opened as a local folder with no symlink
+    in its path (:func:`~rcm_dask.sources.open_local_root`), inside ``roots``.
+
+    The server checked the folder before starting the child; seconds may have passed,
+    and a folder swapped for a symlink meanwhile is refused here, not followed. From
+    here on nothing can redirect the run: discovery lists each folder, and every file
+    is read, from descriptors opened without following symlinks, through this real
+    path."""
+    root = open_local_root(directory)
+    if roots is not None and not any(
+        root.path == r or root.path.startswith(r.rstrip(os.sep) + os.sep) for r in roots
+    ):
+        raise RootNotAllowedError(
+            f"refused {directory}: it is outside the folders this server may use "
+            f"({', '.join(roots) or 'none'})"
+        )
+    return root
+
+
 _CHILD_CODE = (
     "import sys\n"
     "from rcm_dask.mcp_server.runs import run_index_child\n"
@@ -169,15 +193,24 @@ _CHILD_CODE = (
 
 
 def start_run(
-    directory: str, index_dir: Path, mode: str, force: bool, vectors: str = "qdrant"
+    directory: str,
+    index_dir: Path,
+    mode: str,
+    force: bool,
+    vectors: str = "qdrant",
+    roots: Sequence[str] | None = None,
 ) -> IndexRun:
-    """Start an index child process and the threads that follow it."""
+    """Start an index child process and the threads that follow it.
+
+    ``directory`` is the real path of a folder checked inside ``roots`` (the allowed
+    roots of the call), which the child checks again (:func:`_confined_root`)."""
     spec = {
         "directory": directory,
         "index_dir": str(index_dir),
         "mode": mode,
         "force": force,
         "vectors": vectors,
+        "roots": list(roots) if roots is not None else None,
     }
     process = subprocess.Popen(
         [sys.executable, "-c", _CHILD_CODE, json.dumps(spec)],

@@ -22,11 +22,13 @@ now, under the same single-open, one-link and secret checks.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import posixpath
+import re
 import stat
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +36,16 @@ from ..errors import IndexNotFoundError, RootNotAllowedError, SourceError
 from ..planning import list_indexes, resolve_index_dir
 from ..records import IndexedFile
 from ..roots import AllowedRoots
-from ..sources import NotTextError, decode_text, is_sensitive_name, open_root, sensitive_content
+from ..sources import (
+    NotRegularFile,
+    NotTextError,
+    SymlinkInPath,
+    decode_text,
+    is_sensitive_name,
+    open_local_root,
+    open_nofollow,
+    sensitive_content,
+)
 from .models import READ_MAX_CHARS, READ_MAX_LINES, FileContentOut
 from .state import manifest_record, manifest_updated
 
@@ -85,24 +96,70 @@ def _why_sensitive_name(rel: str) -> str:
     return ""
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+"""A leading ``protocol:`` (``memory:``, ``zip:``, ``simplecache:``, ``s3:``...)."""
+
+
+def local_path_arg(text: str, what: str = "directory") -> str:
+    """A tool's folder argument as a plain local path: refuses what fsspec would read
+    as a URL or a chain (``::``, ``protocol://``, ``protocol:``) and bytes no path can hold.
+
+    ``file:///abs`` (and ``file://localhost/abs``), as MCP clients name folders, is
+    taken as the local path ``/abs``; nothing else is unwrapped. Everything a tool
+    reads is then judged by the one place this names, not by what a URL layer makes of
+    it (``ROOT/link::`` is cut at ``::`` by fsspec and read through ``ROOT/link``).
+
+    Raises
+    ------
+    SourceError
+        Empty, a NUL byte or text that is not valid Unicode, ``::``, or a protocol.
+    """
+    given = text.strip()
+    if not given:
+        raise SourceError(f"{what} is empty: give the folder of the codebase")
+    _check_path_text(given, what)
+    if given.startswith("file://"):
+        parsed = urllib.parse.urlsplit(given)
+        if parsed.netloc not in ("", "localhost") or parsed.query or parsed.fragment:
+            raise SourceError(
+                f"refused {given!r}: only file:///absolute/path names a local folder"
+            )
+        given = urllib.request.url2pathname(parsed.path)
+    if "::" in given or _SCHEME.match(given) or "://" in given:
+        raise SourceError(
+            f"refused {given!r}: this server takes a {what} as a plain local path (an "
+            "absolute path is best), never a URL, a protocol or a chained URL (::)"
+        )
+    return given
+
+
+def _check_path_text(text: str, what: str) -> None:
+    """Refuse a path argument holding a NUL byte or text that is not valid Unicode (the
+    OS calls would raise on either, deep inside a tool)."""
+    if "\x00" in text:
+        raise SourceError(f"refused the {what}: it contains a NUL byte, which no path can hold")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise SourceError(
+            f"refused the {what}: it is not valid Unicode (a lone surrogate at character "
+            f"{e.start}); give it as plain text"
+        ) from e
+
+
 def resolve_directory(directory: str, allowed: AllowedRoots) -> tuple[str, Path]:
     """(root, index folder) of a codebase folder inside the allowed roots.
 
-    Refuses a folder outside them (RootNotAllowedError, before looking whether it
-    exists: no probing outside) and a folder that does not exist (SourceError)."""
-    text = (directory or "").strip()
-    if not text:
-        raise SourceError("directory is empty: give the folder of the codebase")
-    if text.startswith("file://"):
-        text = text[len("file://") :]
-    elif "://" in text:
-        raise SourceError(
-            f"{directory} is not a local folder: this server indexes and reads local "
-            f"folders only, inside {allowed.describe()}"
-        )
-    real = allowed.check(text, what=directory.strip())
-    root = open_root(real)
-    return root.url, resolve_index_dir(path=root.url)
+    The argument is a plain local path (:func:`local_path_arg`); refuses a folder
+    outside the roots (RootNotAllowedError, before looking whether it exists: no
+    probing outside) and a folder that does not exist (SourceError). The root is the
+    folder's real location, opened as a local folder without following symlinks
+    (:func:`rcm_dask.sources.open_local_root`), so every later step names exactly the
+    place that was checked."""
+    text = local_path_arg(directory or "")
+    real = allowed.check(text, what=text)
+    root = open_local_root(real)
+    return root.url, resolve_index_dir(root=root)
 
 
 def indexed_roots(allowed: AllowedRoots, *, committed: bool = True) -> list[tuple[str, Path]]:
@@ -133,9 +190,11 @@ def locate_file(file: str, directory: str | None, allowed: AllowedRoots) -> Loca
     text = file.strip()
     if not text:
         raise SourceError("file is empty: give a path relative to the indexed root")
-    if "\x00" in text:
-        raise SourceError("file contains a NUL byte")
-    parts = text.replace("\\", "/").split("/")
+    _check_path_text(text, "file")
+    # a backslash is a character of a POSIX file name, a separator only on Windows
+    if os.sep != "/" or os.altsep:
+        text = text.replace(os.sep, "/").replace(os.altsep or os.sep, "/")
+    parts = text.split("/")
     if ".." in parts:
         raise SourceError(
             f"refused {file!r}: '..' is not allowed; give a path inside the indexed root"
@@ -178,7 +237,7 @@ def locate_file(file: str, directory: str | None, allowed: AllowedRoots) -> Loca
         root, index_dir = max(inside, key=lambda c: len(c[0]))
         rel = os.path.relpath(path, root if _inside(path, root) else os.path.realpath(root))
     else:
-        rel = posixpath.normpath(text.replace("\\", "/"))
+        rel = posixpath.normpath(text)
         found = [(r, d) for r, d in candidates if os.path.lexists(os.path.join(r, rel))]
         if not found:
             listed = ", ".join(r for r, _ in candidates)
@@ -204,56 +263,32 @@ def locate_file(file: str, directory: str | None, allowed: AllowedRoots) -> Loca
     return Located(root=root, index_dir=index_dir, rel=rel, real=Path(real))
 
 
-_WALK_NOFOLLOW = (
-    hasattr(os, "O_NOFOLLOW")
-    and hasattr(os, "O_DIRECTORY")
-    and os.open in os.supports_dir_fd
-    and os.stat in os.supports_dir_fd
-)
-"""Whether a path can be opened a component at a time, refusing symlinks (POSIX)."""
-
-
 def _open_located(where: Located, file: str) -> int:
     """A read-only descriptor of the located file, opened once.
 
-    Each folder from the root down, and the file itself, is opened with ``O_NOFOLLOW``
-    relative to the one above it, so a symlink put in the path after
-    :func:`locate_file` resolved it is never followed; a FIFO, socket or device is
-    never opened (and one swapped in between the check and the open is opened
-    non-blocking, then refused by :func:`read_file` from the descriptor)."""
-    real_root = os.path.realpath(where.root)
-    parts = [p for p in os.path.relpath(where.real, real_root).split(os.sep) if p not in ("", ".")]
-    if not parts:
+    Opened a component at a time from ``/`` without following symlinks
+    (:func:`rcm_dask.sources.open_nofollow`, which reads files for indexing the same
+    way), so a symlink put in the path after :func:`locate_file` resolved it is never
+    followed; a FIFO, socket or device is never opened (and one swapped in between the
+    check and the open is opened non-blocking, then refused by :func:`read_file` from
+    the descriptor)."""
+    if not _inside(str(where.real), os.path.realpath(where.root)) or str(where.real) == (
+        os.path.realpath(where.root)
+    ):
         raise SourceError(f"{where.rel} is not a file under {where.root}")
-    if not _WALK_NOFOLLOW:  # pragma: no cover - Windows: no O_NOFOLLOW nor dir_fd
-        if not where.real.is_file():
-            raise SourceError(f"{where.rel} is not a file under {where.root}")
-        return os.open(where.real, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(real_root, flags | os.O_DIRECTORY)
-    except OSError as e:
-        raise SourceError(f"cannot open the indexed root {where.root}: {e.strerror}") from e
-    try:
-        for part in parts[:-1]:
-            down = os.open(part, flags | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            os.close(fd)
-            fd = down
-        mode = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False).st_mode
-        if not stat.S_ISREG(mode):
-            raise SourceError(_not_regular(where, file, mode))
-        return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
-    except FileNotFoundError as e:
+        return open_nofollow(str(where.real))
+    except SymlinkInPath as e:
+        raise SourceError(
+            f"refused {file!r}: its path changed while it was being opened (a symlink "
+            "now stands in it); symlinks are never followed out of the indexed root"
+        ) from e
+    except NotRegularFile as e:
+        raise SourceError(_not_regular(where, file, e.mode)) from e
+    except (FileNotFoundError, NotADirectoryError) as e:
         raise SourceError(f"{where.rel} is not a file under {where.root}") from e
     except OSError as e:
-        if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise SourceError(
-                f"refused {file!r}: its path changed while it was being opened (a symlink "
-                "now stands in it); symlinks are never followed out of the indexed root"
-            ) from e
         raise SourceError(f"cannot read {where.rel} under {where.root}: {e.strerror}") from e
-    finally:
-        os.close(fd)
 
 
 def _not_regular(where: Located, file: str, mode: int) -> str:

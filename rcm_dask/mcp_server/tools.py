@@ -183,7 +183,9 @@ class CodeTools:
                     message=f"{root} is being indexed by {who}; poll index_status until it is "
                     "ready, then call index_codebase again if files changed meanwhile.",
                 )
-            run = start_run(root, index_dir, mode, force, vectors)
+            run = start_run(
+                root, index_dir, mode, force, vectors, roots=self._allowed(roots).paths
+            )
             self._runs[index_dir] = run
         run.done.wait(max(0.0, wait_seconds))
         if run.state == "failed":

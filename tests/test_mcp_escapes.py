@@ -1,0 +1,253 @@
+"""Trust, fourth round (issue 28): fsspec syntax, a swapped folder, and loose ends.
+
+The MCP server judges exactly the place it will read: a ``directory`` argument is a
+plain local path (no ``::`` chain, no protocol), resolved and checked, and the index
+child re-opens that real path without following a symlink, so a folder swapped for a
+symlink after the check is refused, never read. Replayed against a real ``rcm-dask mcp``
+process over stdio (keyword-only indexes: no model needed), and on the stage functions
+with real swaps.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+
+from rcm_dask.errors import RootNotAllowedError, SourceError
+from rcm_dask.mcp_server.runs import _confined_root
+from rcm_dask.mcp_server.sandbox import local_path_arg
+from rcm_dask.sources import (
+    SymlinkInPath,
+    discover_sources,
+    open_local_root,
+    open_nofollow,
+    open_root,
+    read_source,
+)
+
+from .test_mcp import call, refused, stdio_session, wait_ready
+
+INSIDE = "pub fn inside_the_root() -> u32 {\n    1\n}\n"
+OUTSIDE = "pub fn outside_secret_fn() -> u32 {\n    2\n}\n"
+
+
+@pytest.fixture
+def env(isolated_home: Path) -> dict[str, str]:
+    """The server's environment: its own index home and nothing else."""
+    return {"RCM_HOME": str(isolated_home), "PATH": os.environ.get("PATH", "")}
+
+
+def _crate(folder: Path, body: str) -> Path:
+    (folder / "src").mkdir(parents=True)
+    (folder / "src" / "lib.rs").write_text(body)
+    return folder
+
+
+def fsspec_spellings(link: Path) -> list[str]:
+    """Every way fsspec could be asked to read ``link`` (or through it) as a URL."""
+    s = str(link)
+    return [
+        f"{s}::",
+        f"{s}::file://",
+        f"{s}::{s}",
+        f"file://{s}::",
+        f"simplecache::file://{s}",
+        f"simplecache::{s}",
+        f"filecache::{s}",
+        f"blockcache::file://{s}",
+        f"dir::{s}",
+        f"local://{s}",
+        f"local:{s}",
+        f"file:{s}",
+        f"file://remote-host{s}",
+        f"file://{s}?x=1",
+        "memory://crate",
+        f"zip://src/lib.rs::file://{s}",
+        f"reference::{s}",
+        f"s3://bucket{s}",
+    ]
+
+
+def test_directory_arguments_are_plain_local_paths(tmp_path: Path) -> None:
+    """The parse alone: every URL, protocol and chain is refused; file:///abs is a path."""
+    link = tmp_path / "link"
+    for text in fsspec_spellings(link):
+        with pytest.raises(SourceError, match="plain local path|only file:///"):
+            local_path_arg(text)
+    assert local_path_arg(f"file://{tmp_path}") == str(tmp_path)
+    assert local_path_arg(f"file://localhost{tmp_path}") == str(tmp_path)
+    assert local_path_arg(f" {tmp_path}/a:b ") == f"{tmp_path}/a:b"  # a colon is a name
+    for bad, why in (("a\x00b", "NUL byte"), ("a\ud800b", "not valid Unicode"), ("  ", "empty")):
+        with pytest.raises(SourceError, match=why):
+            local_path_arg(bad)
+
+
+def test_a_chained_url_through_a_symlink_escapes_nothing(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Finding 1: ``index_codebase(directory="ROOT/link::")`` indexed the folder a symlink
+    inside the root points to, and search/find_definition served its code."""
+    allowed = tmp_path / "allowed"
+    _crate(allowed / "code", INSIDE)
+    outside = _crate(tmp_path / "elsewhere" / "crate", OUTSIDE)
+    link = allowed / "link"
+    link.symlink_to(outside)
+
+    async def scenario() -> None:
+        async with stdio_session(env, tmp_path / "server.log", [allowed]) as session:
+            for directory in fsspec_spellings(link):
+                message = await refused(
+                    session, "index_codebase", directory=directory, vectors="none"
+                )
+                assert "outside_secret_fn" not in message, message
+                for tool, args in (
+                    ("index_status", {}),
+                    ("search", {"query": "outside_secret_fn", "mode": "bm25"}),
+                    ("find_definition", {"symbol": "outside_secret_fn"}),
+                ):
+                    message = await refused(session, tool, directory=directory, **args)
+                    assert "outside_secret_fn" not in message, (tool, directory, message)
+            # the link itself is refused as outside, as before
+            assert "outside the folders" in await refused(
+                session, "index_codebase", directory=str(link), vectors="none"
+            )
+            # a plain in-root folder still indexes, and the outside code is nowhere
+            code = str(allowed / "code")
+            await call(
+                session, "index_codebase", directory=code, vectors="none", mode="sequential"
+            )
+            await wait_ready(session, code)
+            found, _ = await call(
+                session, "search", query="outside_secret_fn", directory=code, mode="bm25"
+            )
+            assert all("outside_secret_fn" not in h["name"] + h["snippet"] for h in found["hits"])
+            defs, _ = await call(session, "find_definition", symbol="inside_the_root", directory=code)
+            assert [d["path"] for d in defs["definitions"]] == ["src/lib.rs"]
+        assert not list((Path(env["RCM_HOME"]) / "indexes").glob("*/identity.json"))[1:]
+
+    anyio.run(scenario)
+
+
+def test_a_folder_swapped_for_a_symlink_after_the_check_is_not_indexed(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Finding 2: the folder was checked, then swapped for a symlink to outside 0.3 s
+    after ``index_codebase``; the index child resolved it again and indexed outside code,
+    later served under the in-root name."""
+    allowed = tmp_path / "allowed"
+    code = _crate(allowed / "code", INSIDE)
+    outside = _crate(tmp_path / "elsewhere", OUTSIDE)
+
+    async def scenario() -> None:
+        async with stdio_session(env, tmp_path / "server.log", [allowed]) as session:
+            started, _ = await call(
+                session,
+                "index_codebase",
+                directory=str(code),
+                vectors="none",
+                mode="sequential",
+                wait_seconds=0,
+            )
+            # the child is still importing: swap the checked folder for a symlink out
+            shutil.rmtree(code)
+            code.symlink_to(outside)
+            # wait for the index child to end (index_status cannot be asked: the folder
+            # is now a symlink out, which the server refuses)
+            for _ in range(240):
+                if not _index_children():
+                    break
+                await anyio.sleep(0.25)
+            assert not _index_children()
+            # whatever the server answers now, it never served the outside code
+            code.unlink()
+            _crate(code, INSIDE)
+            status, _ = await call(session, "index_status", directory=str(code))
+            assert status["state"] in ("failed", "not_indexed"), status
+            if status["state"] == "failed":
+                assert "symlink" in status["error"], status["error"]
+            for tool, args in (
+                ("search", {"query": "outside_secret_fn", "mode": "bm25"}),
+                ("find_definition", {"symbol": "outside_secret_fn"}),
+            ):
+                message = await refused(session, tool, directory=str(code), **args)
+                assert "outside_secret_fn" not in message
+            assert started["state"] == "indexing"
+
+    anyio.run(scenario)
+
+
+def _index_children() -> list[psutil.Process]:
+    """This test's index child processes (the server's ``run_index_child``)."""
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "run_index_child" in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_the_child_checks_again_and_opens_exactly_the_checked_path(tmp_path: Path) -> None:
+    """The index child's own check: a symlink anywhere in the path, or a folder outside
+    the roots, is refused; the checked real path opens as itself."""
+    allowed = tmp_path / "allowed"
+    code = _crate(allowed / "code", INSIDE)
+    outside = _crate(tmp_path / "elsewhere", OUTSIDE)
+    root = _confined_root(str(code), [str(allowed)])
+    assert root.path == str(code) and root.url == str(code)
+    with pytest.raises(RootNotAllowedError):
+        _confined_root(str(outside), [str(allowed)])
+    (allowed / "up").symlink_to(tmp_path)
+    with pytest.raises(SourceError, match="symlink"):
+        _confined_root(str(allowed / "up" / "elsewhere"), [str(allowed), str(tmp_path)])
+    shutil.rmtree(code)
+    code.symlink_to(outside)
+    with pytest.raises(SourceError, match="symlink"):
+        _confined_root(str(code), [str(allowed)])
+    # a folder literally named with "::" is that folder, not a chain
+    odd = _crate(allowed / "a::b", INSIDE)
+    assert open_local_root(str(odd)).path == str(odd)
+
+
+def test_swaps_after_listing_are_never_followed(tmp_path: Path) -> None:
+    """Discovery lists each folder and reading opens each file from descriptors that
+    follow no symlink: a folder or file swapped for one after the listing is skipped
+    (not-regular, naming the symlink), and nothing outside is read."""
+    root_dir = _crate(tmp_path / "root", INSIDE)
+    (root_dir / "src" / "deep").mkdir()
+    (root_dir / "src" / "deep" / "m.rs").write_text(INSIDE)
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "deep" / "m.rs").write_text(OUTSIDE)
+    (outside / "lib.rs").write_text(OUTSIDE)
+    root = open_root(str(root_dir))
+    found = discover_sources(root)
+    refs = {f.path: f for f in found.files}
+    assert set(refs) == {"src/lib.rs", "src/deep/m.rs"}
+    # the src folder becomes a symlink to outside after the listing
+    shutil.move(str(root_dir / "src"), str(tmp_path / "moved"))
+    (root_dir / "src").symlink_to(outside)
+    for ref in refs.values():
+        got = read_source(root.fs, ref)
+        assert got.reason == "not-regular" and "symlink" in got.detail, got  # type: ignore[union-attr]
+    # a file swapped for a symlink
+    (root_dir / "src").unlink()
+    shutil.move(str(tmp_path / "moved"), str(root_dir / "src"))
+    (root_dir / "src" / "lib.rs").unlink()
+    (root_dir / "src" / "lib.rs").symlink_to(outside / "lib.rs")
+    got = read_source(root.fs, refs["src/lib.rs"])
+    assert got.reason == "not-regular" and "symlink" in got.detail  # type: ignore[union-attr]
+    assert read_source(root.fs, refs["src/deep/m.rs"]).text == INSIDE  # type: ignore[union-attr]
+    # a listing never descends through a folder that became a symlink
+    with pytest.raises(SymlinkInPath):
+        open_nofollow(str(root_dir / "src" / "lib.rs"))
+    (root_dir / "src" / "deep2").symlink_to(outside / "deep")
+    again = discover_sources(root)
+    assert "src/deep2/m.rs" not in {f.path for f in again.files}
