@@ -479,6 +479,11 @@ def open_local_root(path: str | os.PathLike[str]) -> SourceRoot:
 class SymlinkInPath(OSError):
     """A symlink stands where :func:`open_nofollow` expected a folder or a file."""
 
+    def __init__(self, message: str, *, final: bool = False) -> None:
+        super().__init__(message)
+        self.final = final
+        """Whether the symlink is the file itself (not a folder above it)."""
+
 
 _NOFOLLOW = (
     hasattr(os, "O_NOFOLLOW")
@@ -548,7 +553,7 @@ def open_nofollow(path: str, *, folder: bool = False) -> int:
             return out
         mode = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False).st_mode
         if stat.S_ISLNK(mode):
-            raise SymlinkInPath(f"{path} is a symlink")
+            raise SymlinkInPath(f"{path} is a symlink", final=True)
         if not stat.S_ISREG(mode):
             raise NotRegularFile(_mode_kind(mode), mode)
         # non-blocking: a FIFO swapped in since the stat is opened, then refused by
@@ -557,7 +562,7 @@ def open_nofollow(path: str, *, folder: bool = False) -> int:
             return os.open(parts[-1], _OPEN_FLAGS | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
         except OSError as e:
             if e.errno == errno.ELOOP:
-                raise SymlinkInPath(f"{path} is a symlink") from e
+                raise SymlinkInPath(f"{path} is a symlink", final=True) from e
             raise
     finally:
         if fd >= 0:

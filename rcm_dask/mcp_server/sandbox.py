@@ -279,6 +279,8 @@ def _open_located(where: Located, file: str) -> int:
     try:
         return open_nofollow(str(where.real))
     except SymlinkInPath as e:
+        if e.final:
+            raise SourceError(_not_regular(where, file, stat.S_IFLNK)) from e
         raise SourceError(
             f"refused {file!r}: its path changed while it was being opened (a symlink "
             "now stands in it); symlinks are never followed out of the indexed root"
