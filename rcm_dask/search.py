@@ -503,7 +503,11 @@ class SearchIndex(Closing):
                 )
             try:
                 store = open_vectors_for(
-                    self.index_dir, self.identity, self.config.qdrant_api_key, create=False
+                    self.index_dir,
+                    self.identity,
+                    self.config.qdrant_api_key,
+                    create=False,
+                    readonly=True,
                 )
             except IndexNotFoundError as e:
                 raise self._damaged(f"the vector store is missing ({e})") from e
