@@ -505,7 +505,8 @@ class SearchIndex(Closing):
 
         The embedded Qdrant engine admits one process at a time: while an index run
         holds the index it is not opened at all (:class:`StoreBusyError`), so that a
-        busy searcher never starves the run of it.
+        busy searcher never starves the run of it. It is opened read-only, sharing the
+        shard with this process's other readers (other searchers, status checks).
 
         Raises
         ------

@@ -268,7 +268,6 @@ def test_concurrent_tool_calls_share_the_shard_and_keep_hybrid_whole(
         tools.close()
 
 
-@pytest.mark.slow
 def test_searches_through_a_forced_rebuild_never_fail(
     served: tuple[CodeTools, str], tiny_model: Path
 ) -> None:
