@@ -14,7 +14,8 @@ The family::
     │                             or disagrees with the rest (`rcm-dask index` repairs it)
     ├── RootNotAllowedError       an MCP tool named a path outside the roots the user allowed
     └── IndexWriteError           a store refused a write; the last commit is intact
-        ├── StoreBusyError        another process holds the store (an index run is writing)
+        ├── StoreBusyError        another opener holds the store (an index run writing it,
+        │                         named; or another process reading it)
         └── DiskFullError         the disk is (or would be) full: N MiB free, about M needed
 
 Ctrl-C during an index run raises :class:`IndexInterrupted`, a ``KeyboardInterrupt``
@@ -63,7 +64,8 @@ class IndexWriteError(RcmError):
 
 
 class StoreBusyError(IndexWriteError):
-    """Another process holds a store that only one process may open (the embedded Qdrant)."""
+    """Another opener holds a store that only one may open at a time (the embedded Qdrant):
+    an index run (the message names it), or another process reading it."""
 
 
 class DiskFullError(IndexWriteError):

@@ -219,9 +219,11 @@ def open_vectors_for(
     qdrant_api_key: str | None = None,
     *,
     create: bool = True,
+    readonly: bool = False,
 ) -> VectorStore:
     """The vector store an identity names (embedded shard or server collection);
-    ``create=False`` (readers) raises IndexNotFoundError instead of making a missing one."""
+    ``create=False`` (readers) raises IndexNotFoundError instead of making a missing one,
+    ``readonly`` shares this process's open reader of the embedded shard."""
     url = identity.get("qdrant_url") or None
     return open_vector_store(
         index_dir,
@@ -230,6 +232,7 @@ def open_vectors_for(
         collection=str(identity.get("collection") or collection_name(index_dir)),
         api_key=qdrant_api_key,
         create=create,
+        readonly=readonly,
     )
 
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import re
 import sqlite3
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 
 from .closing import Closing
@@ -34,6 +34,7 @@ from .errors import (
     IndexIdentityError,
     IndexNotFoundError,
     IndexWriteError,
+    RcmError,
     StoreBusyError,
 )
 from .identity import BM25_DIR, VECTORS_DIR, identity_problem, open_vectors_for, vectors_setting
@@ -61,6 +62,8 @@ from .stores.vectors import VectorStore, edge_shard_exists
 
 if TYPE_CHECKING:
     from .intel import CodeIntel
+
+_T = TypeVar("_T")
 
 SNIPPET_LINES = 8
 SNIPPET_WIDTH = 160
@@ -354,6 +357,16 @@ class SearchIndex(Closing):
     ) -> None:
         self.index_dir = Path(index_dir).expanduser()
         self.config = config or IndexConfig()
+        try:
+            self._open(embedder)
+        except RcmError:
+            if _folder_id(self.index_dir) == self._folder:
+                raise
+            # a forced rebuild's swap between two of the reads: open the new folder
+            self._open(embedder)
+
+    def _open(self, embedder: Embedder | None) -> None:
+        """Open the folder's stores (the work of ``__init__``)."""
         self._folder = _folder_id(self.index_dir)
         identity = read_identity(self.index_dir)
         locked = is_locked(self.index_dir)
@@ -407,6 +420,19 @@ class SearchIndex(Closing):
             "model_fingerprint"
         ):
             self._embedder = embedder
+
+    def _retry_on_swap(self, call: Callable[[], _T]) -> _T:
+        """``call()``, and once more when it failed because a forced rebuild swapped the
+        folder under it (:mod:`~rcm_dask.stores.swap`): the old tree is moved aside and
+        deleted while its stores are open, so a read in that moment finds files missing
+        (a damaged-looking shard, an engine error). The second call's own
+        :meth:`_follow_swap` reopens on the new folder; its failure is a real one."""
+        try:
+            return call()
+        except Exception:
+            if _folder_id(self.index_dir) == self._folder:
+                raise
+        return call()
 
     def _damaged(self, what: str, rebuild: bool = False) -> IndexDamagedError:
         """The error for a damaged index, naming the run that repairs it."""
@@ -479,7 +505,8 @@ class SearchIndex(Closing):
 
         The embedded Qdrant engine admits one process at a time: while an index run
         holds the index it is not opened at all (:class:`StoreBusyError`), so that a
-        busy searcher never starves the run of it.
+        busy searcher never starves the run of it. It is opened read-only, sharing the
+        shard with this process's other readers (other searchers, status checks).
 
         Raises
         ------
@@ -503,7 +530,11 @@ class SearchIndex(Closing):
                 )
             try:
                 store = open_vectors_for(
-                    self.index_dir, self.identity, self.config.qdrant_api_key, create=False
+                    self.index_dir,
+                    self.identity,
+                    self.config.qdrant_api_key,
+                    create=False,
+                    readonly=True,
                 )
             except IndexNotFoundError as e:
                 raise self._damaged(f"the vector store is missing ({e})") from e
@@ -707,7 +738,26 @@ class SearchIndex(Closing):
         :meth:`search` is this, then :func:`~rcm_dask.ranking.rank_candidates`; the
         benchmark calls the two apart to try ranking settings on the same candidates.
         ``pool`` is how many hits each store gives (default ``config.candidates``).
+        A search that fails because a forced rebuild swapped the folder under it is
+        asked again, once, of the new folder.
         """
+        return self._retry_on_swap(
+            lambda: self._candidates(
+                query, mode=mode, kinds=kinds, path_glob=path_glob, ranking=ranking, pool=pool
+            )
+        )
+
+    def _candidates(
+        self,
+        query: str,
+        *,
+        mode: str,
+        kinds: Sequence[str] | None,
+        path_glob: str | None,
+        ranking: str | RankingConfig | None,
+        pool: int | None,
+    ) -> list[Candidate]:
+        """:meth:`candidates`, on the folder as it is now."""
         if mode not in SEARCH_MODES:
             raise ConfigError(f"unknown search mode {mode!r}; choose one of {SEARCH_MODES}")
         kinds = check_kinds(kinds)
@@ -914,6 +964,10 @@ class SearchIndex(Closing):
         index:    /home/me/.local/share/rcm_dask/indexes/crate-1a2b3c4d
         ...
         """
+        return self._retry_on_swap(self._stats)
+
+    def _stats(self) -> IndexInfo:
+        """:meth:`stats`, on the folder as it is now."""
         self._follow_swap()
         try:
             manifest = Manifest(self.index_dir, readonly=True)

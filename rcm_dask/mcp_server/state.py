@@ -198,7 +198,9 @@ class _ServerIndex(SearchIndex):
         """Close the vector store (reopened by the next vector query).
 
         The embedded Qdrant engine admits one process at a time: held between
-        queries, it would make every ``rcm-dask index`` run of this index wait."""
+        queries, it would make every ``rcm-dask index`` run of this index wait. The
+        store is read-only, one of the readers sharing this process's open shard (status
+        checks and health probes in other threads): the last of them closes it."""
         if self._vectors is not None:
             self._vectors.close()
             self._vectors = None

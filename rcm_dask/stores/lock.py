@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -203,14 +204,54 @@ def _holds_current(lock: FileLock, path: Path) -> bool:
 
 
 def is_locked(index_dir: str | Path) -> bool:
-    """Whether an index run holds the folder's lock right now (for ``status``)."""
+    """Whether an index run holds the folder's lock right now (for ``status``).
+
+    The probe takes a *shared* lock for an instant (POSIX ``flock``): shared locks do not
+    exclude one another, so probes that overlap (the threads of one MCP server, another
+    process's ``rcm-dask status``) never see each other as an index run; only a run's
+    exclusive lock makes it fail. Where ``flock`` is missing, the exclusive probe of
+    ``filelock`` is used, one at a time in this process."""
     path = Path(index_dir) / LOCK_FILE
     if not path.exists():
         return False
-    probe = FileLock(str(path), thread_local=False, is_singleton=False)
+    shared = _probe_shared(path)
+    if shared is not None:
+        return shared
+    with _PROBE_LOCK:
+        probe = FileLock(str(path), thread_local=False, is_singleton=False)
+        try:
+            probe.acquire(timeout=0)
+        except Timeout:
+            return True
+        probe.release()
+        return False
+
+
+_PROBE_LOCK = threading.Lock()
+"""Serialises this process's exclusive probes (two at once would each see the other)."""
+
+
+def _probe_shared(path: Path) -> bool | None:
+    """Whether a shared ``flock`` on ``path`` is refused (an exclusive holder); None where
+    it cannot be tried (no ``fcntl``, a file system without ``flock``)."""
     try:
-        probe.acquire(timeout=0)
-    except Timeout:
-        return True
-    probe.release()
-    return False
+        import fcntl
+    except ImportError:  # Windows
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False  # removed since (a run ended, a rebuild swapped it out)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 import warnings
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
@@ -49,6 +51,7 @@ from ..errors import (
 )
 from ..records import Chunk
 from . import StoreHit, encode_payloads, packed_payload, unpack_payload
+from .lock import describe_holder, is_locked, read_holder
 from .space import disk_full_error, is_disk_full, require_space, shard_open_bytes
 
 if TYPE_CHECKING:  # qdrant_client takes half a second to import: only when used.
@@ -319,12 +322,229 @@ def edge_shard_damage(path: str | Path) -> str:
     return problem or _short_file(root, files)
 
 
+READER_BUSY_WAIT = 1.0
+"""Seconds a reader waits for another process's reader to let go of a shard (a search
+holds it for one query); a shard an index run holds is refused at once."""
+
+
+def _edge_config(dim: int) -> qe.EdgeConfig:
+    """The engine's configuration of an rcm_dask shard of dimension ``dim``."""
+    # "Cold" vectors are read through the map as needed, not copied in when a segment
+    # loads: a search opens the shard without touching most of it (on tmpfs, where a
+    # read fills a hole, the copy-in took 32 MiB and died of SIGBUS on a small disk).
+    # The write-ahead log stays on: it is also the shard's lock.
+    return qe.EdgeConfig(
+        vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine, memory=qe.Memory.Cold)
+    )
+
+
+def _check_stored_config(path: Path, dim: int) -> None:
+    """Refuse early, with both dimensions named, when the stored shard has another one."""
+    try:
+        stored = json.loads((path / "edge_config.json").read_text(encoding="utf-8"))
+        params = stored["vectors"][""]
+        size, distance = int(params["size"]), str(params["distance"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # unreadable or another layout: the engine's own check still runs
+    if size != dim or distance.lower() != "cosine":
+        raise IndexIdentityError(
+            f"the vector shard at {path} holds {size}-dimensional vectors "
+            f"({distance} distance), but {dim}-dimensional cosine vectors were "
+            "asked for: was the index built with another model? re-run indexing "
+            "with --force"
+        )
+
+
+def _busy_error(path: Path, writer: bool) -> StoreBusyError:
+    """What refusing a shard whose write-ahead log another opener holds says: who that
+    can be, as far as this process can tell."""
+    if writer:
+        # the index lock keeps a second run out: the holder is a reader, or a store that
+        # code of this process opened directly
+        return StoreBusyError(
+            f"the vector shard at {path} is in use by another process, or by another store "
+            "of this one (a search or a status check reading this index holds it for a "
+            "moment); try again when it has let go"
+        )
+    index_dir = path.parent
+    if is_locked(index_dir):
+        return StoreBusyError(
+            f"the vector shard at {path} is in use by an index run "
+            f"({describe_holder(read_holder(index_dir))}); try again when it has finished"
+        )
+    # no run holds the index: another process has the shard open (a second MCP server,
+    # `rcm-dask search`, code of its own); never report a run that does not exist
+    return StoreBusyError(
+        f"the vector shard at {path} is in use by another process (no index run holds "
+        f"this index; it was still held after {READER_BUSY_WAIT:g} s): try again, or stop "
+        "the other process that keeps it open (a second rcm_dask MCP server or search)"
+    )
+
+
+def _load_shard(
+    path: Path, dim: int, config: qe.EdgeConfig, *, writer: bool
+) -> tuple[qe.EdgeShard, list[tuple[Path, int]]]:
+    """Load an existing shard: (the engine's shard, its mapped files with their sizes),
+    after checking its dimension and that no mapped file is missing or cut short."""
+    require_space(path, shard_open_bytes(path), "open the vector shard")
+    _check_stored_config(path, dim)
+    # before the engine maps anything: a file cut short faults the reads (SIGBUS)
+    # and an emptied status file makes the engine panic
+    mapped, problem = mapped_files(path)
+    problem = problem or _short_file(path, mapped)
+    if problem:  # (edge_shard_damage, keeping the list for the reads' guard)
+        raise IndexWriteError(f"the vector shard at {path} is damaged: {problem}")
+    try:
+        # Passing the config makes the engine verify the stored vectors match it.
+        return qe.EdgeShard.load(str(path), config), mapped
+    except BaseException as e:
+        if not _engine_failed(e):
+            raise
+        if is_disk_full(e):
+            raise disk_full_error(path, e, "open the vector shard") from e
+        if "incompatible" in str(e).lower():
+            raise IndexIdentityError(
+                f"the vector shard at {path} does not match dimension {dim} "
+                f"with cosine distance ({e}); re-run indexing with --force"
+            ) from e
+        if "wouldblock" in str(e).lower() or "lock" in str(e).lower():
+            raise _busy_error(path, writer) from e
+        raise IndexWriteError(
+            f"cannot open the vector shard at {path}: {e} (is another "
+            "rcm_dask process using this index?)"
+        ) from e
+
+
+class _SharedShard:
+    """One shard open for reading, shared by every read-only store of it in this process.
+
+    The engine admits one opener of a shard per process and folder (its write-ahead log
+    is its lock), so readers that each opened it (an MCP server's searches and status
+    checks, running in threads) refused one another. Now the first reader opens it, the
+    others join, and the last to leave closes it: between queries nothing holds the
+    shard, and an index run (a child process) can take it.
+    """
+
+    __slots__ = ("dim", "dir_fd", "key", "lock", "mapped", "path", "shard", "users")
+
+    def __init__(
+        self,
+        key: tuple[int, int],
+        path: Path,
+        dim: int,
+        shard: qe.EdgeShard,
+        mapped: list[tuple[Path, int]],
+        dir_fd: int,
+    ) -> None:
+        self.key = key
+        """(device, inode) of the shard folder: the registry's key."""
+        self.path = path
+        """The folder's name when it was opened."""
+        self.dim = dim
+        """Vector dimension."""
+        self.shard = shard
+        """The engine's open shard."""
+        self.mapped = mapped
+        """Its mapped files and their sizes (the reads' guard against SIGBUS)."""
+        self.dir_fd = dir_fd
+        """An open descriptor of the folder, held so that its inode (the key) is not
+        reused by another folder while this entry lives, even once the folder is
+        deleted (a forced rebuild's old tree)."""
+        self.users = 0
+        """Read-only stores using it."""
+        self.lock = threading.Lock()
+        """Serialises engine calls on the shard."""
+
+
+_readers: dict[tuple[int, int], _SharedShard] = {}
+_readers_lock = threading.Lock()
+
+
+def _join_reader(path: Path, dim: int) -> _SharedShard:
+    """The shared reader of the shard at ``path``, opened when none is; waits up to
+    :data:`READER_BUSY_WAIT` for another process's reader to let go of it."""
+    deadline = time.monotonic() + READER_BUSY_WAIT
+    while True:
+        try:
+            with _readers_lock:
+                return _join_reader_once(path, dim)
+        except StoreBusyError:
+            # a run holds the index: refuse at once (it holds the shard for minutes)
+            if time.monotonic() >= deadline or is_locked(path.parent):
+                raise
+        time.sleep(0.05)
+
+
+def _join_reader_once(path: Path, dim: int) -> _SharedShard:
+    """:func:`_join_reader` without the wait; call holding ``_readers_lock``."""
+    if not edge_shard_exists(path):
+        raise IndexNotFoundError(f"no vector shard at {path}")
+    try:
+        dir_fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except FileNotFoundError as e:
+        raise IndexNotFoundError(f"no vector shard at {path}") from e
+    except OSError:
+        dir_fd = -1  # a system that cannot open folders (Windows): the name's inode
+    try:
+        st = os.fstat(dir_fd) if dir_fd >= 0 else os.stat(path)
+        # keyed by the folder itself, not its name: after a forced rebuild's swap the
+        # name holds another shard, which its readers must open afresh
+        key = (st.st_dev, st.st_ino)
+        entry = _readers.get(key)
+        if entry is None:
+            shard, mapped = _load_shard(path, dim, _edge_config(dim), writer=False)
+            entry = _SharedShard(key, path, dim, shard, mapped, dir_fd)
+            _readers[key] = entry
+            dir_fd = -1  # the entry holds it now
+        elif entry.dim != dim:
+            _check_stored_config(path, dim)  # names both dimensions
+            raise IndexIdentityError(
+                f"the vector shard at {path} holds {entry.dim}-dimensional vectors, "
+                f"not {dim}: re-run indexing with --force"
+            )
+    finally:
+        if dir_fd >= 0:
+            os.close(dir_fd)
+    entry.users += 1
+    return entry
+
+
+def _leave_reader(entry: _SharedShard) -> None:
+    """One reader of ``entry`` is done; the last closes the shard (without a flush: readers
+    write nothing, and the folder may be gone by now, swapped out and deleted)."""
+    with _readers_lock:
+        entry.users -= 1
+        if entry.users > 0:
+            return
+        if _readers.get(entry.key) is entry:
+            del _readers[entry.key]
+        # under the registry's lock: a reader arriving now opens it after this close
+        with entry.lock:
+            try:
+                entry.shard.close()
+            except BaseException as e:
+                if not _engine_failed(e):
+                    raise
+                # nothing was written through it, so nothing is lost
+            finally:
+                if entry.dir_fd >= 0:
+                    os.close(entry.dir_fd)
+
+
+def shared_readers() -> dict[str, int]:
+    """The shards this process has open for reading: folder (as opened) to its readers."""
+    with _readers_lock:
+        return {str(entry.path): entry.users for entry in _readers.values()}
+
+
 class EdgeVectorStore(Closing):
     """Qdrant embedded in-process (``qdrant_edge``), one shard in a folder.
 
     Opening creates the shard (cosine distance, keyword indexes on ``path`` and
-    ``kind``) when the folder holds none, else loads it. A shard can be open in
-    one place at a time: its write-ahead log is locked while open.
+    ``kind``) when the folder holds none, else loads it. The engine lets a shard be open
+    in one place at a time (its write-ahead log is locked while open), so read-only
+    stores (``readonly=True``: every search) share one open shard per folder in this
+    process, reference-counted: the first opens it, the last to close closes it.
 
     Parameters
     ----------
@@ -335,6 +555,9 @@ class EdgeVectorStore(Closing):
     create
         Create the shard when the folder holds none (False for readers: a search must
         never make an empty store where one is missing).
+    readonly
+        Only read (needs ``create=False``): join the process's open reader of the shard,
+        never write, close without a flush.
 
     Raises
     ------
@@ -343,9 +566,12 @@ class EdgeVectorStore(Closing):
     IndexNotFoundError
         ``create`` is false and the folder holds no shard.
     IndexWriteError
-        The shard cannot be created or opened (folder not writable, the shard already
-        open elsewhere), or a file it maps is missing or cut short
-        (:func:`edge_shard_damage`: checked before the engine opens anything).
+        The shard cannot be created or opened (folder not writable), or a file it maps
+        is missing or cut short (:func:`edge_shard_damage`: checked before the engine
+        opens anything).
+    StoreBusyError
+        Another opener holds the shard: an index run (named), a writer of this process,
+        or another process's reader still holding it after :data:`READER_BUSY_WAIT`.
 
     Examples
     --------
@@ -355,55 +581,35 @@ class EdgeVectorStore(Closing):
     'collections::binary_heap::BinaryHeap::push'
     """
 
-    def __init__(self, path: str | Path, dim: int, *, create: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, dim: int, *, create: bool = True, readonly: bool = False
+    ) -> None:
         self.path = Path(path)
         """Shard folder."""
         self.dim = dim
         """Vector dimension."""
-        # "Cold" vectors are read through the map as needed, not copied in when a segment
-        # loads: a search opens the shard without touching most of it (on tmpfs, where a
-        # read fills a hole, the copy-in took 32 MiB and died of SIGBUS on a small disk).
-        # The write-ahead log stays on: it is also the shard's lock.
-        config = qe.EdgeConfig(
-            vectors=qe.EdgeVectorParams(
-                size=dim, distance=qe.Distance.Cosine, memory=qe.Memory.Cold
-            )
-        )
-        require_space(self.path, shard_open_bytes(self.path), "open the vector shard")
+        self.readonly = readonly
+        """Whether this store only reads: it shares the process's open shard
+        (:class:`_SharedShard`), never writes, and closes without a flush."""
+        self._reader: _SharedShard | None = None
         self._mapped: list[tuple[Path, int]] = []
-        if self._shard_exists():
-            self._check_stored_config()
-            # before the engine maps anything: a file cut short faults the reads (SIGBUS)
-            # and an emptied status file makes the engine panic
-            self._mapped, problem = mapped_files(self.path)
-            problem = problem or _short_file(self.path, self._mapped)
-            if problem:  # (edge_shard_damage, keeping the list for the reads' guard)
-                raise IndexWriteError(f"the vector shard at {self.path} is damaged: {problem}")
-            try:
-                # Passing the config makes the engine verify the stored vectors match it.
-                self._shard = qe.EdgeShard.load(str(self.path), config)
-            except BaseException as e:
-                if not _engine_failed(e):
-                    raise
-                if is_disk_full(e):
-                    raise disk_full_error(self.path, e, "open the vector shard") from e
-                if "incompatible" in str(e).lower():
-                    raise IndexIdentityError(
-                        f"the vector shard at {self.path} does not match dimension {dim} "
-                        f"with cosine distance ({e}); re-run indexing with --force"
-                    ) from e
-                if "wouldblock" in str(e).lower() or "lock" in str(e).lower():
-                    raise StoreBusyError(
-                        f"the vector shard at {self.path} is in use by another process "
-                        "(an index run?); try again when it has finished"
-                    ) from e
-                raise IndexWriteError(
-                    f"cannot open the vector shard at {self.path}: {e} (is another "
-                    "rcm_dask process using this index?)"
-                ) from e
+        if readonly:
+            if create:
+                raise ValueError("a read-only vector store cannot create its shard")
+            self._reader = _join_reader(self.path, dim)
+            self._shard, self._mapped = self._reader.shard, self._reader.mapped
+            # one engine call at a time per shard, whichever of its readers makes it
+            self._engine = self._reader.lock
+            self._closed = False
+            return
+        self._engine = threading.Lock()
+        config = _edge_config(dim)
+        if edge_shard_exists(self.path):
+            self._shard, self._mapped = _load_shard(self.path, dim, config, writer=True)
         elif not create:
             raise IndexNotFoundError(f"no vector shard at {self.path}")
         else:
+            require_space(self.path, shard_open_bytes(self.path), "open the vector shard")
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
                 self._shard = qe.EdgeShard.create(str(self.path), config)
@@ -419,25 +625,10 @@ class EdgeVectorStore(Closing):
         """Whether the folder already holds a shard."""
         return edge_shard_exists(self.path)
 
-    def _check_stored_config(self) -> None:
-        """Refuse early, with both dimensions named, when the stored shard has another one."""
-        try:
-            stored = json.loads((self.path / "edge_config.json").read_text(encoding="utf-8"))
-            params = stored["vectors"][""]
-            size, distance = int(params["size"]), str(params["distance"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return  # unreadable or another layout: the engine's own check still runs
-        if size != self.dim or distance.lower() != "cosine":
-            raise IndexIdentityError(
-                f"the vector shard at {self.path} holds {size}-dimensional vectors "
-                f"({distance} distance), but {self.dim}-dimensional cosine vectors were "
-                "asked for: was the index built with another model? re-run indexing "
-                "with --force"
-            )
-
     def _ensure_payload_indexes(self) -> None:
         """Create the keyword indexes the shard lacks (all of them on a new shard)."""
-        existing = self._shard.info().payload_schema
+        with self._engine:
+            existing = self._shard.info().payload_schema
         for field in INDEXED_PAYLOAD_FIELDS:
             if field not in existing:
                 self._update(
@@ -446,8 +637,14 @@ class EdgeVectorStore(Closing):
 
     def _update(self, operation: qe.UpdateOperation) -> None:
         """Apply one update, turning an engine refusal into :class:`IndexWriteError`."""
+        if self.readonly:
+            raise IndexWriteError(
+                f"the vector shard at {self.path} was opened read-only: open it without "
+                "readonly=True to write"
+            )
         try:
-            self._shard.update(operation)
+            with self._engine:
+                self._shard.update(operation)
         except Exception as e:
             raise IndexWriteError(f"the vector shard at {self.path} refused a write: {e}") from e
 
@@ -535,8 +732,11 @@ class EdgeVectorStore(Closing):
         IndexWriteError
             The flush failed.
         """
+        if self.readonly:
+            return  # nothing was written through it
         try:
-            self._shard.flush()
+            with self._engine:
+                self._shard.flush()
         except Exception as e:
             raise IndexWriteError(f"flushing the vector shard at {self.path} failed: {e}") from e
 
@@ -625,7 +825,8 @@ class EdgeVectorStore(Closing):
         if problem:
             raise self._damaged(f"{problem}, since it was opened")
         try:
-            return call(request)
+            with self._engine:
+                return call(request)
         except BaseException as e:
             if not _engine_failed(e):
                 raise
@@ -657,9 +858,10 @@ class EdgeVectorStore(Closing):
         if problem:
             return problem
         try:
-            records, _ = self._shard.scroll(
-                qe.ScrollRequest(limit=PROBE_POINTS, with_payload=True, with_vector=True)
-            )
+            with self._engine:
+                records, _ = self._shard.scroll(
+                    qe.ScrollRequest(limit=PROBE_POINTS, with_payload=True, with_vector=True)
+                )
             for record in records:
                 size = len(_plain_vector(record.vector))
                 if size != self.dim:
@@ -674,24 +876,32 @@ class EdgeVectorStore(Closing):
     def close(self) -> None:
         """Flush and close the shard, releasing its lock; idempotent.
 
+        A read-only store flushes nothing (it wrote nothing, and its folder may be gone:
+        a forced rebuild's swap moves the old tree aside and deletes it under its
+        readers); it leaves the shared shard, which its last reader closes.
+
         Raises
         ------
         IndexWriteError
-            The final flush failed (the shard is closed anyway).
+            The final flush of a writer failed (the shard is closed anyway).
         """
         if self._closed:
             return
         self._closed = True
+        if self._reader is not None:
+            _leave_reader(self._reader)
+            return
         try:
-            self._shard.flush()
+            with self._engine:
+                self._shard.flush()
         except Exception as e:
             raise IndexWriteError(f"flushing the vector shard at {self.path} failed: {e}") from e
         finally:
             self._shard.close()
 
-
     def __repr__(self) -> str:
-        return f"EdgeVectorStore({str(self.path)!r}, dim={self.dim})"
+        ro = ", readonly=True" if self.readonly else ""
+        return f"EdgeVectorStore({str(self.path)!r}, dim={self.dim}{ro})"
 
 
 def edge_shard_exists(path: str | Path) -> bool:
@@ -1073,6 +1283,7 @@ def open_vector_store(
     api_key: str | None = None,
     *,
     create: bool = True,
+    readonly: bool = False,
 ) -> VectorStore:
     """Open the vector store an index is configured with.
 
@@ -1090,6 +1301,9 @@ def open_vector_store(
         Server API key, if any.
     create
         Create the shard or collection when missing (False for readers).
+    readonly
+        Only read: the embedded shard is shared with this process's other readers and
+        closed without a flush (needs ``create=False``; a server collection ignores it).
 
     Returns
     -------
@@ -1106,7 +1320,7 @@ def open_vector_store(
         The store cannot be opened or created.
     """
     if qdrant_url is None:
-        return EdgeVectorStore(Path(index_dir) / "vectors", dim, create=create)
+        return EdgeVectorStore(Path(index_dir) / "vectors", dim, create=create, readonly=readonly)
     return QdrantClientVectorStore.from_url(
         qdrant_url, collection, dim, api_key=api_key, create=create
     )
@@ -1115,6 +1329,7 @@ def open_vector_store(
 __all__ = [
     "INDEXED_PAYLOAD_FIELDS",
     "PROBE_POINTS",
+    "READER_BUSY_WAIT",
     "SCROLL_PAGE",
     "EdgeVectorStore",
     "QdrantClientVectorStore",
@@ -1123,4 +1338,5 @@ __all__ = [
     "edge_shard_exists",
     "mapped_files",
     "open_vector_store",
+    "shared_readers",
 ]
