@@ -48,6 +48,7 @@ from .models import (
     SearchOut,
 )
 from .tools import QUICK_RUN_SECONDS, CodeTools
+from .wire import ScreenedHTTP, serve_stdio
 
 logger = logging.getLogger("rcm_dask.mcp")
 
@@ -449,7 +450,7 @@ def serve(
     server = build_server(tools)
     try:
         if transport == "stdio":
-            server.run("stdio")
+            anyio.run(serve_stdio, server)
         else:
             _serve_http(server, port, token, generated)
     finally:
@@ -473,8 +474,13 @@ def _serve_http(server: MCPServer, port: int, token: str, generated: bool) -> No
     # once waits in the backlog until uvicorn accepts, instead of being refused
     sock.listen(2048)
     actual = sock.getsockname()[1]
+    # the token first: nothing from a client without it is even parsed
     app = BearerTokenGuard(
-        server.streamable_http_app(host="127.0.0.1", transport_security=transport_security(actual)),
+        ScreenedHTTP(
+            server.streamable_http_app(
+                host="127.0.0.1", transport_security=transport_security(actual)
+            )
+        ),
         token,
     )
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
