@@ -52,6 +52,7 @@ from mcp_types import (
     PARSE_ERROR,
     ErrorData,
     JSONRPCError,
+    JSONRPCNotification,
     jsonrpc_message_adapter,
 )
 from pydantic import ValidationError
@@ -102,11 +103,16 @@ def screen(message: str | bytes, transport: str) -> JSONRPCError | None:
     7
     """
     try:
-        jsonrpc_message_adapter.validate_json(message, by_name=False)
+        parsed = jsonrpc_message_adapter.validate_json(message, by_name=False)
     except ValidationError as e:
         refusal = _diagnose(message, e)
     else:
-        return None
+        if not isinstance(parsed, JSONRPCNotification) or not _has_id(message):
+            return None
+        # a request whose id is no id passes as a notification, which nobody answers
+        refusal = _refusal(
+            INVALID_REQUEST, "Invalid Request: id must be a string or an integer"
+        )
     logger.warning(
         "refused a message over %s (%d %s, starting %s): %s %s",
         transport,
@@ -117,6 +123,16 @@ def screen(message: str | bytes, transport: str) -> JSONRPCError | None:
         refusal.error.message,
     )
     return refusal
+
+
+def _has_id(message: str | bytes) -> bool:
+    """Whether a message that parsed as a notification has an ``id`` member (the few small
+    notifications a client sends are parsed once more)."""
+    needle: str | bytes = b'"id"' if isinstance(message, bytes) else '"id"'
+    if needle not in message:  # type: ignore[operator]
+        return False
+    value = json.loads(message)
+    return isinstance(value, dict) and "id" in value
 
 
 def _refusal(code: int, message: str, request_id: Any = None) -> JSONRPCError:
