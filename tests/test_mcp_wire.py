@@ -64,6 +64,12 @@ MALFORMED = [
     (b'{"jsonrpc":"2.0","id":null,"method":"ping"}', -32600, None, "id must be"),
     (b'{"jsonrpc":"2.0","id":"\\udc00","method":"ping"}', -32600, None, "not valid Unicode"),
     (b"5", -32600, None, "JSON object"),
+    (
+        b'{"jsonrpc":"2.0","id":19,"method":"ping","params":{"n":' + b"9" * 5000 + b"}}",
+        -32700,
+        19,
+        "number out of range",
+    ),
 ]
 
 
@@ -88,8 +94,11 @@ def test_screen_answers_what_the_sdk_would_drop(
 @pytest.mark.parametrize(
     "message",
     [
-        '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":'
-        '{"query":"\\ud83d\\ude00 push"}}}',  # a surrogate pair is one character: fine
+        # a surrogate pair is one character: fine
+        (
+            '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search",'
+            '"arguments":{"query":"\\ud83d\\ude00 push"}}}'
+        ),
         '{"jsonrpc":"2.0","method":"notifications/initialized"}',
         '{"jsonrpc":"2.0","id":2,"result":{}}',
     ],
@@ -289,9 +298,7 @@ def test_arguments_are_strict_and_bounded_over_stdio(tmp_path: Path, env: dict[s
                     session, "search", query="push", directory=directory, limit=value
                 )
                 assert "limit" in message and "integer" in message, message
-            message = await refused(
-                session, "read_file_content", file="src/lib.rs", start_line="3"
-            )
+            message = await refused(session, "read_file_content", file="src/lib.rs", start_line="3")
             assert "start_line" in message
             # proper types pass validation and reach the tool (which says why it cannot)
             assert "not indexed yet" in await refused(

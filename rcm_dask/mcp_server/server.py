@@ -5,6 +5,10 @@ schema), docstring (the description) and return annotation (the output schema);
 :func:`build_server` registers each as a call into the :class:`~.tools.CodeTools`
 method of the same name, within the roots of the call (:func:`_call_roots`), in a
 worker thread, its result rendered as text plus structured content (:func:`_answer`).
+Booleans and integers are strict and strings capped (:data:`QUERY_MAX_CHARS`,
+:data:`PATH_MAX_CHARS`, :data:`NAME_MAX_CHARS`), so the SDK refuses a mistyped or huge
+argument before any work. :func:`serve` screens every message on either transport
+first (:mod:`.wire`), so a malformed one is answered instead of dropped.
 """
 
 from __future__ import annotations
@@ -153,7 +157,7 @@ Symbol = Annotated[
     Field(
         max_length=NAME_MAX_CHARS,
         description="A name (push), or a path ending a qualified name (BinaryHeap::push, "
-        "collections::binary_heap::BinaryHeap::push)."
+        "collections::binary_heap::BinaryHeap::push).",
     ),
 ]
 
@@ -269,7 +273,7 @@ class _Signatures(Protocol):
             Field(
                 max_length=NAME_MAX_CHARS,
                 description="Only items of this kind (function, method, struct, enum, union, "
-                "trait, impl, mod, const, static, type, macro); several separated by commas."
+                "trait, impl, mod, const, static, type, macro); several separated by commas.",
             ),
         ] = None,
         path_glob: Annotated[

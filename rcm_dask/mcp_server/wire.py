@@ -46,7 +46,7 @@ import anyio
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 from mcp.shared.message import SessionMessage
-from mcp_types import (
+from mcp.types import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     PARSE_ERROR,
@@ -91,7 +91,7 @@ def screen(message: str | bytes, transport: str) -> JSONRPCError | None:
 
     Returns
     -------
-    mcp_types.JSONRPCError or None
+    mcp.types.JSONRPCError or None
         None when the SDK's own validator accepts the message (it then goes on unchanged);
         else the answer, with the request's id where it can be recovered.
 
@@ -110,9 +110,7 @@ def screen(message: str | bytes, transport: str) -> JSONRPCError | None:
         if not isinstance(parsed, JSONRPCNotification) or not _has_id(message):
             return None
         # a request whose id is no id passes as a notification, which nobody answers
-        refusal = _refusal(
-            INVALID_REQUEST, "Invalid Request: id must be a string or an integer"
-        )
+        refusal = _refusal(INVALID_REQUEST, "Invalid Request: id must be a string or an integer")
     logger.warning(
         "refused a message over %s (%d %s, starting %s): %s %s",
         transport,
@@ -131,7 +129,11 @@ def _has_id(message: str | bytes) -> bool:
     needle: str | bytes = b'"id"' if isinstance(message, bytes) else '"id"'
     if needle not in message:  # type: ignore[operator]
         return False
-    value = json.loads(message)
+    try:
+        value = json.loads(message)
+    except (ValueError, RecursionError):
+        # what json refuses and the SDK took (a number of 5,000 digits): leave it to the SDK
+        return False
     return isinstance(value, dict) and "id" in value
 
 
@@ -168,9 +170,12 @@ def _diagnose(message: str | bytes, error: ValidationError) -> JSONRPCError:
         )
     except UnicodeDecodeError:
         return _refusal(PARSE_ERROR, "Parse error: the message is not UTF-8 text")
-    except ValueError as e:
+    except json.JSONDecodeError as e:
         # e.g. "Expecting value: line 1 column 1 (char 0)": json never repeats the input
         return _refusal(PARSE_ERROR, f"Parse error: not JSON ({e})", _scan_id(message))
+    except ValueError:
+        # JSON both parsers refuse (a number of thousands of digits): the SDK's reason
+        return _refusal(PARSE_ERROR, f"Parse error: {first['msg']}", _scan_id(message))
     request_id = value.get("id") if isinstance(value, dict) else None
     found = _lone_surrogate(value)
     if found is not None:
@@ -198,14 +203,10 @@ def _invalid_request(value: Any) -> JSONRPCError:
             "Invalid Request: a batch (JSON array) is not supported; send one message at a time",
         )
     if not isinstance(value, dict):
-        return _refusal(
-            INVALID_REQUEST, "Invalid Request: a JSON-RPC message is a JSON object"
-        )
+        return _refusal(INVALID_REQUEST, "Invalid Request: a JSON-RPC message is a JSON object")
     request_id = value.get("id")
     if "id" in value and request_id is not None and _usable_id(request_id) is None:
-        return _refusal(
-            INVALID_REQUEST, "Invalid Request: id must be a string or an integer"
-        )
+        return _refusal(INVALID_REQUEST, "Invalid Request: id must be a string or an integer")
     if value.get("jsonrpc") != "2.0":
         return _refusal(INVALID_REQUEST, 'Invalid Request: jsonrpc must be "2.0"', request_id)
     if "method" not in value and "result" not in value and "error" not in value:
@@ -218,7 +219,8 @@ def _invalid_request(value: Any) -> JSONRPCError:
     if isinstance(params, list):
         # structured, so a valid JSON-RPC request, but MCP's parameters are named
         return _refusal(
-            INVALID_PARAMS, "Invalid params: params must be an object of named parameters",
+            INVALID_PARAMS,
+            "Invalid params: params must be an object of named parameters",
             request_id,
         )
     if "params" in value and not isinstance(params, dict):
@@ -280,12 +282,12 @@ def _scan_id(message: str | bytes) -> str | int | None:
     key: str | None = None
     for token in _TOKEN.finditer(text, 0, _ID_SCAN_CHARS):
         t = token.group()
-        if t in "{[":
+        if t in ("{", "["):
             if depth == 0 and t != "{":
                 return None
             depth += 1
             expect_key = t == "{"
-        elif t in "}]":
+        elif t in ("}", "]"):
             depth -= 1
             if depth <= 0:
                 return None
@@ -302,6 +304,16 @@ def _scan_id(message: str | bytes) -> str | int | None:
         else:
             key = None
     return None
+
+
+def _screened(message: str | bytes, transport: str) -> JSONRPCError | None:
+    """:func:`screen`, which must never take the transport down: should it fail, the
+    message goes on to the SDK as it would have without it."""
+    try:
+        return screen(message, transport)
+    except Exception:
+        logger.exception("could not screen a message over %s; passed on as it is", transport)
+        return None
 
 
 class ScreenedLines:
@@ -330,7 +342,7 @@ class ScreenedLines:
             async for line in self._source:
                 if not line.strip():
                     continue
-                refusal = screen(line, "stdio")
+                refusal = _screened(line, "stdio")
                 if refusal is None:
                     yield line
                 else:
@@ -380,18 +392,19 @@ async def serve_stdio(server: MCPServer) -> None:
         text = TextIOWrapper(raw, encoding="utf-8", errors="replace")
         lines = ScreenedLines(anyio.wrap_file(text), send)
         # the SDK reads its stdin only with `async for`
-        async with stdio_server(stdin=cast("anyio.AsyncFile[str]", lines)) as (read, write):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_write_refusals, receive, write)
-                # MCPServer.run_stdio_async does the same with the SDK's own stdin
-                lowlevel = server._lowlevel_server
-                await lowlevel.run(read, write, lowlevel.create_initialization_options())
-                tg.cancel_scope.cancel()
+        async with (
+            stdio_server(stdin=cast("anyio.AsyncFile[str]", lines)) as (read, write),
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(_write_refusals, receive, write)
+            # what MCPServer.run_stdio_async does with the SDK's own stdin (the SDK has
+            # no public way to serve its low-level server on given streams)
+            lowlevel = server._lowlevel_server
+            await lowlevel.run(read, write, lowlevel.create_initialization_options())
+            tg.cancel_scope.cancel()
 
 
-async def _write_refusals(
-    refusals: MemoryObjectReceiveStream[JSONRPCError], write: Any
-) -> None:
+async def _write_refusals(refusals: MemoryObjectReceiveStream[JSONRPCError], write: Any) -> None:
     """Send each refusal to the client, as the server's own answers go."""
     async with refusals:
         async for refusal in refusals:
@@ -445,7 +458,8 @@ class ScreenedHTTP:
             if not message.get("more_body", False):
                 complete = True
                 break
-        refusal = screen(bytes(body), "HTTP") if complete and len(body) <= self.max_body else None
+        fits = complete and len(body) <= self.max_body
+        refusal = _screened(bytes(body), "HTTP") if fits else None
         if refusal is None:
             await self.app(scope, _replay(received, receive), send)
             return
