@@ -31,6 +31,8 @@ runs.py      index runs in child processes (:func:`run_index_child`), their JSON
 state.py     an index's state (not_indexed / indexing / ready / failed), the searchers
 sandbox.py   where the tools may go and what ``read_file_content`` may read
 guard.py     who may talk to the HTTP transport: bearer token, Host and Origin
+wire.py      every message answered: malformed JSON-RPC refused with its error, both
+             transports (:func:`.wire.serve_stdio`, :class:`.wire.ScreenedHTTP`)
 health.py    the probes of ``health_check``: model, Dask cluster, stores, versions
 ===========  ==========================================================================
 
@@ -53,9 +55,20 @@ only once it has a committed index inside them, and ``read_file_content`` return
 what that index covers, never a file whose name or content looks like a secret
 (:mod:`.sandbox`).
 
+Arguments are taken as their schema types them: a boolean or an integer parameter refuses
+a string (``force: "yes"``, ``limit: "10"``; a number parameter takes an integer), and
+strings have a length cap published as ``maxLength``: 4,000 characters for ``search``'s
+query and ``get_similar_code``'s fragment (:data:`~.server.QUERY_MAX_CHARS`), 4,096 for
+paths, 1,000 for symbols, kinds and globs. Such a refusal is a tool error naming the
+parameter and the rule, before any work, and never repeats a long argument.
+
 Errors come back as MCP tool errors (``is_error``) with the library's message; an
 unexpected exception is logged with its traceback to stderr and reported as its type
-and message. Nothing is ever printed to stdout.
+and message. A message that is not one well-formed JSON-RPC message (not JSON, nested too
+deeply, ``params`` not an object, an id that is no id, text holding a lone surrogate) is
+answered with its JSON-RPC error (-32700, -32600 or -32602, with its id where it can be
+recovered) and logged on ``rcm_dask.mcp`` without its payload (:mod:`.wire`): every request
+gets an answer. Nothing is ever printed to stdout.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ READ_MAX_LINES = 2000
 READ_MAX_CHARS = 200_000
 """Characters ``read_file_content`` returns at most per call."""
 
+QUOTED_QUERY_CHARS = 200
+"""Characters of the query a search's text repeats (its structured ``query`` has all)."""
+
 RunState = Literal["indexing", "ready", "failed"]
 IndexState = Literal["not_indexed", "indexing", "ready", "failed"]
 
@@ -116,6 +119,13 @@ class FileOut(BaseModel):
         return "\n".join(lines)
 
 
+def _quoted(query: str) -> str:
+    """The query as a search's text quotes it: a long one cut, with its length."""
+    if len(query) <= QUOTED_QUERY_CHARS:
+        return repr(query)
+    return f"{query[:QUOTED_QUERY_CHARS]!r}... ({len(query):,} characters)"
+
+
 class SearchOut(BaseModel):
     """What ``search`` and ``get_similar_code`` answer."""
 
@@ -138,7 +148,7 @@ class SearchOut(BaseModel):
     )
 
     def __str__(self) -> str:
-        what = f"similar to {self.source.qualname}" if self.source else f"for {self.query!r}"
+        what = f"similar to {self.source.qualname}" if self.source else f"for {_quoted(self.query)}"
         if self.files is not None:
             lines = [f"{len(self.files)} files {what} in {self.directory} ({self.mode}):"]
             lines += [f.render(i) for i, f in enumerate(self.files, 1)]

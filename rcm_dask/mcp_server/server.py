@@ -5,6 +5,10 @@ schema), docstring (the description) and return annotation (the output schema);
 :func:`build_server` registers each as a call into the :class:`~.tools.CodeTools`
 method of the same name, within the roots of the call (:func:`_call_roots`), in a
 worker thread, its result rendered as text plus structured content (:func:`_answer`).
+Booleans and integers are strict and strings capped (:data:`QUERY_MAX_CHARS`,
+:data:`PATH_MAX_CHARS`, :data:`NAME_MAX_CHARS`), so the SDK refuses a mistyped or huge
+argument before any work. :func:`serve` screens every message on either transport
+first (:mod:`.wire`), so a malformed one is answered instead of dropped.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from .models import (
     SearchOut,
 )
 from .tools import QUICK_RUN_SECONDS, CodeTools
+from .wire import ScreenedHTTP, serve_stdio
 
 logger = logging.getLogger("rcm_dask.mcp")
 
@@ -57,6 +62,17 @@ DEFAULT_PORT = 8765
 
 CLIENT_ROOTS_TIMEOUT = 10.0
 """Seconds a client that offers the roots capability has to list its roots."""
+
+QUERY_MAX_CHARS = 4000
+"""Characters of ``search``'s query and ``get_similar_code``'s fragment at most: the embedder
+reads only its model's first few hundred tokens of it anyway, BM25 parses all of it, and
+the answer repeats the query."""
+
+PATH_MAX_CHARS = 4096
+"""Characters of a ``directory`` or ``file`` argument at most (Linux's PATH_MAX)."""
+
+NAME_MAX_CHARS = 1000
+"""Characters of a symbol, a kind or a path glob at most."""
 
 SearchMode = Literal["hybrid", "bm25", "vector"]
 SearchGroup = Literal["item", "file"]
@@ -130,7 +146,8 @@ _READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 Directory = Annotated[
     str,
     Field(
-        description="The codebase folder, as given to index_codebase (an absolute path is best)."
+        max_length=PATH_MAX_CHARS,
+        description="The codebase folder, as given to index_codebase (an absolute path is best).",
     ),
 ]
 
@@ -138,20 +155,31 @@ Directory = Annotated[
 Symbol = Annotated[
     str,
     Field(
+        max_length=NAME_MAX_CHARS,
         description="A name (push), or a path ending a qualified name (BinaryHeap::push, "
-        "collections::binary_heap::BinaryHeap::push)."
+        "collections::binary_heap::BinaryHeap::push).",
     ),
 ]
 
 FileArg = Annotated[
     str,
-    Field(description="The file: a path relative to the indexed root, or absolute inside it."),
+    Field(
+        max_length=PATH_MAX_CHARS,
+        description="The file: a path relative to the indexed root, or absolute inside it.",
+    ),
 ]
 
 RootArg = Annotated[
     str | None,
-    Field(description="The indexed root (default: the indexed codebase that holds the file)."),
+    Field(
+        max_length=PATH_MAX_CHARS,
+        description="The indexed root (default: the indexed codebase that holds the file).",
+    ),
 ]
+
+# strict=True on every boolean and integer parameter: lax pydantic took force="yes" as
+# true (a forced rebuild) and limit="10" as 10; a client that sends the wrong type is told
+# so. A float parameter still takes an integer (JSON has one number type).
 
 _WRITES = ToolAnnotations(
     read_only_hint=False,
@@ -185,11 +213,15 @@ class _Signatures(Protocol):
             ),
         ] = "pipeline",
         force: Annotated[
-            bool, Field(description="Rebuild from scratch instead of indexing what changed.")
+            bool,
+            Field(
+                strict=True, description="Rebuild from scratch instead of indexing what changed."
+            ),
         ] = False,
         wait_seconds: Annotated[
             float,
             Field(
+                strict=True,
                 ge=0,
                 le=600,
                 description="How long to wait for the run to finish before answering with "
@@ -228,20 +260,28 @@ class _Signatures(Protocol):
         ctx: Context,
         query: Annotated[
             str,
-            Field(description="Words, identifiers, a question or a code fragment."),
+            Field(
+                max_length=QUERY_MAX_CHARS,
+                description="Words, identifiers, a question or a code fragment "
+                f"(at most {QUERY_MAX_CHARS:,} characters).",
+            ),
         ],
         directory: Directory,
-        limit: Annotated[int, Field(ge=1, le=100, description="Hits to return.")] = 10,
+        limit: Annotated[int, Field(strict=True, ge=1, le=100, description="Hits to return.")] = 10,
         kind: Annotated[
             str | None,
             Field(
+                max_length=NAME_MAX_CHARS,
                 description="Only items of this kind (function, method, struct, enum, union, "
-                "trait, impl, mod, const, static, type, macro); several separated by commas."
+                "trait, impl, mod, const, static, type, macro); several separated by commas.",
             ),
         ] = None,
         path_glob: Annotated[
             str | None,
-            Field(description="Only files matching this gitignore-style glob (src/io/**)."),
+            Field(
+                max_length=NAME_MAX_CHARS,
+                description="Only files matching this gitignore-style glob (src/io/**).",
+            ),
         ] = None,
         mode: Annotated[
             SearchMode,
@@ -269,12 +309,14 @@ class _Signatures(Protocol):
         code_or_symbol: Annotated[
             str,
             Field(
+                max_length=QUERY_MAX_CHARS,
                 description="A code fragment, or the name of a symbol in the index (push, "
-                "BinaryHeap::push): then code similar to that item, the item itself left out."
+                "BinaryHeap::push): then code similar to that item, the item itself left out "
+                f"(at most {QUERY_MAX_CHARS:,} characters).",
             ),
         ],
         directory: Directory,
-        limit: Annotated[int, Field(ge=1, le=100, description="Hits to return.")] = 10,
+        limit: Annotated[int, Field(strict=True, ge=1, le=100, description="Hits to return.")] = 10,
     ) -> Annotated[CallToolResult, SearchOut]:
         """Find code that means the same as a fragment or as a named symbol (vector search;
         not on a keyword-only index)."""
@@ -285,7 +327,11 @@ class _Signatures(Protocol):
         symbol: Symbol,
         directory: Directory,
         kind: Annotated[
-            str | None, Field(description="Only definitions of this kind (struct, method...).")
+            str | None,
+            Field(
+                max_length=NAME_MAX_CHARS,
+                description="Only definitions of this kind (struct, method...).",
+            ),
         ] = None,
     ) -> Annotated[CallToolResult, DefinitionsOut]:
         """Where a symbol is defined: file, line range, kind, signature, docs."""
@@ -295,7 +341,9 @@ class _Signatures(Protocol):
         ctx: Context,
         symbol: Symbol,
         directory: Directory,
-        limit: Annotated[int, Field(ge=1, le=1000, description="References to return.")] = 100,
+        limit: Annotated[
+            int, Field(strict=True, ge=1, le=1000, description="References to return.")
+        ] = 100,
     ) -> Annotated[CallToolResult, ReferencesOut]:
         """Where a symbol is used (calls, type mentions, impls), with file and line; uses
         tied to the definition come first, same-name uses after."""
@@ -305,7 +353,9 @@ class _Signatures(Protocol):
         ctx: Context,
         symbol: Symbol,
         directory: Directory,
-        depth: Annotated[int, Field(ge=1, le=5, description="How many calls away to go.")] = 1,
+        depth: Annotated[
+            int, Field(strict=True, ge=1, le=5, description="How many calls away to go.")
+        ] = 1,
     ) -> Annotated[CallToolResult, CallGraphOut]:
         """Callers and callees of a function or method, to a depth."""
 
@@ -332,13 +382,23 @@ class _Signatures(Protocol):
         ctx: Context,
         file: Annotated[
             str,
-            Field(description="Path relative to the indexed root, or absolute inside it."),
+            Field(
+                max_length=PATH_MAX_CHARS,
+                description="Path relative to the indexed root, or absolute inside it.",
+            ),
         ],
-        start_line: Annotated[int | None, Field(ge=1, description="First line (1-based).")] = None,
-        end_line: Annotated[int | None, Field(ge=1, description="Last line (inclusive).")] = None,
+        start_line: Annotated[
+            int | None, Field(strict=True, ge=1, description="First line (1-based).")
+        ] = None,
+        end_line: Annotated[
+            int | None, Field(strict=True, ge=1, description="Last line (inclusive).")
+        ] = None,
         directory: Annotated[
             str | None,
-            Field(description="The indexed root (default: the one that holds the file)."),
+            Field(
+                max_length=PATH_MAX_CHARS,
+                description="The indexed root (default: the one that holds the file).",
+            ),
         ] = None,
     ) -> Annotated[CallToolResult, FileContentOut]:
         """Read lines of a file of an indexed codebase, with line numbers.
@@ -449,7 +509,7 @@ def serve(
     server = build_server(tools)
     try:
         if transport == "stdio":
-            server.run("stdio")
+            anyio.run(serve_stdio, server)
         else:
             _serve_http(server, port, token, generated)
     finally:
@@ -473,8 +533,13 @@ def _serve_http(server: MCPServer, port: int, token: str, generated: bool) -> No
     # once waits in the backlog until uvicorn accepts, instead of being refused
     sock.listen(2048)
     actual = sock.getsockname()[1]
+    # the token first: nothing from a client without it is even parsed
     app = BearerTokenGuard(
-        server.streamable_http_app(host="127.0.0.1", transport_security=transport_security(actual)),
+        ScreenedHTTP(
+            server.streamable_http_app(
+                host="127.0.0.1", transport_security=transport_security(actual)
+            )
+        ),
         token,
     )
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
