@@ -108,6 +108,24 @@ def transport_security(port: int) -> TransportSecuritySettings:
     )
 
 
+async def send_json(
+    send: Send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    """Answer an HTTP request with a JSON ``body`` (the guards' refusals)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class BearerTokenGuard:
     """ASGI middleware: every HTTP request must carry ``Authorization: Bearer TOKEN``.
 
@@ -158,15 +176,4 @@ class BearerTokenGuard:
             return
         challenge, why = refusal
         body = json.dumps({"error": "unauthorized", "error_description": why}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", challenge),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, 401, body, ((b"www-authenticate", challenge),))

@@ -272,9 +272,7 @@ def _open_located(where: Located, file: str) -> int:
     followed; a FIFO, socket or device is never opened (and one swapped in between the
     check and the open is opened non-blocking, then refused by :func:`read_file` from
     the descriptor)."""
-    if not _inside(str(where.real), os.path.realpath(where.root)) or str(where.real) == (
-        os.path.realpath(where.root)
-    ):
+    if not str(where.real).startswith(os.path.realpath(where.root).rstrip(os.sep) + os.sep):
         raise SourceError(f"{where.rel} is not a file under {where.root}")
     try:
         return open_nofollow(str(where.real))

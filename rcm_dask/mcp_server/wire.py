@@ -58,6 +58,8 @@ from mcp.types import (
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .guard import send_json
+
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
     from mcp.server.mcpserver import MCPServer
@@ -464,17 +466,7 @@ class ScreenedHTTP:
             await self.app(scope, _replay(received, receive), send)
             return
         answer = refusal.model_dump_json(by_alias=True, exclude_unset=True).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(answer)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer})
+        await send_json(send, 400, answer)
 
 
 def _is_json(scope: Scope) -> bool:

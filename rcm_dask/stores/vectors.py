@@ -27,6 +27,7 @@ point, and keeping the two stores consistent is the index writer's job.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -415,6 +416,7 @@ def _load_shard(
         ) from e
 
 
+@dataclasses.dataclass(eq=False, slots=True)
 class _SharedShard:
     """One shard open for reading, shared by every read-only store of it in this process.
 
@@ -425,35 +427,24 @@ class _SharedShard:
     shard, and an index run (a child process) can take it.
     """
 
-    __slots__ = ("dim", "dir_fd", "key", "lock", "mapped", "path", "shard", "users")
-
-    def __init__(
-        self,
-        key: tuple[int, int],
-        path: Path,
-        dim: int,
-        shard: qe.EdgeShard,
-        mapped: list[tuple[Path, int]],
-        dir_fd: int,
-    ) -> None:
-        self.key = key
-        """(device, inode) of the shard folder: the registry's key."""
-        self.path = path
-        """The folder's name when it was opened."""
-        self.dim = dim
-        """Vector dimension."""
-        self.shard = shard
-        """The engine's open shard."""
-        self.mapped = mapped
-        """Its mapped files and their sizes (the reads' guard against SIGBUS)."""
-        self.dir_fd = dir_fd
-        """An open descriptor of the folder, held so that its inode (the key) is not
-        reused by another folder while this entry lives, even once the folder is
-        deleted (a forced rebuild's old tree)."""
-        self.users = 0
-        """Read-only stores using it."""
-        self.lock = threading.Lock()
-        """Serialises engine calls on the shard."""
+    key: tuple[int, int]
+    """(device, inode) of the shard folder: the registry's key."""
+    path: Path
+    """The folder's name when it was opened."""
+    dim: int
+    """Vector dimension."""
+    shard: qe.EdgeShard
+    """The engine's open shard."""
+    mapped: list[tuple[Path, int]]
+    """Its mapped files and their sizes (the reads' guard against SIGBUS)."""
+    dir_fd: int
+    """An open descriptor of the folder, held so that its inode (the key) is not
+    reused by another folder while this entry lives, even once the folder is
+    deleted (a forced rebuild's old tree)."""
+    users: int = 0
+    """Read-only stores using it."""
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    """Serialises engine calls on the shard."""
 
 
 _readers: dict[tuple[int, int], _SharedShard] = {}
