@@ -370,6 +370,10 @@ class DaskRun:
         self.stats.add_partition(summary)
         if summary.unchanged:
             self.wait_writer(self.writer.touch_files, self.plan.refreshed(summary.unchanged))
+        withheld = self.plan.withheld(summary.skipped)
+        if withheld:  # they came to hold a secret: their old chunks go
+            self.wait_writer(self.writer.remove_files, withheld)
+            self.stats.files_removed += len(withheld)
         if summary.files:
             self.wait_writer(self.writer.expect_files, list(summary.files))
         self.stats.files_indexed += len(summary.files)

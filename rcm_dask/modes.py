@@ -87,6 +87,9 @@ def run_sequential(
         )
         stats.add_partition(part)
         writer.touch_files(plan.refreshed(part.unchanged))
+        withheld = plan.withheld(part.skipped)
+        writer.remove_files(withheld)
+        stats.files_removed += len(withheld)
         for f in part.files:
             if part.chunks and keyword_only:
                 batch = keyword_batch(part.chunks)

@@ -26,7 +26,7 @@ from typing import Any
 from .config import IndexConfig, configure, data_home, default_index_dir
 from .errors import ConfigError, IndexNotFoundError, SourceError
 from .identity import vectors_setting
-from .records import FileRef, IndexedFile, IndexStats
+from .records import FileRef, IndexedFile, IndexStats, Skipped
 from .sources import Discovery, SourceRoot, discover_sources, open_root
 from .stores.manifest import MANIFEST_FILE, read_identity, read_manifest
 
@@ -136,6 +136,8 @@ class RunPlan:
     """The listing."""
     stats: IndexStats = field(default_factory=IndexStats)
     """Stats being filled in."""
+    redo: frozenset[str] = frozenset()
+    """Paths whose store content is in doubt (a crashed run's pending paths, repairs)."""
 
     @property
     def todo_bytes(self) -> int:
@@ -148,6 +150,18 @@ class RunPlan:
         return [
             IndexedFile(f.path, f.size, f.mtime, f.sha256, self.known[f.path].chunk_ids)
             for f in unchanged
+        ]
+
+    def withheld(self, skipped: Sequence[Skipped]) -> list[str]:
+        """Files the index holds that reading now skipped as ``sensitive`` (they came to
+        hold a secret): their old chunks must go, not stay searchable, on this run.
+
+        Other skips on reading (unreadable, vanished...) keep what the index held: the
+        file may read again next time, and its old chunks hold nothing it should not."""
+        return [
+            s.path
+            for s in skipped
+            if s.reason == "sensitive" and (s.path in self.known or s.path in self.redo)
         ]
 
 
@@ -226,7 +240,7 @@ def plan_run(
     )
     for skip in discovery.skipped:
         stats.add_skip(skip)
-    return RunPlan(root, index_dir, todo, trusted, removed, discovery, stats)
+    return RunPlan(root, index_dir, todo, trusted, removed, discovery, stats, frozenset(redo))
 
 
 def choose_mode(config: IndexConfig, plan: RunPlan, has_client: bool) -> str:

@@ -251,3 +251,71 @@ def test_swaps_after_listing_are_never_followed(tmp_path: Path) -> None:
     (root_dir / "src" / "deep2").symlink_to(outside / "deep")
     again = discover_sources(root)
     assert "src/deep2/m.rs" not in {f.path for f in again.files}
+
+
+SECRET_LINE = 'const KEY: &str = "AKIAQYLPMN5HFIQR7XYA";\n'
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("mode", ("sequential", "parallel", "pipeline"))
+def test_a_file_that_comes_to_hold_a_secret_leaves_the_index(
+    tmp_path: Path, mode: str, dask_client: Any
+) -> None:
+    """Item 6: a file that gained a secret kept its old chunks searchable, and
+    read_file_content said "re-index first", which could never succeed. Now the run that
+    skips it drops its chunks (every mode, both stores: the index equals a clean one of
+    the final tree), and a read says why."""
+    from rcm_dask import index
+    from rcm_dask.config import IndexConfig, default_index_dir
+    from rcm_dask.errors import RcmError
+    from rcm_dask.mcp_server.tools import CodeTools
+    from rcm_dask.roots import AllowedRoots
+    from rcm_dask.testing import HashEmbedder, index_snapshot
+
+    code = _crate(tmp_path / "code", INSIDE)
+    (code / "src" / "keys.rs").write_text("pub fn load_keys() -> u32 {\n    3\n}\n")
+    client = None if mode == "sequential" else dask_client
+
+    def run(config: IndexConfig | None = None) -> Any:
+        return index(str(code), config, mode=mode, client=client, embedder=HashEmbedder())
+
+    run()
+    idx = default_index_dir(str(code))
+    tools = CodeTools(roots=AllowedRoots.from_settings([str(code)]))
+    try:
+        assert "load_keys" in tools.read_file_content("src/keys.rs").content
+        (code / "src" / "keys.rs").write_text(SECRET_LINE + "pub fn load_keys() {}\n")
+        # before the next run: named as a secret, not "re-index first"
+        with pytest.raises(RcmError) as before:
+            tools.read_file_content("src/keys.rs")
+        assert "AWS access key id" in str(before.value), before.value
+        assert "re-index" not in str(before.value) and "AKIAQ" not in str(before.value)
+
+        stats = run()
+        assert stats.skipped.get("sensitive") == 1 and stats.files_removed == 1, stats
+        got = index_snapshot(idx, vectors=True)
+        assert "src/keys.rs" not in got["files"]
+        assert not [d for d in got["docs"].values() if d["path"] == "src/keys.rs"]
+        clean_dir = tmp_path / "clean"
+        clean = index(
+            str(code), IndexConfig(index_dir=str(clean_dir)), mode="sequential",
+            embedder=HashEmbedder(),
+        )
+        assert clean.files_indexed == 1
+        want = index_snapshot(clean_dir, vectors=True)
+        assert set(got["docs"]) == set(want["docs"])
+        assert set(got["vectors"]) == set(want["vectors"])
+        assert got["records"] == want["records"]
+        assert set(got["files"]) == set(want["files"])
+        # after it: still told why, and never that indexing would make it readable
+        with pytest.raises(RcmError) as after:
+            tools.read_file_content("src/keys.rs")
+        assert "AWS access key id" in str(after.value)
+        assert "left out of the index" in str(after.value), after.value
+        assert "becomes readable" not in str(after.value)
+        # a secret removed again: the file comes back
+        (code / "src" / "keys.rs").write_text("pub fn load_keys() -> u32 {\n    4\n}\n")
+        assert run().files_indexed == 1
+        assert "4" in tools.read_file_content("src/keys.rs").content
+    finally:
+        tools.close()

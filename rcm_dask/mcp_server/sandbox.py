@@ -34,9 +34,9 @@ from pathlib import Path
 
 from ..errors import IndexNotFoundError, RootNotAllowedError, SourceError
 from ..planning import list_indexes, resolve_index_dir
-from ..records import IndexedFile
 from ..roots import AllowedRoots
 from ..sources import (
+    RUST_SUFFIX,
     NotRegularFile,
     NotTextError,
     SymlinkInPath,
@@ -302,16 +302,9 @@ def _not_regular(where: Located, file: str, mode: int) -> str:
     )
 
 
-def _check_opened(
-    where: Located,
-    file: str,
-    info: os.stat_result,
-    record: IndexedFile | None,
-    max_file_size: int,
-) -> None:
+def _check_opened(where: Located, file: str, info: os.stat_result, max_file_size: int) -> None:
     """Refuse an opened file (``info``: its ``fstat``) that is not a regular file, has
-    more than one hard link, is over ``max_file_size`` bytes, or whose size is not the
-    one its manifest ``record`` holds."""
+    more than one hard link, or is over ``max_file_size`` bytes."""
     if not stat.S_ISREG(info.st_mode):
         raise SourceError(_not_regular(where, file, info.st_mode))
     if info.st_nlink > 1:
@@ -322,8 +315,6 @@ def _check_opened(
             "meant to be part of the codebase, the user can replace it with a plain copy "
             "and re-index (index_codebase)"
         )
-    if record is not None and info.st_size != record.size:
-        raise _changed(where, file, f"{info.st_size:,} bytes now, {record.size:,} when indexed")
     if info.st_size > max_file_size:
         raise SourceError(
             f"{where.rel} is {info.st_size:,} bytes, over the {max_file_size:,}-byte limit "
@@ -362,30 +353,45 @@ def read_file(
     if why:
         raise SourceError(f"refused {file!r}: {why}; such files are never read")
     record = manifest_record(where.index_dir, where.rel)
-    if record is None and not _is_crate_file(where.root, where.rel):
-        raise SourceError(
-            f"refused {file!r}: read_file_content returns only files the index of "
-            f"{where.root} covers (its .rs files), Cargo.toml files and the README "
-            f"files of the root and of crate folders, and {where.rel} is none of these "
-            "(a .rs file added since the last run becomes readable once index_codebase "
-            "has indexed it)"
-        )
+    covered = record is not None or _is_crate_file(where.root, where.rel)
+    not_covered = SourceError(
+        f"refused {file!r}: read_file_content returns only files the index of "
+        f"{where.root} covers (its .rs files), Cargo.toml files and the README "
+        f"files of the root and of crate folders, and {where.rel} is none of these "
+        "(a .rs file added since the last run becomes readable once index_codebase "
+        "has indexed it)"
+    )
+    # an uncovered .rs file is opened only to say why the index left it out (a secret)
+    if not covered and not where.rel.endswith(RUST_SUFFIX):
+        raise not_covered
     fd = _open_located(where, file)
     try:
-        _check_opened(where, file, os.fstat(fd), record, max_file_size)
+        _check_opened(where, file, os.fstat(fd), max_file_size)
         with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read(max_file_size + 1)
     finally:
         os.close(fd)
     if len(data) > max_file_size:
         raise SourceError(f"{where.rel} is over the {max_file_size:,}-byte limit for reading files")
-    if record is not None and hashlib.sha256(data).hexdigest() != record.sha256:
-        raise _changed(where, file, "its content is not what was indexed")
-    # secrets first: a secret in a binary or non-UTF-8 file is refused as a secret
+    # secrets first: a secret in a binary or non-UTF-8 file is refused as a secret, and
+    # a file that came to hold one is told so ("re-index first" could never succeed: the
+    # run that reads it drops it from the index)
     label = sensitive_content(data)
     if label:
         article = "an" if label[0] in "AEIOU" else "a"
-        raise SourceError(f"refused {file!r}: its content holds {article} {label}")
+        raise SourceError(
+            f"refused {file!r}: its content holds {article} {label}; files that hold "
+            "secrets are left out of the index and never read"
+        )
+    if not covered:
+        raise not_covered
+    if record is not None and hashlib.sha256(data).hexdigest() != record.sha256:
+        how = (
+            f"{len(data):,} bytes now, {record.size:,} when indexed"
+            if len(data) != record.size
+            else "its content is not what was indexed"
+        )
+        raise _changed(where, file, how)
     try:
         text = decode_text(data)
     except NotTextError as e:
