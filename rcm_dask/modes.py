@@ -49,7 +49,7 @@ from .planning import RunPlan, choose_mode, plan_run, read_known, request_run
 from .records import EmbeddedBatch, IndexStats, ProgressCallback
 from .sources import SourceRoot
 from .stages import IN_PROCESS, embed_segments, keyword_batch, read_chunk_partition
-from .stores.lock import IndexLock
+from .stores.lock import HOLDER_FILE, LOCK_FILE, IndexLock
 from .stores.manifest import MANIFEST_FILE, Manifest, read_identity
 from .stores.space import disk_full_errors, require_run_space
 from .stores.swap import clear_leftovers, exchange_dirs, rebuild_dir, remove_tree
@@ -255,11 +255,13 @@ def index(
     )
     identity = run_identity(root, embedder, config.vectors)
     forced: list[bool] = []  # True once a forced run builds beside the index
+    existed = index_dir.exists()
     # One run per index: taken before anything is read from or written to the folder
     with (
         _reporting_interrupt(index_dir, forced),
         disk_full_errors(index_dir, "write the index"),
         IndexLock(index_dir, wait=config.wait, on_wait=on_wait) as live_lock,
+        _no_empty_folder(index_dir, existed),
         ExitStack() as rebuilding,
     ):
         # what a forced run killed before its swap left (none can be running: we hold
@@ -342,6 +344,26 @@ def index(
         stats.seconds = time.perf_counter() - started
         _save_last_run(target, stats)
     return stats
+
+
+@contextmanager
+def _no_empty_folder(index_dir: Path, existed: bool) -> Iterator[None]:
+    """A first run that fails before it wrote anything leaves no index folder behind
+    (only the lock made it): removed while the lock is still held, so no other run
+    can have started writing there (one waiting on the old lock file sees it gone and
+    takes a new one)."""
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            try:
+                if set(os.listdir(index_dir)) <= {LOCK_FILE, HOLDER_FILE}:
+                    for name in (HOLDER_FILE, LOCK_FILE):
+                        (index_dir / name).unlink(missing_ok=True)
+                    index_dir.rmdir()
+            except OSError:
+                pass  # a folder that cannot be tidied stays: the error raised says why
+        raise
 
 
 @contextmanager

@@ -319,3 +319,34 @@ def test_a_file_that_comes_to_hold_a_secret_leaves_the_index(
         assert "4" in tools.read_file_content("src/keys.rs").content
     finally:
         tools.close()
+
+
+def test_a_refused_first_run_leaves_no_index_folder(tmp_path: Path) -> None:
+    """Item 6: a first run refused after it took the lock left an empty index folder
+    (listed by nothing, found by the next run as an index that never was). A refused
+    run over an existing index leaves that index as it was."""
+    from rcm_dask import index
+    from rcm_dask.config import default_index_dir
+    from rcm_dask.errors import ConfigError
+    from rcm_dask.testing import HashEmbedder
+
+    code = _crate(tmp_path / "code", INSIDE)
+    idx = default_index_dir(str(code))
+
+    def refused_run() -> None:
+        with pytest.raises(ConfigError, match="performance-report"):
+            index(
+                str(code),
+                mode="sequential",
+                vectors="none",
+                performance_report=tmp_path / "report.html",
+                embedder=HashEmbedder(),
+            )
+
+    refused_run()
+    assert not idx.exists()
+    index(str(code), mode="sequential", vectors="none", embedder=HashEmbedder())
+    before = sorted(p.name for p in idx.iterdir())
+    (code / "src" / "lib.rs").write_text(INSIDE + "pub fn more() {}\n")
+    refused_run()
+    assert sorted(p.name for p in idx.iterdir()) == before
