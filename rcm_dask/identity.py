@@ -185,6 +185,8 @@ def check_identity(
         identity["collection"] = str(stored.get("collection") or identity["collection"])
     if stored is not None and not force:
         diffs = identity_mismatch(stored, identity)
+        if dimensions_repair(stored, identity):  # a wrong record, not another model
+            diffs = [d for d in diffs if not d.startswith("dimensions:")]
         old, new = vectors_setting(stored), vectors_setting(identity)
         if old != new:
             # the one difference a plain re-run most often has: say it in words
@@ -249,6 +251,33 @@ def open_vectors_waiting(
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.2)
+
+
+def dimensions_repair(stored: Mapping[str, Any], identity: Mapping[str, Any]) -> str:
+    """Why ``identity.json``'s ``dimensions`` can be corrected in place (``""`` when not).
+
+    The model fingerprint hashes the weights and config, which fix the vector width: an
+    index whose record names this run's model by fingerprint but another width holds a
+    wrong record (an edit by hand), not vectors of another model, and a plain run
+    corrects it instead of asking for ``--force``.
+
+    Examples
+    --------
+    >>> dimensions_repair({"vectors": "qdrant", "model_fingerprint": "f", "dimensions": 385},
+    ...                   {"vectors": "qdrant", "model_fingerprint": "f", "dimensions": 384})[:40]
+    'identity.json recorded dimensions 385, b'
+    """
+    if not (keeps_vectors(stored) and keeps_vectors(identity)):
+        return ""
+    fingerprint = stored.get("model_fingerprint")
+    if not fingerprint or fingerprint != identity.get("model_fingerprint"):
+        return ""
+    if str(stored.get("dimensions")) == str(identity.get("dimensions")):
+        return ""
+    return (
+        f"{IDENTITY_FILE} recorded dimensions {stored.get('dimensions')!r}, but the model it "
+        f"names (same fingerprint) gives {identity.get('dimensions')}: record corrected"
+    )
 
 
 def identity_problem(identity: Mapping[str, Any]) -> str:

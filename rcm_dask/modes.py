@@ -36,7 +36,7 @@ from .config import IndexConfig
 from .dataflow import DaskRun
 from .embedding import Embedder
 from .errors import ConfigError, IndexInterrupted
-from .identity import check_identity, run_identity
+from .identity import check_identity, dimensions_repair, run_identity
 from .integrity import (
     StoreRepair,
     check_stores,
@@ -50,7 +50,7 @@ from .records import EmbeddedBatch, IndexStats, ProgressCallback
 from .sources import SourceRoot
 from .stages import IN_PROCESS, embed_segments, keyword_batch, read_chunk_partition
 from .stores.lock import HOLDER_FILE, LOCK_FILE, IndexLock
-from .stores.manifest import MANIFEST_FILE, Manifest, read_identity
+from .stores.manifest import MANIFEST_FILE, Manifest, read_identity, write_identity
 from .stores.space import disk_full_errors, require_run_space
 from .stores.swap import clear_leftovers, exchange_dirs, rebuild_dir, remove_tree
 from .writer import IndexWriter, writer_options
@@ -271,6 +271,12 @@ def index(
         damage = "" if force else index_damage(index_dir)
         force = force or bool(damage)
         _, stored = check_identity(index_dir, identity, config.qdrant_url, force)
+        fixed = ""
+        if stored is not None and not force:
+            fixed = dimensions_repair(stored, identity)
+            if fixed:
+                stored = {**stored, "dimensions": identity["dimensions"]}
+                write_identity(index_dir, stored)
         # a forced run over an index builds beside it (stores/swap.py): searches answer
         # from the old index until the new one replaces it in one step
         target = index_dir
@@ -290,6 +296,7 @@ def index(
         plan = plan_run(root, config, target, known, request.discovery, pending, repair.paths)
         plan.stats.index_dir = str(index_dir)
         plan.stats.repairs = [f"{damage}: rebuilt from scratch"] if damage else []
+        plan.stats.repairs += [fixed] if fixed else []
         plan.stats.repairs += repair.notes
         plan.stats.files_repaired += repair.restored
         plan.stats.add_time("discover", request.discover_seconds)

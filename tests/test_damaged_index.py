@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from rcm_dask import IndexConfig, index
 from rcm_dask.chunking import chunk_source
 from rcm_dask.cli import main
-from rcm_dask.errors import IndexDamagedError
+from rcm_dask.errors import IndexDamagedError, IndexIdentityError
 from rcm_dask.integrity import repair_command
 from rcm_dask.mcp_server.health import check_index
 from rcm_dask.records import EmbeddedBatch, IndexedFile, SourceFile
@@ -339,7 +339,7 @@ def test_vector_points_that_do_not_read_back_are_said_and_reembedded(
 _HOLD_AND_CUT = """
 import os, sys
 from pathlib import Path
-from rcm_dask.errors import IndexDamagedError
+from rcm_dask.errors import IndexDamagedError, IndexIdentityError
 from rcm_dask.search import SearchIndex
 from rcm_dask.testing import HashEmbedder
 idx = Path(sys.argv[1])
@@ -706,3 +706,25 @@ def test_the_repair_command_names_the_model_the_index_was_built_with(
     """A repair run with the default model over an index of another one is refused as
     built differently: the command must name the index's own model."""
     assert repair_command(Path("/i"), identity) == command
+
+
+def test_edited_dimensions_are_corrected_by_a_plain_run(built: tuple[Path, Path, Path]) -> None:
+    """Issue 28, item 6: an ``identity.json`` whose dimensions were edited by hand asked for
+    --force, though the model it names (same fingerprint) fixes the width: a plain run
+    corrects the record, says so, and the index answers as before."""
+    crate, idx, clean = built
+    ident = json.loads((idx / "identity.json").read_text())
+    right = ident["dimensions"]
+    (idx / "identity.json").write_text(json.dumps({**ident, "dimensions": right + 1}))
+    stats = _run(crate, idx)
+    assert any("dimensions" in r and "corrected" in r for r in stats.repairs), stats.repairs
+    assert read_identity(idx)["dimensions"] == right
+    assert_converged(idx, clean)
+    with SearchIndex(idx, embedder=HashEmbedder()) as s:
+        assert s.search("parse config", limit=3, mode="vector")
+    # another model (another fingerprint) is still another index: --force, as before
+    (idx / "identity.json").write_text(
+        json.dumps({**ident, "dimensions": right + 1, "model_fingerprint": "other"})
+    )
+    with pytest.raises(IndexIdentityError, match="--force"):
+        _run(crate, idx)
