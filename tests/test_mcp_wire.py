@@ -33,7 +33,7 @@ from rcm_dask.mcp_server.wire import screen
 
 from . import REPO
 from .test_mcp import http_session, refused, stdio_session
-from .test_mcp_confinement import http_server
+from .test_mcp_confinement import INITIALIZE, http_server
 
 REPLY_SECONDS = 20.0
 """The bound on every answer here (each comes in milliseconds; a loaded CI machine is slow)."""
@@ -156,19 +156,9 @@ def raw_stdio(env: dict[str, str], root: Path, log: Path) -> Iterator[RawStdio]:
         )
     try:
         server = RawStdio(proc)
-        hello = {
-            "jsonrpc": "2.0",
-            "id": 0,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "raw", "version": "0"},
-            },
-        }
-        server.send(json.dumps(hello).encode())
+        server.send(json.dumps(INITIALIZE).encode())
         # the first answer waits for the server's imports
-        assert server.reply(timeout=120)["id"] == 0
+        assert server.reply(timeout=120)["id"] == INITIALIZE["id"]
         server.send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
         yield server
     finally:
@@ -232,17 +222,7 @@ def test_http_answers_every_malformed_body(tmp_path: Path, env: dict[str, str]) 
             "content-type": "application/json",
         }
         with httpx2.Client(headers=headers, timeout=REPLY_SECONDS) as http:
-            hello = {
-                "jsonrpc": "2.0",
-                "id": 0,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-06-18",
-                    "capabilities": {},
-                    "clientInfo": {"name": "raw", "version": "0"},
-                },
-            }
-            session = http.post(url, json=hello).headers["mcp-session-id"]
+            session = http.post(url, json=INITIALIZE).headers["mcp-session-id"]
             headers = {"mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}
             for message, code, request_id, words in MALFORMED:
                 response = http.post(url, content=message, headers=headers)
