@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +22,19 @@ import anyio
 import psutil
 import pytest
 
-from rcm_dask.errors import RootNotAllowedError, SourceError
+from rcm_dask import index, open_index
+from rcm_dask.config import IndexConfig, default_index_dir
+from rcm_dask.errors import (
+    ConfigError,
+    IndexLockedError,
+    RcmError,
+    RootNotAllowedError,
+    SourceError,
+)
 from rcm_dask.mcp_server.runs import _confined_root
 from rcm_dask.mcp_server.sandbox import local_path_arg
+from rcm_dask.mcp_server.tools import CodeTools
+from rcm_dask.roots import AllowedRoots
 from rcm_dask.sources import (
     SymlinkInPath,
     discover_sources,
@@ -30,7 +43,11 @@ from rcm_dask.sources import (
     open_root,
     read_source,
 )
+from rcm_dask.stores.lock import is_locked
+from rcm_dask.stores.swap import leftovers
+from rcm_dask.testing import HashEmbedder, index_snapshot
 
+from . import REPO
 from .test_mcp import call, refused, stdio_session, wait_ready
 
 INSIDE = "pub fn inside_the_root() -> u32 {\n    1\n}\n"
@@ -265,13 +282,6 @@ def test_a_file_that_comes_to_hold_a_secret_leaves_the_index(
     read_file_content said "re-index first", which could never succeed. Now the run that
     skips it drops its chunks (every mode, both stores: the index equals a clean one of
     the final tree), and a read says why."""
-    from rcm_dask import index
-    from rcm_dask.config import IndexConfig, default_index_dir
-    from rcm_dask.errors import RcmError
-    from rcm_dask.mcp_server.tools import CodeTools
-    from rcm_dask.roots import AllowedRoots
-    from rcm_dask.testing import HashEmbedder, index_snapshot
-
     code = _crate(tmp_path / "code", INSIDE)
     (code / "src" / "keys.rs").write_text("pub fn load_keys() -> u32 {\n    3\n}\n")
     client = None if mode == "sequential" else dask_client
@@ -325,11 +335,6 @@ def test_a_refused_first_run_leaves_no_index_folder(tmp_path: Path) -> None:
     """Item 6: a first run refused after it took the lock left an empty index folder
     (listed by nothing, found by the next run as an index that never was). A refused
     run over an existing index leaves that index as it was."""
-    from rcm_dask import index
-    from rcm_dask.config import default_index_dir
-    from rcm_dask.errors import ConfigError
-    from rcm_dask.testing import HashEmbedder
-
     code = _crate(tmp_path / "code", INSIDE)
     idx = default_index_dir(str(code))
 
@@ -350,3 +355,34 @@ def test_a_refused_first_run_leaves_no_index_folder(tmp_path: Path) -> None:
     (code / "src" / "lib.rs").write_text(INSIDE + "pub fn more() {}\n")
     refused_run()
     assert sorted(p.name for p in idx.iterdir()) == before
+
+
+def test_a_second_force_during_a_force_is_refused(tmp_path: Path, rust_src: Path) -> None:
+    """Item 6: a second ``--force`` while a ``--force`` rebuild runs must be refused like a
+    plain run (the rebuild holds the live folder's lock throughout), not start a second
+    rebuild; the first ends well and the index answers."""
+    alloc = rust_src / "library" / "alloc"
+    idx = tmp_path / "idx"
+    config = IndexConfig(index_dir=str(idx), vectors="none")
+    index(str(alloc), config, mode="sequential")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "rcm_dask", "index", str(alloc), "--index-dir", str(idx),
+         "--vectors", "none", "--force", "--mode", "sequential", "--quiet"],
+        cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (leftovers(idx) and is_locked(idx)):
+            assert first.poll() is None, first.stdout.read() if first.stdout else ""
+            assert time.monotonic() < deadline, "the forced run never started building"
+            time.sleep(0.05)
+        for force in (True, False):
+            with pytest.raises(IndexLockedError, match="being written by"):
+                index(str(alloc), config, mode="sequential", force=force)
+        assert len(leftovers(idx)) == 1  # one rebuild, the first run's
+    finally:
+        out = first.communicate(timeout=300)[0]
+    assert first.returncode == 0, out
+    assert not leftovers(idx)
+    with open_index(index_dir=str(idx)) as found:
+        assert found.search("BinaryHeap push", limit=1, mode="bm25")
