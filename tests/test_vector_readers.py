@@ -11,12 +11,14 @@ that fails because the folder was swapped under it is asked again of the new fol
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 
@@ -29,6 +31,9 @@ from rcm_dask.stores.lock import IndexLock, is_locked
 from rcm_dask.stores.swap import exchange_dirs, rebuild_dir, remove_tree
 from rcm_dask.stores.vectors import EdgeVectorStore, shared_readers
 from rcm_dask.testing import HashEmbedder, make_chunk
+
+from .test_mcp import call, http_session, server_env, wait_ready  # noqa: F401 (a fixture)
+from .test_mcp_confinement import http_server
 
 DIM = 8
 THREADS = 8
@@ -299,3 +304,59 @@ def test_searches_through_a_forced_rebuild_never_fail(
         assert out.hits[0].name == "kangaroo_pouch_unique"
     finally:
         tools.close()
+
+
+def test_eight_real_mcp_http_clients_are_never_refused(
+    tmp_path: Path, server_env: dict[str, str]
+) -> None:
+    """Issue 28, item 3, as reported: 8 MCP clients over HTTP searching one index in vector
+    and hybrid mode, no index run anywhere. Before: 14 of 80 vector searches refused "in
+    use by another process (an index run?)", 13 of 80 hybrid ones silently BM25 only."""
+    code = tmp_path / "code"
+    (code / "src").mkdir(parents=True)
+    for n in range(6):
+        (code / "src" / f"m{n}.rs").write_text(
+            f"/// Parse the config of part {n}.\npub fn parse_part_{n}(x: u32) -> u32 {{\n"
+            f"    x + {n}\n}}\n"
+        )
+    token = secrets.token_urlsafe(32)
+    env = {**server_env, "PATH": os.environ.get("PATH", ""), "RCM_MCP_TOKEN": token}
+    with http_server(env, tmp_path / "server.log", [tmp_path]) as (url, _):
+
+        async def scenario() -> None:
+            async with http_session(url, token) as session:
+                await call(
+                    session, "index_codebase", directory=str(code), mode="sequential",
+                    wait_seconds=0,
+                )  # fmt: skip
+                await wait_ready(session, str(code))
+            answers: list[tuple[str, Any]] = []
+
+            async def client() -> None:
+                async with http_session(url, token) as session:
+                    for i in range(10):
+                        mode = "vector" if i % 2 else "hybrid"
+                        got = await session.call_tool(
+                            "search",
+                            {"query": "parse the config", "directory": str(code), "mode": mode},
+                        )
+                        answers.append((mode, got))
+
+            async with anyio.create_task_group() as group:
+                for _ in range(8):
+                    group.start_soon(client)
+            assert len(answers) == 80
+            refused = [
+                "\n".join(getattr(c, "text", "") for c in got.content)
+                for _, got in answers
+                if got.is_error
+            ]
+            assert not refused, refused[:3]
+            for mode, got in answers:
+                out = got.structured_content or {}
+                assert out["mode"] == mode, out.get("notices")
+                assert any(h["vector_rank"] is not None for h in out["hits"]), out
+                assert not any("BM25 only" in n for n in out["notices"]), out["notices"]
+
+        anyio.run(scenario)
+    assert "Traceback" not in (tmp_path / "server.log").read_text()
