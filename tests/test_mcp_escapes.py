@@ -386,3 +386,34 @@ def test_a_second_force_during_a_force_is_refused(tmp_path: Path, rust_src: Path
     assert not leftovers(idx)
     with open_index(index_dir=str(idx)) as found:
         assert found.search("BinaryHeap push", limit=1, mode="bm25")
+
+
+def test_a_file_with_a_backslash_in_its_name_reads_back(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Item 6: ``src/a\\b.rs`` (a backslash is a name character on POSIX) was indexed but
+    read_file_content turned the backslash into a folder separator and could not find it.
+    Also a NUL byte in a directory is a clear refusal, not a traceback in the log."""
+    code = _crate(tmp_path / "code", INSIDE)
+    (code / "src" / "odd\\name.rs").write_text(OUTSIDE.replace("outside", "odd"))
+    log = tmp_path / "server.log"
+
+    async def scenario() -> None:
+        async with stdio_session(env, log, [tmp_path]) as session:
+            await call(
+                session, "index_codebase", directory=str(code), vectors="none",
+                mode="sequential",
+            )  # fmt: skip
+            await wait_ready(session, str(code))
+            got, _ = await call(session, "read_file_content", file="src/odd\\name.rs")
+            assert "odd_secret_fn" in got["content"]
+            got, _ = await call(
+                session, "read_file_content", file=str(code / "src" / "odd\\name.rs")
+            )
+            assert got["path"] == "src/odd\\name.rs"
+            assert "NUL byte" in await refused(
+                session, "index_status", directory=str(code) + "\x00x"
+            )
+
+    anyio.run(scenario)
+    assert "Traceback" not in log.read_text()
