@@ -140,8 +140,11 @@ def test_identity_mismatch_names_force(crate: Path, tmp_path: Path) -> None:
 
     with pytest.raises(IndexIdentityError, match="--force"):
         index(str(crate), IndexConfig(index_dir=str(idx_dir)), embedder=Other())
-    with pytest.raises(IndexIdentityError, match="another model"):
-        SearchIndex(idx_dir, embedder=Other()).search("config")
+    with (
+        pytest.raises(IndexIdentityError, match="another model"),
+        SearchIndex(idx_dir, embedder=Other()) as searcher,
+    ):
+        searcher.search("config")
     stats = index(str(crate), IndexConfig(index_dir=str(idx_dir)), embedder=Other(), force=True)
     assert stats.files_indexed == 4
     bm25, vectors, manifest = _contents(idx_dir, Other())

@@ -10,6 +10,7 @@ that fails because the folder was swapped under it is asked again of the new fol
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 import shutil
@@ -56,7 +57,10 @@ def shard(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def no_reader_left() -> Any:
-    """Every test leaves no shard open for reading behind it."""
+    """Every test starts with no shard open for reading (readers that earlier tests
+    dropped without closing leave when collected) and leaves none behind."""
+    gc.collect()
+    assert shared_readers() == {}
     yield
     assert shared_readers() == {}
 
@@ -84,6 +88,18 @@ def test_readers_share_one_open_shard_and_the_last_closes_it(shard: Path) -> Non
     b.close()
     assert shared_readers() == {}
     with EdgeVectorStore(shard, DIM) as writer:  # free again: nothing holds it between uses
+        assert writer.count() == 20
+
+
+def test_a_reader_dropped_without_close_leaves_when_collected(shard: Path) -> None:
+    """A reader its caller lost (a search that raised, a SearchIndex never closed) must not
+    keep the shared shard open, and so locked against index runs, for the whole process."""
+    reader = EdgeVectorStore(shard, DIM, create=False, readonly=True)
+    assert shared_readers() == {str(shard): 1}
+    del reader
+    gc.collect()
+    assert shared_readers() == {}
+    with EdgeVectorStore(shard, DIM) as writer:
         assert writer.count() == 20
 
 

@@ -33,6 +33,7 @@ import os
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -588,6 +589,10 @@ class EdgeVectorStore(Closing):
             if create:
                 raise ValueError("a read-only vector store cannot create its shard")
             self._reader = _join_reader(self.path, dim)
+            # a reader dropped without close() (a search that raised in a caller's
+            # hands) still leaves when it is collected: the registry must not keep the
+            # shard open, and so locked against index runs, for the rest of the process
+            self._leave = weakref.finalize(self, _leave_reader, self._reader)
             self._shard, self._mapped = self._reader.shard, self._reader.mapped
             # one engine call at a time per shard, whichever of its readers makes it
             self._engine = self._reader.lock
@@ -880,7 +885,7 @@ class EdgeVectorStore(Closing):
             return
         self._closed = True
         if self._reader is not None:
-            _leave_reader(self._reader)
+            self._leave()  # _leave_reader, once (never again when collected)
             return
         try:
             with self._engine:
